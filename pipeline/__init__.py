@@ -1,0 +1,3 @@
+"""Tech Matin regulatory newsletter pipeline."""
+
+__version__ = "0.1.0"

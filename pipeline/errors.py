@@ -1,0 +1,22 @@
+"""Errors that the command line turns into one-line messages (exit code 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PipelineError(Exception):
+    """A user-facing error: bad input, not a bug. Its str() is the whole message."""
+
+
+class ConfigError(PipelineError):
+    """A problem in a configuration or rules file, located by file, line and key."""
+
+    def __init__(self, path: Path | str, message: str, line: int | None = None, key: str | None = None):
+        self.path = Path(path)
+        self.line = line
+        self.key = key
+        self.message = message
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        what = f"{key}: {message}" if key else message
+        super().__init__(f"{where}: {what}")

@@ -1,0 +1,275 @@
+"""Typed records passed between the pipeline's stages.
+
+Stages exchange these plain dataclasses, never dicts, so that each stage's
+interface is visible in its signatures and checked by type checkers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class FeedSource:
+    """One feed of sources.yaml."""
+
+    id: str  # stable slug, unique within the config; keys the feed's state in the store
+    name: str  # outlet name shown to readers ("rapporte Numerama")
+    url: str  # http(s) URL, or file: URL resolved against the config file's folder
+    language: str = "fr"
+    weight: float = 1.0  # ranking boost for outlets the editors trust more
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    name: str = "Tech Matin"
+    byline: tuple[str, ...] = ()  # "Par …"
+    byline_with: tuple[str, ...] = ()  # "Avec …"
+    contact_line: str = ""  # "Infos, tuyaux … ? Écrivez à …"
+    thanks: str = ""  # footer thanks line
+    why_line: str = ""  # footer "why you receive this"
+    timezone: str = "Europe/Paris"
+    base_url: str = "http://127.0.0.1:8000/"  # public URL of the archive (ends with /)
+    issue_time: dt.time = dt.time(6, 0)  # an issue covers the 24 h before this local time
+    max_stories_per_section: int = 3
+    max_further_reading: int = 8
+    summary_chars: int = 420
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    concurrency: int = 16
+    per_host: int = 4
+    connect_timeout: float = 10.0
+    read_timeout: float = 10.0
+    deadline: float = 30.0  # whole-feed budget, retries included
+    max_tries: int = 3
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    failure_threshold: int = 10  # consecutive failures before a feed is skipped
+    user_agent: str = "TechMatinPipeline/0.1 (+https://github.com/tech-matin/pipeline)"
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 6 * * *"
+    timezone: str = "Europe/Paris"
+    misfire_grace_seconds: int = 7200
+    max_retries: int = 3
+    retry_delay_seconds: int = 600
+    log_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path  # the sources.yaml this came from; relative paths resolve against its folder
+    newsletter: NewsletterSettings
+    fetch: FetchSettings
+    schedule: ScheduleSettings
+    feeds: tuple[FeedSource, ...]
+    db_path: Path | None = None  # from sources.yaml `storage.db`, overridden by --db
+    output_dir: Path | None = None  # from sources.yaml `storage.output`, overridden by --output
+
+
+# ---------------------------------------------------------------- fetch
+
+
+class FetchStatus(StrEnum):
+    NEW = "new"  # a body was received (it may still hold no new item)
+    UNCHANGED = "unchanged"  # 304 Not Modified
+    FAILED = "failed"
+    MOVED = "moved"  # body received after a permanent redirect
+    SKIPPED = "skipped"  # too many consecutive failures, or disabled
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What the store remembers of a feed between runs."""
+
+    feed_id: str
+    url: str | None = None  # URL after a permanent redirect, if any
+    etag: str | None = None
+    last_modified: str | None = None
+    consecutive_failures: int = 0
+    last_status: str | None = None
+    last_error: str | None = None
+    last_success: dt.datetime | None = None
+    items_seen: int = 0
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    feed: FeedSource
+    status: FetchStatus
+    url: str  # the URL actually requested first
+    final_url: str | None = None
+    body: bytes | None = None
+    content_type: str | None = None  # full Content-Type header, charset included
+    etag: str | None = None
+    last_modified: str | None = None
+    http_status: int | None = None
+    permanent_redirect: str | None = None  # new URL to store when a 301/308 was followed
+    error: str | None = None
+    elapsed: float = 0.0
+    truncated: bool = False
+
+
+# ---------------------------------------------------------------- parse
+
+
+@dataclass(frozen=True)
+class Item:
+    """One feed entry, cleaned. Text fields are plain text (no markup)."""
+
+    id: str  # stable: hash of feed id + guid (or canonical URL)
+    feed_id: str
+    source: str  # outlet name
+    title: str
+    url: str | None  # canonical absolute http(s) URL or None
+    summary: str = ""
+    content: str = ""
+    guid: str | None = None
+    language: str = "fr"
+    published: dt.datetime | None = None  # UTC, aware; None when the feed gave no usable date
+    author: str | None = None
+    categories: tuple[str, ...] = ()
+    first_seen: dt.datetime | None = None  # UTC; set by the store
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    feed: FeedSource
+    items: tuple[Item, ...]
+    warnings: tuple[str, ...] = ()
+    error: str | None = None  # set when the body is not a usable feed
+
+
+# ---------------------------------------------------------------- classify
+
+
+@dataclass(frozen=True)
+class Match:
+    topic: str
+    rule: str  # rule name as written in topics.yaml
+    field: str  # "title" | "summary" | "content"
+    text: str  # the original text that matched, as it stands in the field
+    start: int  # offsets into the field's text as given to the classifier
+    end: int
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Classification:
+    item_id: str
+    topics: tuple[str, ...]  # topics that reached their threshold, in topics.yaml order
+    scores: dict[str, float] = field(default_factory=dict)
+    matches: tuple[Match, ...] = ()
+
+    def matches_for(self, topic: str) -> tuple[Match, ...]:
+        return tuple(m for m in self.matches if m.topic == topic)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What later stages need to know of a topic (rules stay in classify)."""
+
+    id: str
+    heading: str  # section heading, e.g. "DU CÔTÉ DE BRUXELLES"
+    theme: str  # short theme name for AU MENU, e.g. "RGPD"
+    description: str = ""
+
+
+# ---------------------------------------------------------------- compose / render
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item with its classification, as compose reads it from the store."""
+
+    item: Item
+    classification: Classification
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    source: str
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Story:
+    id: str  # stable: the lead item's id
+    kicker: str  # upper case, ends with a full stop
+    title: str
+    text: str  # summary cut at a sentence boundary
+    url: str | None
+    source: str
+    topics: tuple[str, ...]
+    primary_topic: str
+    score: float
+    item_ids: tuple[str, ...]
+    also_on: tuple[SourceRef, ...] = ()  # other outlets carrying the same story
+    published: dt.datetime | None = None
+    why: tuple[str, ...] = ()  # matched words that put it in the digest
+
+
+@dataclass(frozen=True)
+class MenuTeaser:
+    theme: str
+    text: str
+    story_id: str
+
+
+@dataclass(frozen=True)
+class AgendaEntry:
+    date: dt.date
+    context: str
+    source: str
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Section:
+    topic: str
+    heading: str
+    stories: tuple[Story, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    date: dt.date
+    newsletter: NewsletterSettings
+    menu: tuple[MenuTeaser, ...]
+    lead: Story | None
+    sections: tuple[Section, ...]
+    agenda: tuple[AgendaEntry, ...]
+    further_reading: tuple[Story, ...]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.lead is None
+
+    def stories(self) -> tuple[Story, ...]:
+        """Every story of the issue once, in reading order."""
+        seen: dict[str, Story] = {}
+        for story in (
+            ([self.lead] if self.lead else [])
+            + [s for sec in self.sections for s in sec.stories]
+            + list(self.further_reading)
+        ):
+            seen.setdefault(story.id, story)
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    date: dt.date
+    html: str  # archive page (email-safe HTML)
+    text: str  # plain-text digest

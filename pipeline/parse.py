@@ -1,0 +1,192 @@
+"""Parse stage: feed bytes (from fetch) → cleaned, typed Items.
+
+feedparser does the format work (RSS 0.9x/1.0/2.0, Atom, encodings); beautifulsoup4 turns
+the HTML it leaves in titles and descriptions into plain text. Nothing here touches the DB.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import feedparser
+from bs4 import BeautifulSoup
+
+from pipeline.models import FeedSource, FetchResult, Item, ParseResult
+
+# Limits keep one hostile or broken feed from flooding the store or the digest.
+MAX_ITEMS_PER_FEED = 500
+MAX_TITLE_CHARS = 300
+MAX_SUMMARY_CHARS = 5_000
+MAX_CONTENT_CHARS = 50_000
+
+# Elements whose text is never shown to readers (code, styling, embedded objects).
+_DROPPED_ELEMENTS = ("script", "style", "iframe", "object", "embed", "form", "svg", "noscript", "template",
+                     "head", "math", "button", "select", "textarea")
+_BLOCK_ELEMENTS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+                   "tr", "table", "section", "article", "header", "footer", "figure", "figcaption", "pre", "hr"}
+
+# Bidi overrides and zero-width characters can reorder or hide text in titles.
+_INVISIBLE = dict.fromkeys(
+    [0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+     0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF, 0x00AD]
+)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACES_RE = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+
+# Query parameters that only track readers; dropping them lets the same article from two
+# feeds share one canonical URL.
+_TRACKING_PARAMS = re.compile(r"^(utm_[a-z]+|xtor|at_[a-z]+|fbclid|gclid|mc_[a-z]+|ns_[a-z]+|cmpid|ref|yclid)$")
+
+
+def clean_text(value: str | None, limit: int | None = None) -> str:
+    """HTML or text → one plain-text string with collapsed spaces and no invisible controls."""
+    if not value:
+        return ""
+    if "<" in value or "&" in value:
+        soup = BeautifulSoup(value, "html.parser")
+        for element in soup(_DROPPED_ELEMENTS):
+            element.decompose()
+        for element in soup.find_all(_BLOCK_ELEMENTS):
+            element.insert_before(" ")
+            element.insert_after(" ")
+        value = soup.get_text()
+    value = unicodedata.normalize("NFC", value).translate(_INVISIBLE)
+    value = _CONTROL_RE.sub(" ", value)
+    value = _SPACES_RE.sub(" ", value)
+    value = re.sub(r"\s*\n\s*", " ", value).strip()
+    if limit is not None and len(value) > limit:
+        cut = value.rfind(" ", 0, limit)
+        value = value[: cut if cut > limit // 2 else limit].rstrip() + "…"
+    return value
+
+
+def canonical_url(url: str | None, base: str | None = None) -> str | None:
+    """Absolute http(s) URL without fragment or tracking parameters, or None if unsafe or unusable."""
+    if not url:
+        return None
+    url = "".join(ch for ch in url.strip() if ch > " ")  # "java\tscript:" tricks lose their whitespace
+    if base:
+        url = urljoin(base, url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not _TRACKING_PARAMS.match(k.lower())])
+    return urlunsplit((scheme, netloc, parts.path or "/", query, ""))
+
+
+def _entry_datetime(entry: Any) -> dt.datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = entry.get(key)
+        if value:
+            try:
+                # feedparser normalises to UTC struct_time
+                return dt.datetime.fromtimestamp(calendar.timegm(value), tz=dt.UTC)
+            except (OverflowError, ValueError, OSError):
+                continue
+    return None
+
+
+def _entry_content(entry: Any) -> str:
+    contents = entry.get("content") or []
+    best = max((c.get("value", "") for c in contents), key=len, default="")
+    return best
+
+
+def item_id(feed_id: str, guid: str | None, url: str | None, title: str, summary: str) -> str:
+    """Stable id: the same entry read again, from the same feed, keeps its id."""
+    key = guid or url or f"{title}\n{summary}"
+    return hashlib.sha256(f"{feed_id}\0{key}".encode()).hexdigest()[:20]
+
+
+def _not_a_feed_reason(result: FetchResult, parsed: Any) -> str | None:
+    body = result.body or b""
+    if not body.strip():
+        return "not a feed: empty body"
+    if parsed.get("version") or parsed.entries:
+        return None
+    media_type = (result.content_type or "").split(";")[0].strip().lower()
+    head = body[:512].lstrip().lower()
+    if media_type in ("text/html", "application/xhtml+xml") or head.startswith((b"<!doctype html", b"<html")):
+        return "not a feed: got text/html"
+    if parsed.get("bozo") and parsed.get("bozo_exception") is not None:
+        reason = str(parsed.bozo_exception).splitlines()[0][:120]
+        return f"not a feed: {media_type or 'unknown type'} that is not RSS or Atom ({reason})"
+    return f"not a feed: {media_type or 'unknown type'} that is not RSS or Atom"
+
+
+def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
+    """Turn one fetched body into Items. Problems become ParseResult.error, never exceptions."""
+    feed: FeedSource = result.feed
+    if result.body is None:
+        return ParseResult(feed=feed, items=(), error=result.error or "no body to parse")
+    headers = {"content-type": result.content_type} if result.content_type else {}
+    if result.final_url:
+        headers["content-location"] = result.final_url
+    parsed = feedparser.parse(result.body, response_headers=headers, sanitize_html=False,
+                              resolve_relative_uris=False)
+    error = _not_a_feed_reason(result, parsed)
+    if error:
+        return ParseResult(feed=feed, items=(), error=error)
+
+    warnings: list[str] = []
+    if parsed.get("bozo") and parsed.get("bozo_exception") is not None:
+        exc = parsed.bozo_exception
+        warnings.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    base = result.final_url or (result.url if result.url.startswith("http") else None)
+    feed_link = parsed.feed.get("link")
+    if feed_link and not base:
+        base = feed_link
+    feed_language = (parsed.feed.get("language") or feed.language or "fr").split("-")[0].lower()
+
+    entries = parsed.entries
+    if len(entries) > MAX_ITEMS_PER_FEED:
+        warnings.append(f"{len(entries)} entries, kept the first {MAX_ITEMS_PER_FEED}")
+        entries = entries[:MAX_ITEMS_PER_FEED]
+
+    items: list[Item] = []
+    seen_ids: set[str] = set()
+    for entry in entries:
+        title = clean_text(entry.get("title"), MAX_TITLE_CHARS)
+        summary = clean_text(entry.get("summary") or entry.get("description"), MAX_SUMMARY_CHARS)
+        content = clean_text(_entry_content(entry), MAX_CONTENT_CHARS)
+        if content == summary:
+            content = ""
+        if not title and not summary:
+            warnings.append("skipped an entry with neither title nor description")
+            continue
+        if not title:
+            title = clean_text(summary, 90)
+        url = canonical_url(entry.get("link"), base)
+        guid = (entry.get("id") or "").strip() or None
+        identifier = item_id(feed.id, guid, url, title, summary)
+        if identifier in seen_ids:
+            continue  # the same entry twice in one document
+        seen_ids.add(identifier)
+        language = (entry.get("language") or feed_language).split("-")[0].lower()
+        author = clean_text(entry.get("author"), 200) or None
+        categories = tuple(
+            dict.fromkeys(c for c in (clean_text(t.get("term"), 80) for t in entry.get("tags", [])) if c)
+        )
+        items.append(Item(
+            id=identifier, feed_id=feed.id, source=feed.name, title=title, url=url, summary=summary,
+            content=content, guid=guid, language=language, published=_entry_datetime(entry),
+            author=author, categories=categories, first_seen=seen_at,
+        ))
+    return ParseResult(feed=feed, items=tuple(items), warnings=tuple(warnings))

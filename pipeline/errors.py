@@ -8,6 +8,14 @@ from pathlib import Path
 class PipelineError(Exception):
     """A user-facing error: bad input, not a bug. Its str() is the whole message."""
 
+    exit_code = 2
+
+
+class RunFailed(PipelineError):
+    """The job ran but could not do its work (no feed readable, disk full…): exit code 1."""
+
+    exit_code = 1
+
 
 class ConfigError(PipelineError):
     """A problem in a configuration or rules file, located by file, line and key."""

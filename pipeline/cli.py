@@ -1,0 +1,319 @@
+"""The `pipeline` command: parses arguments, calls the flow, prints summaries.
+
+No pipeline logic lives here. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
+EXIT_USAGE = 2  # bad input: arguments, configuration, rules
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), as the command-line contract asks."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date {text!r}: expected YYYY-MM-DD") from None
+
+
+def _add_common(parser: argparse.ArgumentParser, db: bool = True, output: bool = True) -> None:
+    parser.add_argument("--config", type=Path, default=Path("sources.yaml"),
+                        help="feeds and newsletter settings (default: sources.yaml)")
+    parser.add_argument("--topics", type=Path, default=None,
+                        help="topic rules (default: topics.yaml here, else beside the config file)")
+    if db:
+        parser.add_argument("--db", type=Path, default=None,
+                            help="SQLite archive (default: storage.db of the config, else data/pipeline.sqlite3)")
+    if output:
+        parser.add_argument("--output", type=Path, default=None,
+                            help="site folder (default: storage.output of the config, else output)")
+    parser.add_argument("--templates", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pipeline", description="Tech Matin: a regulatory newsletter built from feeds.")
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser("run", help="fetch, classify, compose, render and archive one issue")
+    _add_common(run)
+    run.add_argument("--date", type=_date, help="issue date YYYY-MM-DD (default: today in the newsletter's zone)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="re-enable feeds skipped after too many consecutive failures")
+    run.add_argument("--skip-empty", action="store_true", help="write nothing when no item matches")
+
+    rebuild = commands.add_parser("rebuild", help="re-render issues from the store, with no network")
+    _add_common(rebuild)
+    which = rebuild.add_mutually_exclusive_group(required=True)
+    which.add_argument("--date", type=_date, help="the issue to rebuild, YYYY-MM-DD")
+    which.add_argument("--all", action="store_true", help="rebuild every stored issue")
+
+    classify = commands.add_parser("classify", help="classify JSONL items (stdin with -)")
+    classify.add_argument("file", nargs="?", default="-", help="JSONL file, or - for standard input")
+    classify.add_argument("--topics", type=Path, default=None, help="topic rules (default: topics.yaml)")
+    classify.add_argument("--config", type=Path, default=Path("sources.yaml"), help=argparse.SUPPRESS)
+
+    evaluate = commands.add_parser("evaluate", help="precision, recall and F1 of the rules on labelled JSONL")
+    evaluate.add_argument("file", type=Path, help="labelled JSONL (a `labels` list per item)")
+    evaluate.add_argument("--topics", type=Path, default=None, help="topic rules (default: topics.yaml)")
+    evaluate.add_argument("--config", type=Path, default=Path("sources.yaml"), help=argparse.SUPPRESS)
+
+    check = commands.add_parser("check", help="validate the config and the rules, print a summary")
+    _add_common(check, db=False, output=False)
+
+    archive = commands.add_parser("archive", help="browse stored issues in the terminal")
+    _add_common(archive, output=False)
+    archive_commands = archive.add_subparsers(dest="archive_command", metavar="ACTION", parser_class=_Parser)
+    archive_commands.required = True
+    archive_commands.add_parser("list", help="every stored issue, newest first")
+    show = archive_commands.add_parser("show", help="print one issue's plain text")
+    show.add_argument("date", type=_date)
+
+    feeds = commands.add_parser("feeds", help="feeds' health; re-enable or disable feeds")
+    _add_common(feeds, output=False)
+    feed_commands = feeds.add_subparsers(dest="feeds_command", metavar="ACTION", parser_class=_Parser)
+    feed_commands.required = True
+    feed_commands.add_parser("list", help="status, errors and failures of every configured feed")
+    enable = feed_commands.add_parser("enable", help="reset failures so a skipped feed is read again")
+    enable.add_argument("ids", nargs="*", help="feed ids (default: all)")
+    disable = feed_commands.add_parser("disable", help="stop reading feeds until enabled again")
+    disable.add_argument("ids", nargs="+", help="feed ids")
+
+    serve = commands.add_parser("serve", help="serve the archive site locally")
+    _add_common(serve, db=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    return parser
+
+
+# ---------------------------------------------------------------- resolution of paths
+
+
+def _topics_path(args: argparse.Namespace) -> Path:
+    if args.topics is not None:
+        return Path(args.topics)
+    here = Path("topics.yaml")
+    if here.is_file():
+        return here
+    beside = Path(args.config).parent / "topics.yaml"
+    return beside if beside.is_file() else here
+
+
+def _workspace(args: argparse.Namespace, need_output: bool = True):  # type: ignore[no-untyped-def]
+    from pipeline.config import load_config
+    from pipeline.config.topics import load_topics
+    from pipeline.flow import Workspace
+    from pipeline.render import DEFAULT_TEMPLATES
+
+    config = load_config(Path(args.config))
+    topics = load_topics(_topics_path(args))
+    db = getattr(args, "db", None) or config.db_path or Path("data/pipeline.sqlite3")
+    output = getattr(args, "output", None) or config.output_dir or Path("output")
+    templates = getattr(args, "templates", None) or DEFAULT_TEMPLATES
+    return Workspace(config=config, topics=topics, db_path=Path(db), output_dir=Path(output),
+                     templates_dir=Path(templates))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.flow import run, summarize
+
+    ws = _workspace(args)
+    report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty)
+    for feed in report.feeds:
+        if feed.status == "failed":
+            print(f"warning: feed {feed.feed_id} ({feed.name}): {feed.error}", file=err)
+        elif feed.status == "skipped":
+            print(f"warning: feed {feed.feed_id} skipped: {feed.error}", file=err)
+        elif feed.moved_to:
+            print(f"notice: feed {feed.feed_id} moved permanently to {feed.moved_to}; update {ws.config.path}",
+                  file=err)
+    print(summarize(report), file=out)
+    if report.build and not report.build.skipped:
+        print(f"open {(report.build.issue_dir / 'index.html').resolve()}", file=out)
+    return EXIT_OK
+
+
+def _cmd_rebuild(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.flow import rebuild
+
+    ws = _workspace(args)
+    results = rebuild(ws, None if args.all else [args.date])
+    for result in results:
+        state = "skipped (empty)" if result.skipped else f"{result.stories} stories"
+        print(f"{result.date.isoformat()}: {state}, {len(result.changed_files)} files rewritten", file=out)
+    print(f"rebuilt {len(results)} issue(s) into {ws.output_dir}", file=out)
+    return EXIT_OK
+
+
+def _read_lines(name: str) -> tuple[list[str], str]:
+    if name == "-":
+        return sys.stdin.read().splitlines(), "<stdin>"
+    try:
+        return Path(name).read_text(encoding="utf-8").splitlines(), name
+    except FileNotFoundError:
+        raise PipelineError(f"{name}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.classify import Classifier
+    from pipeline.classify.jsonl import classify_jsonl
+    from pipeline.config.topics import load_topics
+
+    classifier = Classifier.compile(load_topics(_topics_path(args)))
+    lines, source = _read_lines(args.file)
+    count = classify_jsonl(classifier, lines, out, source)
+    print(f"classified {count} item(s)", file=err)
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.classify import Classifier
+    from pipeline.classify.evaluate import evaluate, format_report
+    from pipeline.config.topics import load_topics
+
+    classifier = Classifier.compile(load_topics(_topics_path(args)))
+    lines, source = _read_lines(str(args.file))
+    print(format_report(evaluate(classifier, lines, source)), file=out)
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.classify import Classifier
+
+    ws = _workspace(args, need_output=False)
+    Classifier.compile(ws.topics)  # compiling proves every rule is usable
+    config = ws.config
+    enabled = [f for f in config.feeds if f.enabled]
+    print(f"{config.path}: ok: {len(config.feeds)} feeds ({len(enabled)} enabled), newsletter "
+          f"{config.newsletter.name!r}, time zone {config.newsletter.timezone}, issue at "
+          f"{config.newsletter.issue_time:%H:%M}", file=out)
+    print(f"{ws.topics.path}: ok: {len(ws.topics.topics)} topics: "
+          + ", ".join(f"{t.id} ({t.heading})" for t in ws.topics.info()), file=out)
+    return EXIT_OK
+
+
+def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.render import french_date
+    from pipeline.store import Store
+
+    ws = _workspace(args)
+    if not ws.db_path.exists():
+        raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
+    with Store(ws.db_path) as store:
+        if args.archive_command == "list":
+            issues = store.issues()
+            for issue in issues:
+                print(f"{issue.date.isoformat()}  {french_date(issue.date, year=True):<28} "
+                      f"{issue.story_count:>3} stories", file=out)
+            print(f"{len(issues)} issue(s) in {ws.db_path}", file=err)
+        elif args.archive_command == "show":
+            if store.issue(args.date) is None:
+                raise PipelineError(f"no issue stored for {args.date.isoformat()} (see `pipeline archive list`)")
+            text_path = ws.output_dir / args.date.isoformat() / "digest.txt"
+            if not text_path.is_file():
+                raise PipelineError(f"{text_path}: missing; run `pipeline rebuild --date {args.date}`")
+            out.write(text_path.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.store import Store
+
+    ws = _workspace(args)
+    with Store(ws.db_path) as store:
+        known = {f.id for f in ws.config.feeds}
+        if args.feeds_command == "list":
+            health = {row["feed_id"]: row for row in store.feed_health()}
+            for feed in ws.config.feeds:
+                row = health.get(feed.id)
+                if row is None:
+                    print(f"{feed.id:<28} never fetched", file=out)
+                    continue
+                state = "disabled" if row["disabled"] else (row["last_status"] or "?")
+                print(f"{feed.id:<28} {state:<10} failures={row['consecutive_failures']:<3} "
+                      f"last_success={row['last_success'] or '-':<26} items={row['items_seen']:<5} "
+                      f"{row['last_error'] or ''}", file=out)
+            return EXIT_OK
+        ids = list(args.ids) or None
+        for feed_id in ids or []:
+            if feed_id not in known:
+                raise PipelineError(f"unknown feed id {feed_id!r} (not in {ws.config.path})")
+        changed = store.set_feeds_enabled(ids, enabled=args.feeds_command == "enable")
+        print(f"{args.feeds_command}d {changed} feed(s)", file=out)
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import functools
+    import http.server
+
+    ws = _workspace(args)
+    if not ws.output_dir.is_dir():
+        raise PipelineError(f"{ws.output_dir}: no such folder; run `pipeline run` first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ws.output_dir))
+    try:
+        server = http.server.ThreadingHTTPServer((args.host, args.port), handler)
+    except OSError as exc:
+        raise PipelineError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    host, port = server.server_address[:2]
+    print(f"serving {ws.output_dir} on http://{host}:{port}/ (Ctrl-C to stop)", file=out, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "rebuild": _cmd_rebuild,
+    "classify": _cmd_classify,
+    "evaluate": _cmd_evaluate,
+    "check": _cmd_check,
+    "archive": _cmd_archive,
+    "feeds": _cmd_feeds,
+    "serve": _cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, out, err)
+    except PipelineError as exc:
+        print(f"pipeline: error: {exc}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pipeline: interrupted", file=err)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK

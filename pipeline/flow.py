@@ -1,0 +1,279 @@
+"""The flow of DESIGN.md, wired once: fetch → parse → store → classify → compose → render → archive.
+
+The command line and the scheduler call these functions; no stage calls another stage
+directly, so each stays replaceable (and testable) on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import zoneinfo
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.archive import Archive, ArchiveEntry
+from pipeline.classify import Classifier
+from pipeline.compose import compose_issue, issue_window
+from pipeline.config.topics import TopicsConfig
+from pipeline.errors import PipelineError, RunFailed
+from pipeline.fetch import fetch_feeds
+from pipeline.models import Config, FetchResult, FetchStatus, Issue, StoredItem
+from pipeline.parse import parse_feed
+from pipeline.render import Renderer
+from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything a build needs, resolved from the command line and the config."""
+
+    config: Config
+    topics: TopicsConfig
+    db_path: Path
+    output_dir: Path
+    templates_dir: Path
+
+
+@dataclass(frozen=True)
+class FeedReport:
+    feed_id: str
+    name: str
+    status: str  # new / unchanged / failed / moved / skipped
+    error: str | None
+    new_items: int
+    elapsed: float
+    moved_to: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    date: dt.date
+    stories: int
+    empty: bool
+    skipped: bool  # empty and --skip-empty: nothing written
+    changed_files: tuple[Path, ...]
+    issue_dir: Path
+
+
+@dataclass
+class RunReport:
+    date: dt.date
+    feeds: list[FeedReport] = field(default_factory=list)
+    new_items: int = 0
+    build: BuildResult | None = None
+    duration: float = 0.0
+
+    @property
+    def feeds_read(self) -> int:
+        return sum(1 for f in self.feeds if f.status in ("new", "unchanged", "moved"))
+
+    @property
+    def feeds_failed(self) -> int:
+        return sum(1 for f in self.feeds if f.status == "failed")
+
+
+def today_in(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    current = now or dt.datetime.now(dt.UTC)
+    return current.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+
+
+def _seen_at(config: Config, date: dt.date, now: dt.datetime) -> dt.datetime:
+    """When items first seen in this run count as seen. Building a past date stamps undated
+    items at that issue's cut-off, so a backfill puts them in the issue being built."""
+    _, window_end = issue_window(date, config.newsletter)
+    return min(now, window_end - dt.timedelta(seconds=1))
+
+
+def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime,
+                    on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
+    """Fetch every feed, parse what came back, store new items and each feed's health."""
+    feeds = [f for f in ws.config.feeds]
+    states = store.feed_states(feeds)
+    results = fetch_feeds(feeds, ws.config.fetch, states, on_result=on_result)
+    seen_at = _seen_at(ws.config, date, now)
+    reports: list[FeedReport] = []
+    for result in results:
+        new_items = 0
+        parse_error: str | None = None
+        warnings: tuple[str, ...] = ()
+        if result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED):
+            parsed = parse_feed(result, seen_at)
+            parse_error = parsed.error
+            warnings = parsed.warnings
+            if parsed.items:
+                new_items = store.upsert_items(parsed.items)
+        store.record_fetch(result, new_items, now, parse_error=parse_error)
+        status = "failed" if parse_error else str(result.status)
+        reports.append(FeedReport(
+            feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
+            new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
+        ))
+    return reports
+
+
+def classified_window(store: Store, classifier: Classifier, topics: TopicsConfig,
+                      config: Config, date: dt.date) -> list[StoredItem]:
+    """The items of an issue's window with their classification under the current rules."""
+    start, end = issue_window(date, config.newsletter)
+    items = store.items_between(start, end)
+    known = store.classifications([i.id for i in items], topics.fingerprint)
+    missing = [classifier.classify(i) for i in items if i.id not in known]
+    if missing:
+        store.save_classifications(missing, topics.fingerprint)
+        known.update({c.item_id: c for c in missing})
+    return [StoredItem(item=i, classification=known[i.id]) for i in items]
+
+
+def _story_rows(issue: Issue) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    parts = [("lead", [issue.lead] if issue.lead else [])]
+    parts += [(f"section:{s.topic}", list(s.stories)) for s in issue.sections]
+    parts += [("further", list(issue.further_reading))]
+    for part, stories in parts:
+        for story in stories:
+            rows.append({
+                "story_id": story.id, "part": part, "topic": story.primary_topic, "topics": list(story.topics),
+                "kicker": story.kicker, "title": story.title, "text": story.text, "source": story.source,
+                "url": story.url, "item_ids": list(story.item_ids),
+            })
+    return rows
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: Renderer, date: dt.date,
+                now: dt.datetime, skip_empty: bool = False) -> BuildResult:
+    """Compose, render and publish the issue of `date` from what is stored; no network."""
+    config = ws.config
+    entries = classified_window(store, classifier, ws.topics, config, date)
+    weights = {f.id: f.weight for f in config.feeds}
+    issue = compose_issue(date, entries, ws.topics.info(), config.newsletter, weights,
+                          already_featured=store.featured_item_ids(before=date))
+    archive = Archive(ws.output_dir, renderer, config.newsletter.base_url, config.newsletter.name)
+    issue_dir = ws.output_dir / date.isoformat()
+    if issue.is_empty and skip_empty:
+        return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(), issue_dir=issue_dir)
+
+    known_dates = store.issue_dates()
+    is_new_date = date not in known_dates
+    topic_info = ws.topics.info()
+    rendered = renderer.render_issue(issue, topic_info, archive.issue_links(date, known_dates))
+    archive.write_issue(rendered)
+    item_ids = [i for story in issue.stories() for i in story.item_ids]
+    store.save_issue(
+        StoredIssue(
+            date=date, built_at=now, rules_fingerprint=ws.topics.fingerprint,
+            templates_fingerprint=renderer.fingerprint, html_sha256=_sha(rendered.html),
+            text_sha256=_sha(rendered.text), story_count=len(issue.stories()), issue_json=issue_to_json(issue),
+        ),
+        _story_rows(issue),
+        item_ids,
+    )
+    all_dates = sorted({*known_dates, date})
+    if is_new_date:
+        # A new issue changes its neighbours' previous/next links.
+        position = all_dates.index(date)
+        for neighbour in all_dates[max(position - 1, 0) : position] + all_dates[position + 1 : position + 2]:
+            _rerender_stored(ws, store, renderer, archive, neighbour, all_dates)
+    publish_site(ws, store, archive)
+    return BuildResult(date=date, stories=len(issue.stories()), empty=issue.is_empty, skipped=False,
+                       changed_files=tuple(archive.written), issue_dir=issue_dir)
+
+
+def _rerender_stored(ws: Workspace, store: Store, renderer: Renderer, archive: Archive, date: dt.date,
+                     dates: Sequence[dt.date]) -> None:
+    stored = store.issue(date)
+    if stored is None:
+        return
+    issue = issue_from_json(stored.issue_json, ws.config.newsletter)
+    archive.write_issue(renderer.render_issue(issue, ws.topics.info(), archive.issue_links(date, dates)))
+
+
+def publish_site(ws: Workspace, store: Store, archive: Archive) -> None:
+    entries = [ArchiveEntry(issue=issue_from_json(s.issue_json, ws.config.newsletter)) for s in store.issues()]
+    archive.write_site(entries, ws.topics.info())
+
+
+def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = None, retry_failed: bool = False,
+        skip_empty: bool = False, on_result: Callable[[FetchResult], None] | None = None) -> RunReport:
+    """The daily job: fetch every feed, then build the issue of `date` (default: today)."""
+    started = time.monotonic()
+    now = now or dt.datetime.now(dt.UTC)
+    date = date or today_in(ws.config.newsletter.timezone, now)
+    report = RunReport(date=date)
+    classifier = Classifier.compile(ws.topics)
+    renderer = Renderer(ws.templates_dir)
+    with Store(ws.db_path) as store:
+        run_id = store.start_run("run", date, now)
+        status = "failed"
+        try:
+            if retry_failed:
+                store.set_feeds_enabled(None, enabled=True)
+            report.feeds = fetch_and_store(ws, store, date, now, on_result=on_result)
+            report.new_items = sum(f.new_items for f in report.feeds)
+            if report.feeds_read == 0:
+                raise RunFailed(
+                    f"no feed could be read ({report.feeds_failed} failed, "
+                    f"{sum(1 for f in report.feeds if f.status == 'skipped')} skipped); no issue built"
+                )
+            report.build = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty)
+            status = "ok"
+        finally:
+            report.duration = time.monotonic() - started
+            store.finish_run(run_id, status, summarize(report), _report_json(report),
+                             dt.datetime.now(dt.UTC))
+    return report
+
+
+def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | None = None,
+            skip_empty: bool = False) -> list[BuildResult]:
+    """Re-render issues from the store with the current rules and templates; no network.
+    `dates=None` rebuilds every stored issue."""
+    now = now or dt.datetime.now(dt.UTC)
+    classifier = Classifier.compile(ws.topics)
+    renderer = Renderer(ws.templates_dir)
+    if not ws.db_path.exists():
+        raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
+    results: list[BuildResult] = []
+    with Store(ws.db_path) as store:
+        targets = list(dates) if dates is not None else store.issue_dates()
+        if dates is None and not targets:
+            raise PipelineError(f"{ws.db_path}: no issue stored yet; nothing to rebuild")
+        for date in targets:
+            start, end = issue_window(date, ws.config.newsletter)
+            if store.count_items_between(start, end) == 0 and store.issue(date) is None:
+                raise PipelineError(f"no stored items for {date.isoformat()} (window {start:%Y-%m-%d %H:%M} to "
+                                    f"{end:%Y-%m-%d %H:%M} UTC); nothing to rebuild")
+            run_id = store.start_run("rebuild", date, now)
+            result = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty)
+            store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", {},
+                             dt.datetime.now(dt.UTC))
+            results.append(result)
+    return results
+
+
+def summarize(report: RunReport) -> str:
+    built = report.build
+    where = f"{built.issue_dir}" if built and not built.skipped else "no issue written"
+    stories = built.stories if built else 0
+    return (f"{report.date.isoformat()}: {report.feeds_read} feeds read, {report.feeds_failed} failed, "
+            f"{report.new_items} new items, {stories} stories, {report.duration:.1f} s, {where}")
+
+
+def _report_json(report: RunReport) -> dict[str, object]:
+    return {
+        "date": report.date.isoformat(),
+        "new_items": report.new_items,
+        "feeds": [
+            {"feed": f.feed_id, "status": f.status, "error": f.error, "new_items": f.new_items,
+             "elapsed": round(f.elapsed, 3), "moved_to": f.moved_to}
+            for f in report.feeds
+        ],
+        "stories": report.build.stories if report.build else 0,
+    }

@@ -136,9 +136,9 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
     feed: FeedSource = result.feed
     if result.body is None:
         return ParseResult(feed=feed, items=(), error=result.error or "no body to parse")
+    # No content-location: feedparser would resolve guids against it, and an id must not change
+    # when a feed moves. Relative links are resolved below with the final URL instead.
     headers = {"content-type": result.content_type} if result.content_type else {}
-    if result.final_url:
-        headers["content-location"] = result.final_url
     parsed = feedparser.parse(result.body, response_headers=headers, sanitize_html=False,
                               resolve_relative_uris=False)
     error = _not_a_feed_reason(result, parsed)

@@ -1,0 +1,132 @@
+"""Compose: window, one story per event across outlets, ranking, sections, agenda, text cuts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipeline.compose import compose_issue, cut_at_sentence, find_dates, issue_window, make_kicker
+from pipeline.models import Classification, Item, NewsletterSettings, StoredItem, TopicInfo
+
+TOPICS = (
+    TopicInfo("meta_ai", "META ET L'IA", "Intelligence artificielle"),
+    TopicInfo("rgpd", "DONNÉES PERSONNELLES", "Données personnelles"),
+    TopicInfo("ai_act", "DU CÔTÉ DE BRUXELLES", "Régulation de l'IA"),
+    TopicInfo("media_partnership", "MÉDIAS", "Médias"),
+)
+SETTINGS = NewsletterSettings(max_stories_per_section=2)
+DATE = dt.date(2025, 5, 6)
+WHEN = dt.datetime(2025, 5, 5, 9, 0, tzinfo=dt.UTC)
+
+
+def entry(identifier: str, feed: str, title: str, summary: str, topics: dict[str, float],
+          url: str | None = None, guid: str | None = None, published: dt.datetime = WHEN) -> StoredItem:
+    item = Item(id=identifier, feed_id=feed, source=feed.capitalize(), title=title,
+                url=url or f"https://{feed}.example/{identifier}", summary=summary, guid=guid,
+                published=published, first_seen=published)
+    return StoredItem(item, Classification(identifier, tuple(topics), dict(topics)))
+
+
+META_STORY = [
+    entry("m1", "alpha", "Meta va entraîner son IA avec les publications des Européens",
+          "Meta utilisera les publications publiques des adultes de l'Union européenne pour entraîner Llama. "
+          "Les utilisateurs peuvent s'opposer jusqu'au 27 mai 2025 via un formulaire.", {"meta_ai": 4.0, "rgpd": 2.0}),
+    entry("m2", "beta", "Comment refuser que Meta entraîne son IA sur vos publications",
+          "Le formulaire d'opposition de Meta reste ouvert jusqu'au 27 mai : vos publications publiques "
+          "serviront sinon à entraîner l'IA de Meta dans l'Union européenne.", {"meta_ai": 3.0}),
+    entry("m3", "gamma", "IA de Meta : la CNIL rappelle le droit d'opposition",
+          "Meta entraînera son IA sur les publications publiques des Européens adultes ; la CNIL détaille le "
+          "formulaire d'opposition, disponible jusqu'au 27 mai 2025.", {"meta_ai": 3.5, "rgpd": 3.0}),
+    entry("m4", "delta", "Vos publications Facebook serviront à entraîner l'IA de Meta",
+          "Dès le 27 mai 2025, Meta entraînera son IA sur les publications publiques des utilisateurs "
+          "européens qui ne se sont pas opposés via le formulaire.", {"meta_ai": 3.0}),
+]
+
+
+def test_window_is_the_24_hours_before_issue_time() -> None:
+    start, end = issue_window(DATE, SETTINGS)
+    assert start == dt.datetime(2025, 5, 5, 4, 0, tzinfo=dt.UTC)  # 06:00 Paris (CEST)
+    assert end == dt.datetime(2025, 5, 6, 4, 0, tzinfo=dt.UTC)
+    winter_start, _ = issue_window(dt.date(2025, 1, 15), SETTINGS)
+    assert winter_start.hour == 5  # 06:00 Paris (CET)
+
+
+def test_four_outlets_make_one_story_with_the_others_listed() -> None:
+    issue = compose_issue(DATE, META_STORY, TOPICS, SETTINGS, {"alpha": 1.0})
+    assert issue.lead is not None
+    assert len(issue.stories()) == 1
+    assert sorted(ref.source for ref in issue.lead.also_on) == sorted(
+        {"Alpha", "Beta", "Gamma", "Delta"} - {issue.lead.source})
+    assert set(issue.lead.item_ids) == {"m1", "m2", "m3", "m4"}
+
+
+def test_reused_title_from_one_outlet_is_not_merged() -> None:
+    entries = [
+        entry("r1", "revue", "La revue du jour", "La CNIL sanctionne un hébergeur pour des cookies.", {"rgpd": 3.0}),
+        entry("r2", "revue", "La revue du jour", "Le Bureau de l'IA publie un code de bonnes pratiques.",
+              {"ai_act": 3.0}),
+    ]
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
+    assert len(issue.stories()) == 2
+
+
+def test_same_url_always_merges() -> None:
+    entries = [
+        entry("u1", "alpha", "Accord entre l'AFP et Mistral AI", "Texte un.", {"media_partnership": 3.0},
+              url="https://afp.example/accord"),
+        entry("u2", "beta", "Un titre sans rapport apparent", "Autre texte.", {"media_partnership": 2.0},
+              url="https://afp.example/accord"),
+    ]
+    assert len(compose_issue(DATE, entries, TOPICS, SETTINGS, {}).stories()) == 1
+
+
+def test_sections_follow_topic_order_and_cap_overflow_goes_to_further_reading() -> None:
+    subjects = [
+        ("Cookies publicitaires : un éditeur de jeux condamné", "Bannière trompeuse, consentement absent."),
+        ("Vidéosurveillance au travail : une PME épinglée", "Des caméras filmaient les salariés en continu."),
+        ("Un hôpital mis en demeure pour ses dossiers patients", "Accès trop large aux données de santé."),
+        ("Le CEPD adopte un avis sur les modèles d'IA", "Anonymisation et intérêt légitime examinés."),
+        ("Transferts vers les États-Unis : noyb porte plainte", "Une plateforme chinoise visée à Vienne."),
+    ]
+    entries = [entry(f"g{i}", f"feed{i}", title, summary, {"rgpd": 2.0 + i / 10})
+               for i, (title, summary) in enumerate(subjects)]
+    entries.append(entry("a1", "zeta", "Le Bureau de l'IA recrute", "Les obligations arrivent.", {"ai_act": 1.0}))
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
+    assert issue.lead is not None and issue.lead.id == "g4"  # best score leads
+    assert [s.topic for s in issue.sections] == ["rgpd", "ai_act"]
+    assert [s.id for s in issue.sections[0].stories] == ["g3", "g2"]
+    assert [s.id for s in issue.further_reading] == ["g1", "g0"]
+    assert [t.story_id for t in issue.menu] == ["g4", "g3", "g2"]
+    assert issue.menu[0].theme == "Données personnelles"
+
+
+def test_already_featured_and_unmatched_items_are_left_out() -> None:
+    entries = [*META_STORY, entry("x", "alpha", "Nouveau smartphone", "Rien à voir.", {})]
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {}, already_featured={"m1", "m2", "m3", "m4"})
+    assert issue.is_empty and issue.stories() == ()
+
+
+def test_agenda_keeps_future_dates_only() -> None:
+    issue = compose_issue(DATE, META_STORY, TOPICS, SETTINGS, {})
+    assert [a.date for a in issue.agenda] == [dt.date(2025, 5, 27)]
+    assert "27 mai" in issue.agenda[0].context
+
+
+def test_find_dates_understands_french_forms() -> None:
+    text = ("Les obligations s'appliquent le 2 août. Le texte vaut à partir du 1er janvier 2026, "
+            "d'ici à 2027 pour le reste, et l'interdiction date du 2 février 2025.")
+    found = [d for d, _ in find_dates(text, dt.date(2025, 5, 5))]
+    assert found == [dt.date(2025, 8, 2), dt.date(2026, 1, 1), dt.date(2025, 2, 2)]
+
+
+def test_cut_at_sentence_never_cuts_mid_word() -> None:
+    text = "Première phrase courte. Deuxième phrase un peu plus longue que la première. Troisième."
+    assert cut_at_sentence(text, 60) == "Première phrase courte."
+    cut = cut_at_sentence("Une seule phrase très longue sans aucun point avant la fin du texte", 30)
+    assert cut.endswith("…") and len(cut) <= 30 and cut[:-1] in "Une seule phrase très longue sans"
+
+
+def test_kicker_is_upper_case_and_ends_with_a_full_stop() -> None:
+    assert make_kicker("Meta AI : comment s'opposer à l'entraînement") == "META AI."
+    assert make_kicker("Pourquoi la CNIL enquête ?") == "POURQUOI LA CNIL ENQUÊTE."
+    long = make_kicker("Une phrase particulièrement longue qui dépasse nettement la limite raisonnable d'un titre")
+    assert long.endswith(".") and len(long) <= 57 and long == long.upper()

@@ -1,0 +1,149 @@
+"""Render: French parts in order, escaping of feed text, safe links, 72-column text, determinism."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from pipeline.models import (
+    AgendaEntry,
+    Issue,
+    MenuTeaser,
+    NewsletterSettings,
+    Section,
+    SourceRef,
+    Story,
+    TopicInfo,
+)
+from pipeline.render import IssueLinks, Renderer, french_date, safe_url
+
+TOPICS = (TopicInfo("meta_ai", "META ET L'IA", "Intelligence artificielle"),
+          TopicInfo("rgpd", "DONNÉES PERSONNELLES", "Données personnelles"))
+SETTINGS = NewsletterSettings(byline=("Camille Roux",), byline_with=("Idriss Benali", "Jeanne Morel"),
+                              base_url="https://techmatin.example.org/")
+LINKS = IssueLinks(web_url="https://techmatin.example.org/2025-05-06/", archive_url="https://techmatin.example.org/")
+
+
+def story(identifier: str, title: str, text: str = "Un texte de résumé.", url: str | None = "https://a.example/x",
+          topic: str = "rgpd", also_on: tuple[SourceRef, ...] = ()) -> Story:
+    return Story(id=identifier, kicker=title.upper() + ".", title=title, text=text, url=url, source="Source A",
+                 topics=(topic,), primary_topic=topic, score=1.0, item_ids=(identifier,), also_on=also_on)
+
+
+def make_issue(**overrides: object) -> Issue:
+    lead = story("l", "Meta entraîne son IA", topic="meta_ai",
+                 also_on=(SourceRef("Source B", "https://b.example/y"), SourceRef("Source C", None)))
+    base = dict(
+        date=dt.date(2025, 5, 6), newsletter=SETTINGS,
+        menu=(MenuTeaser("Intelligence artificielle", "Meta entraîne son IA", "l"),),
+        lead=lead,
+        sections=(Section("rgpd", "DONNÉES PERSONNELLES", (story("s1", "La CNIL sanctionne"),)),),
+        agenda=(AgendaEntry(dt.date(2025, 5, 27), "Fin du délai d'opposition.", "Source A", "https://a.example/x"),),
+        further_reading=(story("f1", "Une autre lecture"),),
+    )
+    base.update(overrides)
+    return Issue(**base)  # type: ignore[arg-type]
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> _Collect:
+    collector = _Collect()
+    collector.feed(html)
+    return collector
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+def test_french_dates() -> None:
+    assert french_date(dt.date(2025, 5, 6)) == "mardi 6 mai"
+    assert french_date(dt.date(2025, 5, 1), year=True) == "jeudi 1er mai 2025"
+    assert french_date(dt.date(2024, 11, 18)) == "lundi 18 novembre"
+
+
+def test_parts_are_in_order_in_html_and_text(renderer: Renderer) -> None:
+    rendered = renderer.render_issue(make_issue(), TOPICS, LINKS)
+    markers = ["Par CAMILLE ROUX", "Voir dans votre navigateur", "AU MENU |",
+               "nous sommes le mardi 6 mai et vous lisez Tech Matin.", "LE FAIT DU JOUR |",
+               "DONNÉES PERSONNELLES |", "ORDRE DU JOUR |", "RESTEZ BRANCHÉS |"]
+    html_text = re.sub(r"\s+", " ", "".join(parse(rendered.html).text))
+    for version in (html_text, re.sub(r"\s+", " ", rendered.text)):
+        position = 0
+        for marker in markers:
+            found = version.upper().find(marker.upper(), position)
+            assert found >= 0, f"{marker!r} missing or out of order"
+            position = found
+    assert 'lang="fr"' in rendered.html
+    assert "Également sur : Source B, Source C" in html_text
+    assert "Mardi 27 mai 2025" in html_text
+    assert "— Une autre lecture, rapporte Source A." in html_text
+
+
+def test_text_is_72_columns_with_numbered_links(renderer: Renderer) -> None:
+    long_text = "Une phrase de résumé assez longue pour devoir être coupée en plusieurs lignes. " * 6
+    issue = make_issue(lead=story("l", "Meta entraîne son IA", text=long_text, topic="meta_ai"))
+    text = renderer.render_issue(issue, TOPICS, LINKS).text
+    too_wide = [line for line in text.splitlines() if len(line) > 72 and "http" not in line]
+    assert not too_wide
+    assert "[1] https://a.example/x" in text
+    assert re.search(r"Source A \[1\]", text)
+
+
+def test_feed_text_is_escaped_and_unsafe_links_dropped(renderer: Renderer) -> None:
+    evil = story("e", '<script>alert(1)</script><img src=x onerror="alert(2)">', url="javascript:alert(3)",
+                 text='"><iframe src="https://evil.example"></iframe>')
+    issue = make_issue(lead=evil, sections=(), further_reading=(story("d", "x", url="data:text/html,boom"),))
+    html = renderer.render_issue(issue, TOPICS, LINKS).html
+    tags = parse(html).tags
+    assert not [t for t, _ in tags if t in ("script", "iframe", "img", "object", "embed")]
+    assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
+    hrefs = [attrs.get("href") or "" for tag, attrs in tags if tag == "a"]
+    assert all(h.startswith(("https://", "http://", "../", "digest.txt", "index.html")) for h in hrefs), hrefs
+    assert "&lt;script&gt;" in html
+
+
+def test_empty_issue_says_so(renderer: Renderer) -> None:
+    issue = make_issue(menu=(), lead=None, sections=(), agenda=(), further_reading=())
+    rendered = renderer.render_issue(issue, TOPICS, LINKS)
+    assert "Aucun article" in rendered.text and "Aucun article" in rendered.html
+    assert "RESTEZ BRANCHÉS |" in rendered.text
+
+
+def test_rendering_is_deterministic(renderer: Renderer) -> None:
+    first = renderer.render_issue(make_issue(), TOPICS, LINKS)
+    second = Renderer().render_issue(make_issue(), TOPICS, LINKS)
+    assert first == second
+
+
+def test_email_html_is_one_600px_column_with_inlined_css(renderer: Renderer) -> None:
+    html = renderer.render_issue(make_issue(), TOPICS, LINKS).html
+    assert 'width="600"' in html and "max-width: 600px" in html
+    assert 'style="' in html  # CSS inlined for mail clients
+    assert "prefers-color-scheme: dark" in html  # dark mode kept in <style>
+    assert 'class="preheader"' in html
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [("https://a.example/x", True), ("http://a.example", True), ("javascript:alert(1)", False),
+     ("//a.example", False), ("https://a.example/\"onmouseover=x", False), ("", False)],
+)
+def test_safe_url(url: str, ok: bool) -> None:
+    assert bool(safe_url(url)) is ok

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import io
 import socket
 import threading
 import time
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
+from rich.console import Console
 from werkzeug import Request, Response
 
 from pipeline.fetch import fetch_feeds
+from pipeline.fetchreport import FetchProgress, render_fetch_table
 from pipeline.models import FeedSource, FeedState, FetchResult, FetchSettings, FetchStatus
 from pipeline.parse import parse_feed
 
@@ -676,3 +679,75 @@ def test_works_when_called_from_a_running_event_loop(httpserver: HTTPServer) -> 
 
     [result] = asyncio.run(inside_a_loop())
     assert result.status is FetchStatus.NEW
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _results() -> list[FetchResult]:
+    return [
+        FetchResult(
+            feed("https://a.example/rss", "a"), FetchStatus.NEW, "https://a.example/rss", elapsed=0.42
+        ),
+        FetchResult(
+            feed("https://b.example/rss", "b"), FetchStatus.UNCHANGED, "https://b.example/rss", elapsed=0.1
+        ),
+        FetchResult(
+            FeedSource("c", "Le [bold]Monde[/bold]", "https://c.example/rss"),
+            FetchStatus.FAILED,
+            "https://c.example/rss",
+            error="HTTP 404 Not Found",
+            elapsed=1.26,
+        ),
+        FetchResult(
+            feed("https://d.example/old", "d"),
+            FetchStatus.MOVED,
+            "https://d.example/old",
+            permanent_redirect="https://d.example/new",
+            elapsed=0.3,
+        ),
+        FetchResult(
+            feed("https://e.example/rss", "e"),
+            FetchStatus.SKIPPED,
+            "https://e.example/rss",
+            error="skipped after 12 consecutive failures; re-enable with `pipeline feeds enable e` or ...",
+        ),
+    ]
+
+
+def test_fetch_table_shows_status_reason_counts_and_time() -> None:
+    console = Console(record=True, width=140, file=io.StringIO())
+    render_fetch_table(_results(), {"a": 3, "d": 2, "c": 7}, console)
+    lines = console.export_text().splitlines()
+
+    def row(name: str) -> str:
+        return next(line for line in lines if name in line)
+
+    assert "new" in row("A ") and " 3 " in row("A ") and "0.4 s" in row("A ")
+    assert "unchanged" in row("B ")
+    assert "failed: HTTP 404 Not Found" in row("Monde") and "–" in row("Monde")  # no count for failures
+    assert "Le [bold]Monde[/bold]" in row("Monde")  # feed text is shown, not interpreted as markup
+    assert "moved → https://d.example/new" in row("D ") and " 2 " in row("D ")
+    assert "skipped" in row("E ")
+    summary = next(line for line in lines if line.startswith("5 feeds"))
+    assert summary == (
+        "5 feeds · 1 new · 1 unchanged · 1 failed · 1 moved · 1 skipped · 5 new items · slowest 1.3 s"
+    )
+    assert any("pipeline feeds enable ID" in line and "e" in line for line in lines)
+
+
+def test_progress_counts_feeds_on_a_terminal_and_is_silent_otherwise(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS)
+    feeds = [feed(httpserver.url_for("/feed.xml"), f"f{i}") for i in range(3)]
+
+    terminal = io.StringIO()
+    with FetchProgress(len(feeds), Console(file=terminal, force_terminal=True, width=100)) as progress:
+        fetch_feeds(feeds, FAST, {}, on_result=progress.advance)
+    assert progress.done == 3
+    assert "3/3" in terminal.getvalue()
+
+    piped = io.StringIO()
+    with FetchProgress(len(feeds), Console(file=piped, force_terminal=False)) as progress:
+        fetch_feeds(feeds, FAST, {}, on_result=progress.advance)
+    assert progress.done == 3
+    assert piped.getvalue() == ""

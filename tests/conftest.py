@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -42,7 +43,9 @@ def cli():
     def call(*args: str | Path) -> CliResult:
         out, err = io.StringIO(), io.StringIO()
         try:
-            code = main([str(a) for a in args], out=out, err=err)
+            # argparse writes its own errors to sys.stderr
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main([str(a) for a in args], out=out, err=err)
         except SystemExit as exc:  # argparse usage errors
             code = int(exc.code or 0)
         return CliResult(code, out.getvalue(), err.getvalue())

@@ -1,0 +1,24 @@
+"""Classify stage: the French-aware keyword rules engine (topics.yaml → topics of an item).
+
+Public face: :class:`Classifier` (``Classifier.compile(load_topics(path))``,
+then ``classify(item)`` or ``classify_fields(...)``), :func:`classify_jsonl`
+for the ``pipeline classify`` command and :func:`evaluate` /
+:func:`format_report` for ``pipeline evaluate``.
+"""
+
+from pipeline.classify.engine import Classifier
+from pipeline.classify.evaluate import EvaluationReport, TopicScore, evaluate, format_report
+from pipeline.classify.jsonl import classification_to_json, classify_jsonl
+from pipeline.classify.normalize import normalize, strip_html
+
+__all__ = [
+    "Classifier",
+    "EvaluationReport",
+    "TopicScore",
+    "classification_to_json",
+    "classify_jsonl",
+    "evaluate",
+    "format_report",
+    "normalize",
+    "strip_html",
+]

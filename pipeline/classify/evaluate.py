@@ -1,0 +1,154 @@
+"""Measure rules against hand-labelled items: precision, recall, F1 per topic.
+
+Input: JSONL lines in the format of ``labeled/README.md`` (the
+``pipeline classify`` input plus a ``labels`` list). ``pipeline evaluate``
+prints :func:`format_report`, which lists every false positive with the words
+that caused it and every false negative with what little matched, so an
+editor can see why a rule change helps or hurts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.classify.engine import Classifier
+from pipeline.classify.jsonl import read_records
+from pipeline.errors import PipelineError
+from pipeline.models import Match
+
+__all__ = ["Error", "EvaluationReport", "TopicScore", "evaluate", "format_report"]
+
+
+@dataclass(frozen=True)
+class TopicScore:
+    topic: str
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def support(self) -> int:
+        """Items labelled with the topic."""
+        return self.tp + self.fn
+
+    @property
+    def precision(self) -> float:
+        # No prediction at all: nothing was wrong, precision is perfect.
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class Error:
+    """One wrong decision: a false positive or a false negative for ``topic``."""
+
+    kind: str  # "FP" | "FN"
+    topic: str
+    item_id: str
+    title: str
+    score: float
+    threshold: float
+    matches: tuple[Match, ...]  # what matched for the topic (empty for most FNs)
+    lineno: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    source: str
+    items: int
+    topics: tuple[TopicScore, ...]  # in topics.yaml order
+    errors: tuple[Error, ...] = field(default=())
+
+    @property
+    def macro_f1(self) -> float:
+        return sum(t.f1 for t in self.topics) / len(self.topics) if self.topics else 0.0
+
+    @property
+    def false_positives(self) -> tuple[Error, ...]:
+        return tuple(e for e in self.errors if e.kind == "FP")
+
+    @property
+    def false_negatives(self) -> tuple[Error, ...]:
+        return tuple(e for e in self.errors if e.kind == "FN")
+
+    def score(self, topic: str) -> TopicScore:
+        for entry in self.topics:
+            if entry.topic == topic:
+                return entry
+        raise KeyError(topic)
+
+
+def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> EvaluationReport:
+    """Classify labelled JSONL lines and compare with their ``labels``."""
+    known = [t.id for t in classifier.topics]
+    thresholds = {t.id: t.threshold for t in classifier.topics}
+    counts = {t: [0, 0, 0] for t in known}  # tp, fp, fn
+    errors: list[Error] = []
+    items = 0
+    for record in read_records(lines, source_name):
+        labels = record.raw.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise PipelineError(f"{source_name}:{record.lineno}: 'labels' must be a list of topic ids")
+        unknown = sorted(set(labels) - set(known))
+        if unknown:
+            raise PipelineError(f"{source_name}:{record.lineno}: unknown topic {unknown[0]!r} in labels "
+                                f"(known: {', '.join(known)})")
+        items += 1
+        result = classifier.classify_fields(record.id, record.title, record.summary, record.content,
+                                            record.lang)
+        predicted = set(result.topics)
+        for topic in known:
+            want, got = topic in labels, topic in predicted
+            if want and got:
+                counts[topic][0] += 1
+            elif got or want:
+                counts[topic][1 if got else 2] += 1
+                errors.append(Error("FP" if got else "FN", topic, record.id, record.title,
+                                    result.scores.get(topic, 0.0), thresholds[topic],
+                                    result.matches_for(topic), record.lineno))
+    if not items:
+        raise PipelineError(f"{source_name}: no labelled item to evaluate")
+    scores = tuple(TopicScore(t, *counts[t]) for t in known)
+    return EvaluationReport(source=source_name, items=items, topics=scores, errors=tuple(errors))
+
+
+def _matched_words(matches: tuple[Match, ...]) -> str:
+    if not matches:
+        return "nothing matched"
+    parts: list[str] = []
+    for m in matches:
+        part = f"{m.field}:{m.rule}:«{m.text}»"
+        if part not in parts:
+            parts.append(part)
+    return ", ".join(parts)
+
+
+def format_report(report: EvaluationReport) -> str:
+    """A text table of P/R/F1 per topic, macro-F1, then every FP and FN with its matched words."""
+    width = max([len("topic")] + [len(t.topic) for t in report.topics])
+    lines = [
+        f"{report.source}: {report.items} items",
+        "",
+        f"{'topic':<{width}}  {'TP':>3} {'FP':>3} {'FN':>3}  {'precision':>9} {'recall':>6} {'F1':>5}",
+    ]
+    for t in report.topics:
+        lines.append(f"{t.topic:<{width}}  {t.tp:>3} {t.fp:>3} {t.fn:>3}  {t.precision:>9.3f} "
+                     f"{t.recall:>6.3f} {t.f1:>5.3f}")
+    lines.append(f"{'macro-F1':<{width}}  {'':>3} {'':>3} {'':>3}  {'':>9} {'':>6} {report.macro_f1:>5.3f}")
+    for kind, title in (("FP", "False positives"), ("FN", "False negatives")):
+        errors = [e for e in report.errors if e.kind == kind]
+        lines.append("")
+        lines.append(f"{title} ({len(errors)}):" if errors else f"{title}: none")
+        for e in errors:
+            lines.append(f"  [{e.topic}] {e.item_id}: {e.title}")
+            lines.append(f"      score {e.score:g} / threshold {e.threshold:g}; {_matched_words(e.matches)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,381 @@
+"""Load and validate topics.yaml (the editors' keyword rules) into typed values.
+
+Every problem is a ConfigError naming the file, the line, the topic and the
+rule, e.g. ``topics.yaml:42: topic rgpd, rule cnil, any[2]: term normalises
+to nothing``. The format is documented in docs/rules.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.classify.normalize import term_words
+from pipeline.classify.rules import (
+    DEFAULT_FIELD_WEIGHTS,
+    FIELDS,
+    AllOf,
+    AnyOf,
+    Near,
+    Node,
+    Not,
+    Rule,
+    Term,
+    TopicRules,
+)
+from pipeline.config.yamlfile import YamlList, YamlMap, check_keys, expect_list, expect_map, load_yaml
+from pipeline.errors import ConfigError
+from pipeline.models import TopicInfo
+
+__all__ = ["DEFAULT_NEAR_WITHIN", "TopicsConfig", "load_topics"]
+
+TOP_KEYS = {"version", "field_weights", "threshold", "topics"}
+TOPIC_KEYS = {"id", "heading", "theme", "description", "threshold", "field_weights", "unless", "rules"}
+RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note"}
+OPERATORS = ("term", "any", "all", "not", "near")
+OPERATOR_OPTIONS = {"term": {"case"}, "near": {"within", "ordered"}}
+DEFAULT_THRESHOLD = 3.0
+DEFAULT_NEAR_WITHIN = 5
+_TOPIC_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    path: Path
+    topics: tuple[TopicRules, ...]  # in file order = section order of the digest
+    fingerprint: str  # sha256 of the canonical rules: changes exactly when classification can
+    field_weights: tuple[tuple[str, float], ...] = DEFAULT_FIELD_WEIGHTS  # global, before topic overrides
+    threshold: float = DEFAULT_THRESHOLD  # global default
+
+    def info(self) -> tuple[TopicInfo, ...]:
+        return tuple(TopicInfo(t.id, t.heading, t.theme, t.description) for t in self.topics)
+
+    def topic(self, topic_id: str) -> TopicRules:
+        for topic in self.topics:
+            if topic.id == topic_id:
+                return topic
+        raise KeyError(topic_id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(t.id for t in self.topics)
+
+
+class _Loader:
+    """Walks the YAML tree; `where` strings name the topic and rule of each error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, message: str, line: int | None, where: str) -> ConfigError:
+        return ConfigError(self.path, message, line, where or None)
+
+    # ---------------------------------------------------------------- scalars
+
+    def number(self, value: Any, line: int, where: str, *, positive: bool = False,
+               nonzero: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"must be a number, got {value!r}", line, where)
+        number = float(value)
+        if not math.isfinite(number):
+            raise self.fail(f"must be a finite number, got {value!r}", line, where)
+        if positive and number <= 0:
+            raise self.fail(f"must be greater than 0, got {value!r}", line, where)
+        if nonzero and number == 0:
+            raise self.fail("must not be 0 (a rule of weight 0 does nothing)", line, where)
+        return number
+
+    def text(self, value: Any, line: int, where: str, *, required: bool = True) -> str:
+        if not isinstance(value, str):
+            raise self.fail(f"must be a string, got {type(value).__name__}", line, where)
+        if required and not value.strip():
+            raise self.fail("must not be empty", line, where)
+        return value.strip()
+
+    def strings(self, value: Any, line: int, where: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail("must be a string or a non-empty list of strings", line, where)
+        return tuple(value)
+
+    def field_weights(self, value: Any, line: int, where: str,
+                      base: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+        mapping = expect_map(self.path, value, where, line)
+        check_keys(self.path, mapping, set(FIELDS), where)
+        merged = dict(base)
+        for key in mapping:
+            weight = self.number(mapping[key], mapping.line_of(key), f"{where}.{key}")
+            if weight < 0:
+                raise self.fail("must not be negative", mapping.line_of(key), f"{where}.{key}")
+            merged[key] = weight
+        return tuple((f, merged[f]) for f in FIELDS)
+
+    # ---------------------------------------------------------------- rule expressions
+
+    def term(self, value: Any, line: int, where: str, case: bool = False) -> Term:
+        if isinstance(value, bool | int | float):
+            raise self.fail(f"a term must be a quoted string, got {value!r}", line, where)
+        if not isinstance(value, str):
+            raise self.fail(f"a term must be a string, got {type(value).__name__}", line, where)
+        if not value.strip():
+            raise self.fail("empty term", line, where)
+        words = term_words(value, case)
+        if not words:
+            raise self.fail(f"term {value!r} normalises to nothing (only punctuation or an elided "
+                            "particle such as l')", line, where)
+        for word in words:
+            if word.endswith("*") and len(word) < 4:
+                raise self.fail(f"prefix {word!r} is too short: a prefix needs at least 3 letters",
+                                line, where)
+        return Term(text=value, words=words, case=case, line=line)
+
+    def node(self, value: Any, line: int, where: str) -> Node:
+        if isinstance(value, YamlList | list):
+            raise self.fail("a bare list is ambiguous here: write `any: [...]` or `all: [...]`", line, where)
+        if not isinstance(value, YamlMap):
+            return self.term(value, line, where)
+        return self.operator(value, where, allowed_extra=set())
+
+    def operator(self, mapping: YamlMap, where: str, allowed_extra: set[str]) -> Node:
+        ops = [k for k in OPERATORS if k in mapping]
+        if not ops:
+            raise self.fail(f"needs one of: {', '.join(OPERATORS)}", mapping.line, where)
+        if len(ops) > 1:
+            raise self.fail(f"unbalanced combination: {' and '.join(ops)} in the same mapping; "
+                            "nest one inside the other", mapping.line_of(ops[1]), where)
+        op = ops[0]
+        check_keys(self.path, mapping, {op} | OPERATOR_OPTIONS.get(op, set()) | allowed_extra, where)
+        value = mapping[op]
+        line = mapping.line_of(op)
+        inner = f"{where}.{op}" if where else op
+        if op == "term":
+            case = mapping.get("case", False)
+            if not isinstance(case, bool):
+                raise self.fail("must be true or false", mapping.line_of("case"), f"{where}.case")
+            return self.term(value, line, inner, case)
+        if op == "not":
+            if isinstance(value, YamlList | list):
+                raise self.fail("unbalanced combination: `not` takes one term or mapping, not a list "
+                                "(write `not: {any: [...]}`)", line, inner)
+            return Not(self.node(value, line, inner))
+        parts = expect_list(self.path, value, inner, line)
+        nodes = tuple(self.node(v, parts.item_lines[i], f"{inner}[{i}]") for i, v in enumerate(parts))
+        if op == "near":
+            if len(nodes) != 2:
+                raise self.fail(f"unbalanced combination: near takes exactly 2 operands, got {len(nodes)}",
+                                line, inner)
+            for i, operand in enumerate(nodes):
+                if not _is_term_set(operand):
+                    raise self.fail("near operands must be terms or `any` of terms",
+                                    parts.item_lines[i], f"{inner}[{i}]")
+            within = mapping.get("within", DEFAULT_NEAR_WITHIN)
+            within_line = mapping.line_of("within")
+            if isinstance(within, bool) or not isinstance(within, int) or within < 0:
+                raise self.fail(f"must be a whole number of words >= 0, got {within!r}", within_line,
+                                f"{where}.within")
+            ordered = mapping.get("ordered", False)
+            if not isinstance(ordered, bool):
+                raise self.fail("must be true or false", mapping.line_of("ordered"), f"{where}.ordered")
+            return Near(nodes[0], nodes[1], within, ordered)
+        if not nodes:
+            raise self.fail(f"unbalanced combination: empty `{op}`", line, inner)
+        if op == "all" and len(nodes) < 2:
+            raise self.fail("unbalanced combination: `all` needs at least 2 parts", line, inner)
+        if all(isinstance(n, Not) for n in nodes):
+            raise self.fail(f"unbalanced combination: every part of `{op}` is negated, so it can only "
+                            "match by absence", line, inner)
+        return AnyOf(nodes) if op == "any" else AllOf(nodes)
+
+    def contexts(self, value: Any, line: int, where: str) -> tuple[Node, ...]:
+        items = value if isinstance(value, YamlList) else None
+        if items is None:
+            if isinstance(value, list):
+                items_list = list(value)
+                lines = [line] * len(items_list)
+            else:
+                items_list, lines = [value], [line]
+        else:
+            items_list, lines = list(items), items.item_lines
+        if not items_list:
+            raise self.fail("must not be empty", line, where)
+        out: list[Node] = []
+        for i, item in enumerate(items_list):
+            node = self.node(item, lines[i], f"{where}[{i}]")
+            if not isinstance(node, Term | Near):
+                raise self.fail("an `unless` context must be a term or a `near`", lines[i], f"{where}[{i}]")
+            out.append(node)
+        return tuple(out)
+
+    # ---------------------------------------------------------------- rules and topics
+
+    def rule(self, raw: Any, line: int, topic_where: str, index: int) -> Rule:
+        mapping = expect_map(self.path, raw, f"{topic_where}, rules[{index}]", line)
+        if "name" not in mapping:
+            raise self.fail("missing `name`", mapping.line, f"{topic_where}, rules[{index}]")
+        name = self.text(mapping["name"], mapping.line_of("name"), f"{topic_where}, rules[{index}].name")
+        where = f"{topic_where}, rule {name}"
+        ops = [k for k in OPERATORS if k in mapping]
+        extra = RULE_KEYS | (OPERATOR_OPTIONS.get(ops[0], set()) if len(ops) == 1 else set())
+        unknown = [k for k in mapping if k not in extra and k not in OPERATORS]
+        if unknown:
+            allowed = ", ".join(sorted(RULE_KEYS | set(OPERATORS) | {"case", "within", "ordered"}))
+            raise self.fail(f"unknown key {unknown[0]!r} (expected one of: {allowed})",
+                            mapping.line_of(unknown[0]), where)
+        condition = self.operator(mapping, where, allowed_extra=RULE_KEYS)
+        if isinstance(condition, Not):
+            raise self.fail("unbalanced combination: a rule cannot be only a `not` (nothing to match); "
+                            "use `all: [term, {not: …}]` or a negative weight", mapping.line_of("not"), where)
+        weight = 1.0
+        if "weight" in mapping:
+            weight = self.number(mapping["weight"], mapping.line_of("weight"), f"{where}.weight",
+                                 nonzero=True)
+        fields = FIELDS
+        if "fields" in mapping:
+            names = self.strings(mapping["fields"], mapping.line_of("fields"), f"{where}.fields")
+            for field in names:
+                if field not in FIELDS:
+                    raise self.fail(f"unknown field {field!r} (expected: {', '.join(FIELDS)})",
+                                    mapping.line_of("fields"), f"{where}.fields")
+            fields = tuple(f for f in FIELDS if f in names)
+        lang: tuple[str, ...] = ()
+        if "lang" in mapping:
+            lang = tuple(x.lower() for x in self.strings(mapping["lang"], mapping.line_of("lang"),
+                                                           f"{where}.lang"))
+        unless: tuple[Node, ...] = ()
+        if "unless" in mapping:
+            unless = self.contexts(mapping["unless"], mapping.line_of("unless"), f"{where}.unless")
+        if "note" in mapping:
+            self.text(mapping["note"], mapping.line_of("note"), f"{where}.note", required=False)
+        return Rule(name=name, condition=condition, weight=weight, fields=fields, lang=lang, unless=unless,
+                    line=mapping.line)
+
+    def topic(self, raw: Any, line: int, index: int, weights: tuple[tuple[str, float], ...],
+              threshold: float) -> TopicRules:
+        mapping = expect_map(self.path, raw, f"topics[{index}]", line)
+        if "id" not in mapping:
+            raise self.fail("missing `id`", mapping.line, f"topics[{index}]")
+        topic_id = self.text(mapping["id"], mapping.line_of("id"), f"topics[{index}].id")
+        if not _TOPIC_ID.match(topic_id):
+            raise self.fail(f"topic id {topic_id!r} must be lower-case letters, digits and _",
+                            mapping.line_of("id"), f"topics[{index}].id")
+        where = f"topic {topic_id}"
+        check_keys(self.path, mapping, TOPIC_KEYS, where)
+        for key in ("heading", "theme", "rules"):
+            if key not in mapping:
+                raise self.fail(f"missing `{key}`", mapping.line, where)
+        heading = self.text(mapping["heading"], mapping.line_of("heading"), f"{where}.heading")
+        theme = self.text(mapping["theme"], mapping.line_of("theme"), f"{where}.theme")
+        description = ""
+        if "description" in mapping:
+            description = " ".join(self.text(mapping["description"], mapping.line_of("description"),
+                                             f"{where}.description", required=False).split())
+        if "threshold" in mapping:
+            threshold = self.number(mapping["threshold"], mapping.line_of("threshold"), f"{where}.threshold",
+                                    positive=True)
+        if "field_weights" in mapping:
+            weights = self.field_weights(mapping["field_weights"], mapping.line_of("field_weights"),
+                                         f"{where}.field_weights", weights)
+        unless: tuple[Node, ...] = ()
+        if "unless" in mapping:
+            unless = self.contexts(mapping["unless"], mapping.line_of("unless"), f"{where}.unless")
+        raw_rules = expect_list(self.path, mapping["rules"], f"{where}.rules", mapping.line_of("rules"))
+        if not raw_rules:
+            raise self.fail("a topic needs at least one rule", mapping.line_of("rules"), f"{where}.rules")
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, raw_rule in enumerate(raw_rules):
+            rule = self.rule(raw_rule, raw_rules.item_lines[i], where, i)
+            if rule.name in seen:
+                raise self.fail(f"duplicate rule name (first at line {seen[rule.name]})", rule.line,
+                                f"{where}, rule {rule.name}")
+            seen[rule.name] = rule.line
+            rules.append(rule)
+        if not any(r.weight > 0 for r in rules):
+            raise self.fail("every rule has a negative weight: the topic can never fire",
+                            mapping.line_of("rules"), f"{where}.rules")
+        return TopicRules(id=topic_id, heading=heading, theme=theme, description=description,
+                          threshold=threshold, field_weights=weights, rules=tuple(rules), unless=unless,
+                          line=mapping.line)
+
+    def load(self) -> TopicsConfig:
+        root = load_yaml(self.path)
+        top = expect_map(self.path, root, "", 1)
+        check_keys(self.path, top, TOP_KEYS, "")
+        if "version" in top and top["version"] != 1:
+            raise self.fail(f"unsupported version {top['version']!r} (expected 1)", top.line_of("version"),
+                            "version")
+        weights = DEFAULT_FIELD_WEIGHTS
+        if "field_weights" in top:
+            weights = self.field_weights(top["field_weights"], top.line_of("field_weights"), "field_weights",
+                                         weights)
+        threshold = DEFAULT_THRESHOLD
+        if "threshold" in top:
+            threshold = self.number(top["threshold"], top.line_of("threshold"), "threshold", positive=True)
+        if "topics" not in top:
+            raise self.fail("missing `topics`", top.line, "")
+        raw_topics = expect_list(self.path, top["topics"], "topics", top.line_of("topics"))
+        if not raw_topics:
+            raise self.fail("no topic defined", top.line_of("topics"), "topics")
+        topics: list[TopicRules] = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_topics):
+            topic = self.topic(raw, raw_topics.item_lines[i], i, weights, threshold)
+            if topic.id in seen:
+                raise self.fail(f"duplicate topic id (first defined at line {seen[topic.id]})", topic.line,
+                                f"topic {topic.id}")
+            seen[topic.id] = topic.line
+            topics.append(topic)
+        return TopicsConfig(path=self.path, topics=tuple(topics), fingerprint=fingerprint(tuple(topics)),
+                            field_weights=weights, threshold=threshold)
+
+
+def _is_term_set(node: Node) -> bool:
+    return isinstance(node, Term) or (isinstance(node, AnyOf) and all(_is_term_set(p) for p in node.parts))
+
+
+def _canonical(node: Node) -> Any:
+    if isinstance(node, Term):
+        return {"term": list(node.words), "case": node.case}
+    if isinstance(node, AnyOf):
+        return {"any": [_canonical(p) for p in node.parts]}
+    if isinstance(node, AllOf):
+        return {"all": [_canonical(p) for p in node.parts]}
+    if isinstance(node, Not):
+        return {"not": _canonical(node.part)}
+    return {"near": [_canonical(node.left), _canonical(node.right)], "within": node.within,
+            "ordered": node.ordered}
+
+
+def fingerprint(topics: tuple[TopicRules, ...]) -> str:
+    """sha256 of what decides classification (not comments, notes, line numbers or layout).
+
+    Terms enter in normalised form, so rewriting ``Règlement`` as
+    ``reglement`` keeps the fingerprint; headings and themes enter too because
+    rebuilt issues show them.
+    """
+    canonical = [
+        {
+            "id": t.id, "heading": t.heading, "theme": t.theme, "description": t.description,
+            "threshold": t.threshold, "field_weights": [list(fw) for fw in t.field_weights],
+            "unless": [_canonical(u) for u in t.unless],
+            "rules": [
+                {"name": r.name, "condition": _canonical(r.condition), "weight": r.weight,
+                 "fields": list(r.fields), "lang": list(r.lang), "unless": [_canonical(u) for u in r.unless]}
+                for r in t.rules
+            ],
+        }
+        for t in topics
+    ]
+    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def load_topics(path: Path) -> TopicsConfig:
+    """Parse and validate topics.yaml; raise ConfigError naming file, line, topic and rule."""
+    return _Loader(Path(path)).load()

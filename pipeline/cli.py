@@ -137,15 +137,22 @@ def _workspace(args: argparse.Namespace, need_output: bool = True):  # type: ign
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from rich.console import Console
+
+    from pipeline.fetchreport import FetchProgress, render_fetch_table
     from pipeline.flow import run, summarize
 
     ws = _workspace(args)
-    report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty)
+    progress_console = Console(file=err)
+    with FetchProgress(len(ws.config.feeds), progress_console) as progress:
+        report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
+                     on_result=progress.advance)
+    table_console = Console(file=out, width=110 if not getattr(out, "isatty", lambda: False)() else None)
+    render_fetch_table([f.fetch for f in report.feeds if f.fetch], {f.feed_id: f.new_items for f in report.feeds},
+                       table_console)
     for feed in report.feeds:
         if feed.status == "failed":
             print(f"warning: feed {feed.feed_id} ({feed.name}): {feed.error}", file=err)
-        elif feed.status == "skipped":
-            print(f"warning: feed {feed.feed_id} skipped: {feed.error}", file=err)
         elif feed.moved_to:
             print(f"notice: feed {feed.feed_id} moved permanently to {feed.moved_to}; update {ws.config.path}",
                   file=err)

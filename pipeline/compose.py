@@ -23,8 +23,8 @@ from pipeline.models import (
     NewsletterSettings,
     Section,
     SourceRef,
-    Story,
     StoredItem,
+    Story,
     TopicInfo,
 )
 

@@ -6,6 +6,7 @@ directly, so each stays replaceable (and testable) on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -47,6 +48,7 @@ class FeedReport:
     elapsed: float
     moved_to: str | None = None
     warnings: tuple[str, ...] = ()
+    fetch: FetchResult | None = None  # the fetch outcome, marked failed when the body was not a feed
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,12 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
                 new_items = store.upsert_items(parsed.items)
         store.record_fetch(result, new_items, now, parse_error=parse_error)
         status = "failed" if parse_error else str(result.status)
+        if parse_error:
+            result = dataclasses.replace(result, status=FetchStatus.FAILED, error=parse_error)
         reports.append(FeedReport(
             feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
             new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
+            fetch=result,
         ))
     return reports
 

@@ -172,7 +172,8 @@ class Renderer:
         for story in issue.further_reading:
             further.paragraphs.append(f"— {story.title}, rapporte {story.source}{further.cite(story.url)}.")
         if not issue.further_reading:
-            further.paragraphs.append(f"— Tous les numéros précédents sont dans les archives{further.cite(links.archive_url)}.")
+            archive_ref = further.cite(links.archive_url)
+            further.paragraphs.append(f"— Tous les numéros précédents sont dans les archives{archive_ref}.")
         return self.env.get_template("issue.txt.j2").render(
             issue=issue, links=links, date_text=french_date(issue.date), sections=sections, agenda=agenda,
             further=further, width=TEXT_WIDTH,

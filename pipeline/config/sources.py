@@ -43,7 +43,7 @@ def _typed(path: Path, section: YamlMap, key: str, want: type, where: str) -> An
             return dt.time.fromisoformat(str(value))
         except ValueError:
             raise ConfigError(path, f"must be a time HH:MM, got {value!r}", line, f"{where}.{key}") from None
-    if want is int and isinstance(value, bool) or not isinstance(value, want):
+    if (want is int and isinstance(value, bool)) or not isinstance(value, want):
         raise ConfigError(path, f"must be {want.__name__}, got {type(value).__name__}", line, f"{where}.{key}")
     if want in (int, float) and value < 0:
         raise ConfigError(path, "must not be negative", line, f"{where}.{key}")

@@ -117,9 +117,7 @@ async def fetch_feeds_async(
         max_keepalive_connections=max(settings.concurrency, 1),
     )
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
-    async with httpx.AsyncClient(
-        headers=headers, timeout=timeout, limits=limits, follow_redirects=False
-    ) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, follow_redirects=False) as client:
         fetcher = _Fetcher(client, settings, on_result)
         tasks = [asyncio.create_task(fetcher.fetch(feed, states.get(feed.id))) for feed in feeds]
         return list(await asyncio.gather(*tasks))
@@ -226,13 +224,16 @@ class _Fetcher:
         loop = asyncio.get_running_loop()
         settings = self._settings
         try:
-            host = (urlsplit(url).netloc or url).lower()
+            # Per machine, not per port: politeness is about the server behind the name.
+            host = urlsplit(url).hostname or url
         except ValueError as exc:
             return FetchResult(feed=feed, status=FetchStatus.FAILED, url=url, error=f"invalid URL: {exc}")
         headers: dict[str, str] = {}
-        if state is not None and state.etag:
+        # A validator that is not ASCII cannot go into a request header; without it the feed
+        # costs a full download once, instead of failing every run.
+        if state is not None and state.etag and state.etag.isascii():
             headers["If-None-Match"] = state.etag
-        if state is not None and state.last_modified:
+        if state is not None and state.last_modified and state.last_modified.isascii():
             headers["If-Modified-Since"] = state.last_modified
 
         # The deadline starts when the feed first gets a slot, not while it queues behind
@@ -341,9 +342,7 @@ class _Fetcher:
             finally:
                 await response.aclose()
 
-    async def _answer(
-        self, response: httpx.Response, state: FeedState | None, permanent: str | None
-    ) -> _Outcome:
+    async def _answer(self, response: httpx.Response, state: FeedState | None, permanent: str | None) -> _Outcome:
         """Turn the final (non-redirect) response into an outcome."""
         settings = self._settings
         code = response.status_code
@@ -533,18 +532,14 @@ def _read_capped(path: Path, cap: int) -> bytes | None:
     return None if len(data) > cap else data
 
 
-def _transport_failure(
-    exc: httpx.HTTPError | OSError, settings: FetchSettings, final_url: str | None
-) -> _Outcome:
+def _transport_failure(exc: httpx.HTTPError | OSError, settings: FetchSettings, final_url: str | None) -> _Outcome:
     """A one-line reason for an exception raised before a response arrived."""
     if isinstance(exc, httpx.ConnectTimeout):
         return _failed(
             f"connection timed out after {settings.connect_timeout:g} s", retryable=True, final_url=final_url
         )
     if isinstance(exc, httpx.ReadTimeout):
-        return _failed(
-            f"no data for {settings.read_timeout:g} s (read timeout)", retryable=True, final_url=final_url
-        )
+        return _failed(f"no data for {settings.read_timeout:g} s (read timeout)", retryable=True, final_url=final_url)
     if isinstance(exc, httpx.TimeoutException):
         return _failed(f"timed out: {_first_line(exc)}", retryable=True, final_url=final_url)
     if isinstance(exc, httpx.UnsupportedProtocol):

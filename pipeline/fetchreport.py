@@ -49,9 +49,7 @@ def status_text(result: FetchResult) -> Text:
     return Text(result.status.value, style=style)
 
 
-def render_fetch_table(
-    results: Sequence[FetchResult], new_items: Mapping[str, int], console: Console
-) -> None:
+def render_fetch_table(results: Sequence[FetchResult], new_items: Mapping[str, int], console: Console) -> None:
     """Print one row per feed (in the order given) and a one-line summary under the table.
 
     `new_items` maps feed ids to the number of items the store had not seen before; feeds
@@ -79,9 +77,7 @@ def render_fetch_table(
     parts = [f"{len(results)} feeds"] + [
         f"{by_status[status]} {status.value}" for status in FetchStatus if by_status[status]
     ]
-    total_new = sum(
-        new_items.get(r.feed.id, 0) for r in results if r.status in (FetchStatus.NEW, FetchStatus.MOVED)
-    )
+    total_new = sum(new_items.get(r.feed.id, 0) for r in results if r.status in (FetchStatus.NEW, FetchStatus.MOVED))
     parts.append(f"{total_new} new items")
     timed = [r.elapsed for r in results if r.status is not FetchStatus.SKIPPED]
     if timed:
@@ -90,9 +86,7 @@ def render_fetch_table(
 
     # The hint that brings a feed back is long; say it once rather than in every row.
     skipped_for_failures = [
-        r.feed.id
-        for r in results
-        if r.status is FetchStatus.SKIPPED and r.error and "consecutive failures" in r.error
+        r.feed.id for r in results if r.status is FetchStatus.SKIPPED and r.error and "consecutive failures" in r.error
     ]
     if skipped_for_failures:
         console.print(

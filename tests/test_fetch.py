@@ -162,9 +162,7 @@ def test_200_returns_raw_body_and_http_metadata(httpserver: HTTPServer) -> None:
 
 
 def test_304_after_etag_sends_if_none_match(httpserver: HTTPServer) -> None:
-    httpserver.expect_request("/feed.xml", headers={"If-None-Match": '"v1"'}).respond_with_data(
-        "", status=304
-    )
+    httpserver.expect_request("/feed.xml", headers={"If-None-Match": '"v1"'}).respond_with_data("", status=304)
     httpserver.expect_request("/feed.xml").respond_with_data(RSS)  # if the header were missing
     result = fetch_one(httpserver.url_for("/feed.xml"), state=FeedState("f1", etag='"v1"'))
 
@@ -176,9 +174,7 @@ def test_304_after_etag_sends_if_none_match(httpserver: HTTPServer) -> None:
 
 def test_304_after_last_modified_sends_if_modified_since(httpserver: HTTPServer) -> None:
     stamp = "Tue, 20 May 2025 05:00:00 GMT"
-    httpserver.expect_request("/feed.xml", headers={"If-Modified-Since": stamp}).respond_with_data(
-        "", status=304
-    )
+    httpserver.expect_request("/feed.xml", headers={"If-Modified-Since": stamp}).respond_with_data("", status=304)
     httpserver.expect_request("/feed.xml").respond_with_data(RSS)
     result = fetch_one(httpserver.url_for("/feed.xml"), state=FeedState("f1", last_modified=stamp))
 
@@ -250,9 +246,7 @@ def test_redirect_loop_fails(httpserver: HTTPServer) -> None:
 
 def test_too_many_redirects_fails(httpserver: HTTPServer) -> None:
     for hop in range(8):
-        httpserver.expect_request(f"/r{hop}").respond_with_data(
-            "", status=302, headers={"Location": f"/r{hop + 1}"}
-        )
+        httpserver.expect_request(f"/r{hop}").respond_with_data("", status=302, headers={"Location": f"/r{hop + 1}"})
     result = fetch_one(httpserver.url_for("/r0"), FetchSettings(max_redirects=5, deadline=5))
 
     assert result.status is FetchStatus.FAILED
@@ -325,9 +319,7 @@ def test_429_retry_after_seconds_is_honoured(httpserver: HTTPServer) -> None:
 
 def test_retry_after_date_beyond_the_deadline_fails_at_once(httpserver: HTTPServer) -> None:
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    httpserver.expect_request("/feed.xml").respond_with_data(
-        "busy", status=429, headers={"Retry-After": later}
-    )
+    httpserver.expect_request("/feed.xml").respond_with_data("busy", status=429, headers={"Retry-After": later})
     started = time.monotonic()
     result = fetch_one(httpserver.url_for("/feed.xml"), FetchSettings(deadline=5))
 
@@ -408,9 +400,7 @@ def test_read_timeout_when_body_stalls(raw_server: RawServer) -> None:
         server.release.wait(10)
 
     raw_server.routes["/trickle.xml"] = trickle
-    result = fetch_one(
-        raw_server.url("/trickle.xml"), FetchSettings(read_timeout=0.5, deadline=4, max_tries=1)
-    )
+    result = fetch_one(raw_server.url("/trickle.xml"), FetchSettings(read_timeout=0.5, deadline=4, max_tries=1))
 
     assert result.status is FetchStatus.FAILED
     assert result.error == "no data for 0.5 s (read timeout)"
@@ -686,12 +676,8 @@ def test_works_when_called_from_a_running_event_loop(httpserver: HTTPServer) -> 
 
 def _results() -> list[FetchResult]:
     return [
-        FetchResult(
-            feed("https://a.example/rss", "a"), FetchStatus.NEW, "https://a.example/rss", elapsed=0.42
-        ),
-        FetchResult(
-            feed("https://b.example/rss", "b"), FetchStatus.UNCHANGED, "https://b.example/rss", elapsed=0.1
-        ),
+        FetchResult(feed("https://a.example/rss", "a"), FetchStatus.NEW, "https://a.example/rss", elapsed=0.42),
+        FetchResult(feed("https://b.example/rss", "b"), FetchStatus.UNCHANGED, "https://b.example/rss", elapsed=0.1),
         FetchResult(
             FeedSource("c", "Le [bold]Monde[/bold]", "https://c.example/rss"),
             FetchStatus.FAILED,
@@ -730,9 +716,7 @@ def test_fetch_table_shows_status_reason_counts_and_time() -> None:
     assert "moved → https://d.example/new" in row("D ") and " 2 " in row("D ")
     assert "skipped" in row("E ")
     summary = next(line for line in lines if line.startswith("5 feeds"))
-    assert summary == (
-        "5 feeds · 1 new · 1 unchanged · 1 failed · 1 moved · 1 skipped · 5 new items · slowest 1.3 s"
-    )
+    assert summary == ("5 feeds · 1 new · 1 unchanged · 1 failed · 1 moved · 1 skipped · 5 new items · slowest 1.3 s")
     assert any("pipeline feeds enable ID" in line and "e" in line for line in lines)
 
 

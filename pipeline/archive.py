@@ -1,29 +1,62 @@
-"""Archive stage: the static site in output/ (issue pages, index, topic pages, Atom feed).
+"""Archive stage: the static site in output/.
 
-Every file is written to a temporary file in the same folder and renamed over the old one,
-so a reader (or a crash) never sees half a page; unchanged pages are not rewritten.
+    index.html              issues by month, newest first (teasers, stories per topic)
+    YYYY-MM-DD/index.html   one issue (rendered by `render`), digest.txt beside it
+    topics/<topic>.html     every story of a topic across issues, newest first
+    feed.xml                Atom feed of the latest issues
+    search.html             offline search over search-index.json (the only page with a script)
+
+Every file is written to a temporary file in its folder and renamed over the old one, so a
+reader (or a crash) never sees half a page; a page whose bytes did not change is not touched,
+so its mtime and inode stay and an incremental run rewrites only what a new issue changed.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
 import os
+import re
 import tempfile
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
+
+from markupsafe import escape
 
 from pipeline.errors import PipelineError
-from pipeline.models import Issue, RenderedIssue, TopicInfo
-from pipeline.render import IssueLinks, Renderer, french_date
+from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
+from pipeline.render import IssueLinks, Renderer, french_date, safe_url
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+# The feed lists the latest issues only: a reader subscribes for what comes next, and a feed
+# holding a whole year would be re-downloaded in full by every client on every poll.
+FEED_ENTRIES = 30
+SEARCH_SCRIPT = "search.js"  # in the templates folder; inlined into search.html with a CSP hash
+_TOPIC_FILE = re.compile(r"^[a-z0-9_-]+$")
+# Characters XML 1.0 cannot carry at all (escaping does not help): dropped from feed text.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def atomic_write(path: Path, data: str | bytes) -> bool:
-    """Write `data` to `path` atomically. Returns False (and writes nothing) if it is unchanged."""
+    """Write `data` to `path` atomically. Returns False (and writes nothing) if it is unchanged.
+
+    The bytes go to a temporary file in the same folder (same file system, so the rename is
+    atomic), are flushed to disk, then renamed over `path`: at any instant `path` is either the
+    old file or the new one. On any failure the temporary file is removed.
+    """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        if path.is_file() and path.read_bytes() == payload:
-            return False
+        try:
+            # Comparing sizes first spares reading most changed files back.
+            if path.stat().st_size == len(payload) and path.read_bytes() == payload:
+                return False
+        except FileNotFoundError:
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -52,6 +85,36 @@ class ArchiveEntry:
         return self.issue.date
 
 
+@dataclass(frozen=True)
+class TopicStory:
+    """A story on a topic page: the story and the issue where it appeared."""
+
+    date: dt.date
+    date_label: str  # "mardi 6 mai 2025"
+    issue_href: str  # relative to the topic page
+    story: Story
+    url: str  # the article's safe http(s) URL, or ""
+
+
+def _month_label(date: dt.date) -> str:
+    return french_date(date, weekday=False, year=True).split(" ", 1)[1]  # "mai 2025"
+
+
+def _topic_counts(issue: Issue, topics: Sequence[TopicInfo]) -> dict[str, int]:
+    """Stories per topic of one issue, counting a story under each of its topics, as the topic
+    pages list it (so the index's "AI Act : 3" matches what the AI Act page shows)."""
+    counts = {t.id: 0 for t in topics}
+    for story in issue.stories():
+        for topic in story.topics:
+            if topic in counts:
+                counts[topic] += 1
+    return counts
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
 class Archive:
     def __init__(self, output_dir: Path, renderer: Renderer, base_url: str, site_name: str):
         self.output_dir = Path(output_dir)
@@ -59,11 +122,14 @@ class Archive:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.site_name = site_name
         self.written: list[Path] = []  # files (re)written since this object was made
+        self.removed: list[Path] = []  # stale generated files removed (topic pages of dropped topics)
 
     def _write(self, relative: str, data: str | bytes) -> None:
         path = self.output_dir / relative
         if atomic_write(path, data):
             self.written.append(path)
+
+    # -- issue pages
 
     def issue_links(self, date: dt.date, dates: Sequence[dt.date]) -> IssueLinks:
         """Links of an issue page, with its neighbours among the archive's `dates`."""
@@ -85,29 +151,172 @@ class Archive:
         self._write(f"{folder}/index.html", rendered.html)
         self._write(f"{folder}/digest.txt", rendered.text)
 
+    # -- the pages that list issues
+
     def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> None:
-        """The pages that list issues: the archive home."""
+        """Every page that lists issues: index, topic pages, Atom feed, search page and index.
+        Each is rendered in full from `entries` and written only if its bytes changed."""
+        for topic in topics:
+            if not _TOPIC_FILE.match(topic.id):
+                raise PipelineError(f"topic id {topic.id!r} cannot name a page (letters, digits, _ and - only)")
         newest_first = sorted(entries, key=lambda e: e.date, reverse=True)
+        self._write("index.html", self.index_page(newest_first, topics))
+        for topic in topics:
+            self._write(f"topics/{topic.id}.html", self.topic_page(topic, newest_first, topics))
+        self._remove_stale_topic_pages(topics)
+        self._write("feed.xml", self.atom_feed(newest_first))
+        self._write("search-index.json", self.search_index(newest_first, topics))
+        self._write("search.html", self.search_page(topics))
+
+    def index_page(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> str:
         months: list[tuple[str, list[dict[str, object]]]] = []
         for entry in newest_first:
-            month = f"{french_date(entry.date, weekday=False, year=True).split(' ', 1)[1]}"
-            counts = {t.id: 0 for t in topics}
-            for story in entry.issue.stories():
-                if story.primary_topic in counts:
-                    counts[story.primary_topic] += 1
+            month = _month_label(entry.date)
+            counts = _topic_counts(entry.issue, topics)
             row = {
                 "date": entry.date,
                 "href": f"{entry.date.isoformat()}/index.html",
+                "text_href": f"{entry.date.isoformat()}/digest.txt",
                 "title": french_date(entry.date, year=True),
                 "menu": entry.issue.menu,
-                "counts": [(t.theme, counts[t.id]) for t in topics if counts[t.id]],
+                "stories": len(entry.issue.stories()),
+                "counts": [(t, counts[t.id]) for t in topics if counts[t.id]],
             }
             if months and months[-1][0] == month:
                 months[-1][1].append(row)
             else:
                 months.append((month, [row]))
-        self._write(
-            "index.html",
-            self.renderer.render_page("index.html.j2", site_name=self.site_name, months=months,
-                                      base_url=self.base_url, topics=topics),
+        totals = {t.id: 0 for t in topics}
+        for entry in newest_first:
+            for topic_id, count in _topic_counts(entry.issue, topics).items():
+                totals[topic_id] += count
+        return self.renderer.render_page(
+            "index.html.j2", site_name=self.site_name, months=months, base_url=self.base_url, topics=topics,
+            totals=totals, issue_count=len(newest_first),
         )
+
+    def topic_page(self, topic: TopicInfo, newest_first: Sequence[ArchiveEntry],
+                   topics: Sequence[TopicInfo]) -> str:
+        months: list[tuple[str, list[TopicStory]]] = []
+        count = 0
+        for entry in newest_first:
+            for story in entry.issue.stories():
+                if topic.id not in story.topics:
+                    continue
+                item = TopicStory(
+                    date=entry.date, date_label=french_date(entry.date, year=True),
+                    issue_href=f"../{entry.date.isoformat()}/index.html", story=story, url=safe_url(story.url),
+                )
+                count += 1
+                month = _month_label(entry.date)
+                if months and months[-1][0] == month:
+                    months[-1][1].append(item)
+                else:
+                    months.append((month, [item]))
+        return self.renderer.render_page(
+            "topic.html.j2", site_name=self.site_name, topic=topic, topics=topics, months=months, count=count,
+        )
+
+    def _remove_stale_topic_pages(self, topics: Sequence[TopicInfo]) -> None:
+        """A topic dropped from topics.yaml leaves no page behind (nothing links to it any more)."""
+        folder = self.output_dir / "topics"
+        if not folder.is_dir():
+            return
+        current = {f"{t.id}.html" for t in topics}
+        for page in sorted(folder.glob("*.html")):
+            if page.name not in current:
+                page.unlink()
+                self.removed.append(page)
+
+    # -- Atom feed
+
+    def atom_feed(self, newest_first: Sequence[ArchiveEntry]) -> bytes:
+        """An Atom 1.0 feed of the latest issues. Ids are the issues' URLs; every date comes from
+        the issue date at the newsletter's issue time (never the wall clock), so the feed is
+        byte-identical when nothing changed."""
+        ElementTree.register_namespace("", ATOM_NS)
+
+        def add(parent: ElementTree.Element, tag: str, text: str | None = None,
+                **attrs: str) -> ElementTree.Element:
+            element = ElementTree.SubElement(parent, f"{{{ATOM_NS}}}{tag}", attrs)
+            if text is not None:
+                element.text = _xml_text(text)
+            return element
+
+        feed = ElementTree.Element(f"{{{ATOM_NS}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": "fr"})
+        add(feed, "id", self.base_url)
+        add(feed, "title", self.site_name)
+        add(feed, "subtitle", f"Les numéros de {self.site_name}")
+        add(feed, "link", rel="alternate", type="text/html", href=self.base_url)
+        add(feed, "link", rel="self", type="application/atom+xml", href=f"{self.base_url}feed.xml")
+        author = add(feed, "author")
+        add(author, "name", self.site_name)
+        latest = list(newest_first[:FEED_ENTRIES])
+        stamps = [self._issue_time(e.issue) for e in latest]
+        add(feed, "updated", max(stamps).isoformat() if stamps else "1970-01-01T00:00:00+00:00")
+        for entry, stamp in zip(latest, stamps, strict=True):
+            issue = entry.issue
+            url = f"{self.base_url}{issue.date.isoformat()}/"
+            node = add(feed, "entry")
+            add(node, "id", url)
+            add(node, "title", f"{self.site_name} du {french_date(issue.date, year=True)}")
+            add(node, "link", rel="alternate", type="text/html", href=url)
+            add(node, "link", rel="alternate", type="text/plain", href=f"{url}digest.txt")
+            add(node, "published", stamp.isoformat())
+            add(node, "updated", stamp.isoformat())
+            teasers = " ".join(f"— {t.theme} : {t.text}" for t in issue.menu)
+            add(node, "summary", teasers or "Rien de neuf ce matin sur nos sujets de veille.", type="text")
+            add(node, "content", self._feed_content(issue), type="html")
+        ElementTree.indent(feed)
+        return ElementTree.tostring(feed, encoding="utf-8", xml_declaration=True) + b"\n"
+
+    @staticmethod
+    def _issue_time(issue: Issue) -> dt.datetime:
+        settings = issue.newsletter
+        return dt.datetime.combine(issue.date, settings.issue_time, tzinfo=zoneinfo.ZoneInfo(settings.timezone))
+
+    @staticmethod
+    def _feed_content(issue: Issue) -> str:
+        """The issue's menu and stories as an HTML fragment (escaped again by the XML writer)."""
+        parts: list[str] = []
+        if issue.menu:
+            parts.append("<ul>" + "".join(f"<li>{escape(t.theme)} : {escape(t.text)}</li>" for t in issue.menu)
+                         + "</ul>")
+        stories = []
+        for story in issue.stories():
+            url = safe_url(story.url)
+            title = f'<a href="{escape(url)}">{escape(story.title)}</a>' if url else str(escape(story.title))
+            stories.append(f"<li>{title} ({escape(story.source)})</li>")
+        if stories:
+            parts.append("<ol>" + "".join(stories) + "</ol>")
+        return "".join(parts) or "<p>Rien de neuf ce matin sur nos sujets de veille.</p>"
+
+    # -- search
+
+    def search_index(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> str:
+        """The static index search.html reads: one record per story, newest issue first.
+        Only http(s) article URLs are kept; the page inserts every field as text."""
+        themes = {t.id: t.theme for t in topics}
+        stories: list[dict[str, object]] = []
+        for entry in newest_first:
+            label = french_date(entry.date, year=True)
+            for story in entry.issue.stories():
+                stories.append({
+                    "date": entry.date.isoformat(), "date_label": label,
+                    "issue": f"{entry.date.isoformat()}/index.html",
+                    "kicker": story.kicker, "title": story.title, "text": story.text, "source": story.source,
+                    "url": safe_url(story.url), "topics": [themes[t] for t in story.topics if t in themes],
+                })
+        return json.dumps({"version": 1, "stories": stories}, ensure_ascii=False, sort_keys=True,
+                          separators=(",", ":")) + "\n"
+
+    def search_page(self, topics: Sequence[TopicInfo]) -> str:
+        script_path = self.renderer.templates_dir / SEARCH_SCRIPT
+        try:
+            script = script_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PipelineError(f"{script_path}: cannot read the search script: {exc.strerror or exc}") from None
+        # The page allows exactly this script (Content-Security-Policy hash), nothing else.
+        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        return self.renderer.render_page("search.html.j2", site_name=self.site_name, topics=topics,
+                                         script=script, script_hash=f"sha256-{digest}")

@@ -102,6 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve, db=False)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+
+    send = commands.add_parser("send", help="email a built issue to every reader, exactly once (resumable)")
+    _add_common(send, output=False)
+    send.add_argument("--date", type=_date, help="issue date YYYY-MM-DD (default: today in the newsletter's zone)")
+    send.add_argument("--dry-run", action="store_true",
+                      help="write one .eml per reader to the outbox instead of sending; record nothing")
+    send.add_argument("--outbox", type=Path, default=None,
+                      help="folder of --dry-run messages (default: outbox/ beside the database)")
+    send.add_argument("--resend-uncertain", action="store_true",
+                      help="also resend readers whose earlier send broke after the message was handed over "
+                           "(check the mail server's log for their Message-ID first)")
+
+    subscribers = commands.add_parser("subscribers", help="list, add or remove email readers")
+    _add_common(subscribers, output=False)
+    subscriber_commands = subscribers.add_subparsers(dest="subscribers_command", metavar="ACTION",
+                                                     parser_class=_Parser)
+    subscriber_commands.required = True
+    subscriber_commands.add_parser("list", help="every reader of the recipients file, and suppressed addresses")
+    add = subscriber_commands.add_parser("add", help="add a reader (lifts a suppression of that address)")
+    add.add_argument("email")
+    add.add_argument("--name", default="", help="the reader's name (in the To header)")
+    add.add_argument("--topics", default="",
+                     help="topic ids of interest, comma-separated (default: every issue)")
+    remove = subscriber_commands.add_parser("remove", help="remove a reader and suppress the address")
+    remove.add_argument("email")
     return parser
 
 
@@ -297,6 +322,79 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _delivery_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    ws = _workspace(args, need_output=False)
+    if ws.config.delivery is None:
+        raise PipelineError(f"{ws.config.path}: no `delivery:` section; add one to send issues by email "
+                            "(see README, \"Email delivery\")")
+    return ws
+
+
+def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.deliver import DeliveryEvent, deliver_issue, summarize_delivery
+    from pipeline.flow import today_in
+
+    ws = _delivery_workspace(args)
+    date = args.date or today_in(ws.config.newsletter.timezone)
+
+    def show(event: DeliveryEvent) -> None:
+        if event.outcome in ("failed-permanent", "failed-temporary"):
+            print(f"warning: {event.email}: {event.outcome}: {event.detail}", file=err)
+        elif event.outcome == "uncertain":
+            print(f"warning: {event.email}: connection lost after the message was handed over: {event.detail}",
+                  file=err)
+        elif event.outcome == "retrying":
+            print(f"notice: {event.email}: {event.detail}", file=err)
+
+    report = deliver_issue(ws, date, dry_run=args.dry_run, outbox=args.outbox,
+                           resend_uncertain=args.resend_uncertain, on_event=show)
+    for email, message_id in report.uncertain:
+        print(f"warning: {email}: may already have it (Message-ID {message_id}); not resent. Look the "
+              f"Message-ID up in the mail server's log; if it is not there, run `pipeline send --date "
+              f"{date.isoformat()} --resend-uncertain`", file=err)
+    print(summarize_delivery(report), file=out)
+    return EXIT_OK if report.complete else EXIT_FAILED
+
+
+def _cmd_subscribers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import datetime as _dt
+
+    from pipeline.deliver import add_recipient, load_recipients, remove_recipient
+    from pipeline.store import Store
+
+    ws = _delivery_workspace(args)
+    path = ws.config.delivery.recipients
+    known = [t.id for t in ws.topics.info()]
+    now = _dt.datetime.now(_dt.UTC)
+    with Store(ws.db_path) as store:
+        if args.subscribers_command == "list":
+            suppressed = store.suppressions()
+            recipients = load_recipients(path, known)
+            for r in recipients:
+                state = f"suppressed ({suppressed[r.key].reason})" if r.key in suppressed else "active"
+                print(f"{r.email:<40} {state:<24} {' '.join(r.topics) or 'all topics':<30} {r.name}", file=out)
+            listed = {r.key for r in recipients}
+            for email, entry in suppressed.items():
+                if email not in listed:
+                    print(f"{email:<40} {'suppressed (' + entry.reason + ')':<24} not in {path.name}", file=out)
+            active = sum(1 for r in recipients if r.key not in suppressed)
+            print(f"{len(recipients)} reader(s) in {path}, {active} active, {len(suppressed)} suppressed address(es)",
+                  file=err)
+        elif args.subscribers_command == "add":
+            topics = [t for t in args.topics.replace(";", ",").replace(" ", ",").split(",") if t]
+            recipient = add_recipient(path, args.email, name=args.name, topics=topics, known_topics=known)
+            lifted = store.unsuppress(recipient.key)
+            print(f"added {recipient.email} to {path}", file=out)
+            if lifted:
+                print(f"notice: {recipient.email} was suppressed ({lifted.reason}); it will receive issues again",
+                      file=err)
+        else:
+            recipient = remove_recipient(path, args.email)
+            store.suppress(recipient.key, "unsubscribed", "pipeline subscribers remove", now)
+            print(f"removed {recipient.email} from {path}; the address is suppressed", file=out)
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": _cmd_run,
     "rebuild": _cmd_rebuild,
@@ -306,6 +404,8 @@ COMMANDS = {
     "archive": _cmd_archive,
     "feeds": _cmd_feeds,
     "serve": _cmd_serve,
+    "send": _cmd_send,
+    "subscribers": _cmd_subscribers,
 }
 
 

@@ -21,9 +21,9 @@ from pipeline.compose import compose_issue, issue_window
 from pipeline.config.topics import TopicsConfig
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.fetch import fetch_feeds
-from pipeline.models import Config, FetchResult, FetchStatus, Issue, StoredItem
+from pipeline.models import Config, FetchResult, FetchStatus, Issue, RenderedIssue, StoredItem
 from pipeline.parse import parse_feed
-from pipeline.render import Renderer
+from pipeline.render import IssueLinks, Renderer
 from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
 
 
@@ -282,3 +282,33 @@ def _report_json(report: RunReport) -> dict[str, object]:
         ],
         "stories": report.build.stories if report.build else 0,
     }
+
+
+# ---------------------------------------------------------------- stored issues for email delivery
+
+
+def load_stored_issue(ws: Workspace, date: dt.date) -> Issue:
+    """The issue of `date` as it was built and stored; no composing, no network."""
+    missing = PipelineError(f"no issue built for {date.isoformat()}; run `pipeline run --date {date.isoformat()}` "
+                            "first")
+    if not ws.db_path.exists():  # opening a Store would create an empty database
+        raise missing
+    with Store(ws.db_path) as store:
+        stored = store.issue(date)
+    if stored is None:
+        raise missing
+    return issue_from_json(stored.issue_json, ws.config.newsletter)
+
+
+def email_links(ws: Workspace, date: dt.date) -> IssueLinks:
+    """Links of an issue read in a mailbox: absolute only, and no previous/next issue."""
+    base = ws.config.newsletter.base_url
+    return IssueLinks(web_url=f"{base}{date.isoformat()}/", archive_url=base,
+                      text_href=f"{base}{date.isoformat()}/digest.txt", home_href=None)
+
+
+def render_stored_issue(ws: Workspace, date: dt.date) -> RenderedIssue:
+    """The stored issue of `date` rendered for email (the "voir dans votre navigateur" link
+    points at its archive page)."""
+    issue = load_stored_issue(ws, date)
+    return Renderer(ws.templates_dir).render_issue(issue, ws.topics.info(), email_links(ws, date))

@@ -75,6 +75,42 @@ class Config:
     feeds: tuple[FeedSource, ...]
     db_path: Path | None = None  # from sources.yaml `storage.db`, overridden by --db
     output_dir: Path | None = None  # from sources.yaml `storage.output`, overridden by --output
+    delivery: DeliverySettings | None = None  # from sources.yaml `delivery`; None: no email
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """The `delivery:` section of sources.yaml: sending each issue by email (pipeline/deliver.py).
+
+    Credentials are never part of it: only the NAMES of the environment variables holding them.
+    """
+
+    from_address: str  # envelope sender and From address, e.g. lettre@techmatin.example.org
+    unsubscribe_url: str  # https URL template for RFC 8058 one-click unsubscribe ({email}, {token})
+    recipients: Path = Path("recipients.csv")  # CSV or YAML list, resolved against the config's folder
+    from_name: str = ""  # display name of From; empty: the newsletter's name
+    reply_to: str | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int | None = None  # None: 587 for starttls, 465 for tls, 25 for none
+    security: str = "starttls"  # "starttls" | "tls" | "none" (none: local relays and test servers only)
+    tls_ca_file: Path | None = None  # extra CA bundle to trust (relay with a private CA)
+    timeout: float = 30.0  # seconds for any one SMTP exchange
+    username_env: str = "TECH_MATIN_SMTP_USER"  # environment variable holding the SMTP user name
+    password_env: str = "TECH_MATIN_SMTP_PASSWORD"  # environment variable holding the SMTP password
+    unsubscribe_secret_env: str = "TECH_MATIN_UNSUBSCRIBE_SECRET"  # key of the {token} HMAC
+    unsubscribe_mailto: str = ""  # mailto: template ({email}); empty: mailto the From address
+    rate: float = 5.0  # messages per second at most; 0 means no limit
+    max_retries: int = 3  # further tries of a recipient after a temporary (4xx / connection) failure
+    retry_delay: float = 2.0  # seconds before the first retry; doubles at each retry
+    suppress_bounces: bool = True  # a permanent refusal (5xx) puts the address on the suppression list
+    send_empty: bool = False  # also mail an issue with no story ("Rien de neuf ce matin")
+
+    @property
+    def port(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {"tls": 465, "none": 25}.get(self.security, 587)
+
 
 
 # ---------------------------------------------------------------- fetch

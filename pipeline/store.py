@@ -118,6 +118,32 @@ MIGRATIONS: tuple[str, ...] = (
         report TEXT
     );
     """,
+    # 2: email delivery (pipeline/deliver.py). One row per (issue, recipient), written BEFORE the
+    # message is sent: `handed_over` is set just before the end of the message data goes to the
+    # SMTP server, so a 'sending' row without it was never delivered and may be sent again,
+    # while one with it may have been accepted and is never resent automatically.
+    # No foreign key to issues: rebuilding an issue replaces its row, never its deliveries.
+    """
+    CREATE TABLE deliveries (
+        issue_date TEXT NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT NOT NULL,
+        first_attempt TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        handed_over TEXT,
+        reply TEXT,
+        PRIMARY KEY (issue_date, email)
+    );
+    CREATE INDEX deliveries_status ON deliveries(issue_date, status);
+    CREATE TABLE suppressions (
+        email TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT,
+        created TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -154,6 +180,29 @@ class RunRecord:
     finished: dt.datetime | None
     status: str
     summary: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One recipient's delivery of one issue (see migration 2 for the meaning of handed_over)."""
+
+    issue_date: dt.date
+    email: str
+    status: str  # sending | sent | failed-permanent | failed-temporary
+    attempts: int
+    message_id: str
+    first_attempt: dt.datetime
+    updated: dt.datetime
+    handed_over: dt.datetime | None
+    reply: str | None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str
+    reason: str  # unsubscribed | bounced
+    detail: str | None
+    created: dt.datetime
 
 
 class Store:
@@ -487,6 +536,88 @@ class Store:
                       summary=r["summary"])
             for r in self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         ]
+
+    # -- deliveries (email) and the suppression list
+
+    def durable_commits(self) -> None:
+        """fsync at every commit on this connection from now on: a delivery record must survive
+        a power cut, not only a crash of the process, or a resumed send could mail twice."""
+        self._db.execute("PRAGMA synchronous=FULL")
+
+    @staticmethod
+    def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+        return DeliveryRecord(
+            issue_date=dt.date.fromisoformat(row["issue_date"]), email=row["email"], status=row["status"],
+            attempts=row["attempts"], message_id=row["message_id"],
+            first_attempt=dt.datetime.fromisoformat(row["first_attempt"]),
+            updated=dt.datetime.fromisoformat(row["updated"]), handed_over=_from_iso(row["handed_over"]),
+            reply=row["reply"],
+        )
+
+    def deliveries(self, date: dt.date) -> dict[str, DeliveryRecord]:
+        """Every delivery record of an issue, by recipient address."""
+        rows = self._db.execute("SELECT * FROM deliveries WHERE issue_date = ? ORDER BY email",
+                                (date.isoformat(),))
+        return {row["email"]: self._delivery(row) for row in rows}
+
+    def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
+        """Record an attempt as 'sending' before any byte goes to the server. A retry keeps the
+        Message-ID of the first attempt: it is the same message."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO deliveries (issue_date, email, status, attempts, message_id, first_attempt, updated)"
+                " VALUES (?, ?, 'sending', 1, ?, ?, ?)"
+                " ON CONFLICT(issue_date, email) DO UPDATE SET status = 'sending', attempts = attempts + 1,"
+                " updated = excluded.updated, handed_over = NULL, reply = NULL",
+                (date.isoformat(), email, message_id, _iso(at), _iso(at)),
+            )
+            row = db.execute("SELECT * FROM deliveries WHERE issue_date = ? AND email = ?",
+                             (date.isoformat(), email)).fetchone()
+        return self._delivery(row)
+
+    def mark_handed_over(self, date: dt.date, email: str, at: dt.datetime) -> None:
+        """From here on the server may accept the message at any moment: never resend blindly."""
+        with self.transaction() as db:
+            db.execute("UPDATE deliveries SET handed_over = ?, updated = ? WHERE issue_date = ? AND email = ?",
+                       (_iso(at), _iso(at), date.isoformat(), email))
+
+    def finish_delivery(self, date: dt.date, email: str, status: str, reply: str | None, at: dt.datetime,
+                        suppress_reason: str | None = None) -> None:
+        """Record the outcome of an attempt; with `suppress_reason`, also put the address on the
+        suppression list in the same transaction."""
+        if status not in ("sent", "failed-permanent", "failed-temporary"):
+            raise ValueError(f"unknown delivery status {status!r}")
+        with self.transaction() as db:
+            db.execute("UPDATE deliveries SET status = ?, reply = ?, updated = ? WHERE issue_date = ? AND email = ?",
+                       (status, reply, _iso(at), date.isoformat(), email))
+            if suppress_reason:
+                db.execute("INSERT OR IGNORE INTO suppressions (email, reason, detail, created) VALUES (?,?,?,?)",
+                           (email, suppress_reason, reply, _iso(at)))
+
+    def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:
+        """Add an address to the suppression list; False if it was already there."""
+        with self.transaction() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO suppressions (email, reason, detail, created) VALUES (?,?,?,?)",
+                (email, reason, detail, _iso(at)),
+            ).rowcount == 1
+
+    def unsuppress(self, email: str) -> Suppression | None:
+        """Lift a suppression (the reader subscribed again); returns what was lifted."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM suppressions WHERE email = ?", (email,)).fetchone()
+            db.execute("DELETE FROM suppressions WHERE email = ?", (email,))
+        return self._suppression(row) if row else None
+
+    @staticmethod
+    def _suppression(row: sqlite3.Row) -> Suppression:
+        return Suppression(email=row["email"], reason=row["reason"], detail=row["detail"],
+                           created=dt.datetime.fromisoformat(row["created"]))
+
+    def suppressions(self) -> dict[str, Suppression]:
+        return {row["email"]: self._suppression(row)
+                for row in self._db.execute("SELECT * FROM suppressions ORDER BY email")}
+
 
 
 # ---------------------------------------------------------------- issue (de)serialisation

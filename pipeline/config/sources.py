@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 import unicodedata
 import zoneinfo
 from dataclasses import fields
@@ -13,7 +14,14 @@ from urllib.parse import urlsplit
 
 from pipeline.config.yamlfile import YamlMap, check_keys, expect_list, expect_map, load_yaml
 from pipeline.errors import ConfigError
-from pipeline.models import Config, FeedSource, FetchSettings, NewsletterSettings, ScheduleSettings
+from pipeline.models import (
+    Config,
+    DeliverySettings,
+    FeedSource,
+    FetchSettings,
+    NewsletterSettings,
+    ScheduleSettings,
+)
 
 TOP_KEYS = {"newsletter", "fetch", "schedule", "storage", "feeds", "delivery"}
 FEED_KEYS = {"id", "name", "url", "language", "weight", "enabled"}
@@ -128,6 +136,155 @@ def _feed(path: Path, raw: Any, index: int, line: int) -> FeedSource:
     return FeedSource(id=feed_id, name=name, url=url, language=language, weight=weight, enabled=enabled)
 
 
+# ---------------------------------------------------------------- delivery (email)
+
+DELIVERY_KEYS = {f.name for f in fields(DeliverySettings)}
+DELIVERY_SECURITY = ("starttls", "tls", "none")
+# Keys people reach for when they want to put a secret in the file: answer with where it belongs.
+_SECRET_KEYS = {"user", "username", "login", "password", "passwd", "secret", "token", "smtp_user",
+                "smtp_password", "smtp_username", "unsubscribe_secret"}
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+UNSUBSCRIBE_FIELDS = ("email", "token")
+
+
+def email_address_problem(address: str) -> str | None:
+    """Why `address` is not a deliverable plain address (local@domain.tld), or None if it is.
+
+    Deliberately stricter than RFC 5321: no quoted local parts, no IP literals and no
+    non-ASCII (SMTPUTF8) addresses, which relays handle unevenly; a reader with such an
+    address is told so when added rather than silently lost at send time."""
+    if not address:
+        return "empty address"
+    if any(ch.isspace() for ch in address):
+        return "contains white space"
+    if not address.isascii():
+        return "non-ASCII characters are not supported"
+    if address.count("@") != 1:
+        return "must contain exactly one @" if "@" in address else "missing @"
+    local, domain = address.split("@")
+    if not local:
+        return "nothing before the @"
+    if len(local) > 64:
+        return "part before the @ is longer than 64 characters"
+    if not all(_ATEXT.fullmatch(part) for part in local.split(".")):
+        return f"invalid character or dot placement in {local!r}"
+    if not domain:
+        return "nothing after the @"
+    if len(address) > 254:
+        return "longer than 254 characters"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return f"domain {domain!r} has no dot"
+    if not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        return f"invalid domain {domain!r}"
+    if labels[-1].isdigit():
+        return f"invalid domain {domain!r}"
+    return None
+
+
+def _template_problem(template: str) -> str | None:
+    """A placeholder other than {email} / {token}, or a malformed brace, in a URL template."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"bad template: {exc}"
+    unknown = [n for n in names if n not in UNSUBSCRIBE_FIELDS]
+    if unknown:
+        return f"unknown placeholder {{{unknown[0]}}} (use {{email}} or {{token}})"
+    return None
+
+
+def _delivery(path: Path, raw: Any, line: int) -> DeliverySettings:
+    where = "delivery"
+    section = expect_map(path, raw, where, line)
+    for key in section:
+        if key.lower() in _SECRET_KEYS:
+            raise ConfigError(path, "credentials are never read from sources.yaml: put them in the environment "
+                              "variables named by delivery.username_env / delivery.password_env "
+                              "(default TECH_MATIN_SMTP_USER / TECH_MATIN_SMTP_PASSWORD)",
+                              section.line_of(key), f"{where}.{key}")
+    check_keys(path, section, DELIVERY_KEYS, where)
+    for required in ("from_address", "unsubscribe_url"):
+        if section.get(required) in (None, ""):
+            raise ConfigError(path, f"missing required key '{required}'", section.line, where)
+
+    def text(key: str) -> str:
+        return str(_typed(path, section, key, str, where)).strip()
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(path, message, section.line_of(key), f"{where}.{key}")
+
+    values: dict[str, Any] = {}
+    for key in ("from_address", "reply_to"):
+        if section.get(key) is None:
+            continue
+        address = text(key)
+        problem = email_address_problem(address)
+        if problem:
+            raise fail(key, f"bad address {address!r}: {problem}")
+        values[key] = address
+    for key in ("from_name", "smtp_host", "username_env", "password_env", "unsubscribe_secret_env"):
+        if key in section:
+            values[key] = text(key)
+    if "smtp_host" in values and not values["smtp_host"]:
+        raise fail("smtp_host", "must not be empty")
+    for key in ("username_env", "password_env", "unsubscribe_secret_env"):
+        if key in values and not _ENV_NAME.fullmatch(values[key]):
+            raise fail(key, f"must be the NAME of an environment variable, got {values[key]!r}")
+    if "security" in section:
+        security = text("security").lower()
+        if security not in DELIVERY_SECURITY:
+            raise fail("security", f"must be one of {', '.join(DELIVERY_SECURITY)}, got {security!r}")
+        values["security"] = security
+    if section.get("smtp_port") is not None:
+        port = _typed(path, section, "smtp_port", int, where)
+        if not 1 <= port <= 65535:
+            raise fail("smtp_port", f"must be a port number 1-65535, got {port}")
+        values["smtp_port"] = port
+    url = text("unsubscribe_url")
+    if urlsplit(url).scheme != "https" or not urlsplit(url.replace("{", "").replace("}", "")).netloc:
+        raise fail("unsubscribe_url", f"must be an https URL (RFC 8058 one-click unsubscribe), got {url!r}")
+    values["unsubscribe_url"] = url
+    if section.get("unsubscribe_mailto"):
+        mailto = text("unsubscribe_mailto")
+        if not mailto.lower().startswith("mailto:") or "@" not in mailto:
+            raise fail("unsubscribe_mailto", f"must be a mailto: address, got {mailto!r}")
+        values["unsubscribe_mailto"] = mailto
+    for key in ("unsubscribe_url", "unsubscribe_mailto"):
+        problem = _template_problem(values.get(key, ""))
+        if problem:
+            raise fail(key, problem)
+    if "recipients" in section:
+        name = text("recipients")
+        if not name:
+            raise fail("recipients", "must be a file name")
+        values["recipients"] = path.parent / name
+    else:
+        values["recipients"] = path.parent / DeliverySettings.__dataclass_fields__["recipients"].default
+    if Path(values["recipients"]).suffix.lower() not in (".csv", ".yaml", ".yml"):
+        raise fail("recipients", "must be a .csv or .yaml file")
+    if section.get("tls_ca_file") is not None:
+        ca_file = path.parent / text("tls_ca_file")
+        if not ca_file.is_file():
+            raise fail("tls_ca_file", f"file not found: {ca_file}")
+        values["tls_ca_file"] = ca_file
+    for key in ("timeout", "rate", "retry_delay"):
+        if key in section:
+            values[key] = _typed(path, section, key, float, where)
+    if values.get("timeout", 1.0) <= 0:
+        raise fail("timeout", "must be more than 0 seconds")
+    if "max_retries" in section:
+        values["max_retries"] = _typed(path, section, "max_retries", int, where)
+    for key in ("suppress_bounces", "send_empty"):
+        if key in section:
+            if not isinstance(section[key], bool):
+                raise fail(key, "must be true or false")
+            values[key] = section[key]
+    return DeliverySettings(**values)
+
+
 def load_config(path: Path) -> Config:
     """Read sources.yaml. Raises ConfigError naming file, line and key on any problem."""
     path = Path(path)
@@ -174,5 +331,6 @@ def load_config(path: Path) -> Config:
                               line, f"feeds[{index}].id")
         seen[feed.id] = index
         feeds.append(feed)
+    delivery = _delivery(path, root["delivery"], root.line_of("delivery")) if "delivery" in root else None
     return Config(path=path, newsletter=newsletter, fetch=fetch, schedule=schedule, feeds=tuple(feeds),
-                  db_path=db_path, output_dir=output_dir)
+                  db_path=db_path, output_dir=output_dir, delivery=delivery)

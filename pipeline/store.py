@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -144,6 +145,20 @@ MIGRATIONS: tuple[str, ...] = (
         created TEXT NOT NULL
     );
     """,
+    # 3: full-text search over the stories of stored issues (`pipeline archive search`), kept in
+    # step with issue_stories by save_issue. rowid = YYYYMMDD * 10000 + position, so the rows of
+    # one issue are one rowid range that a rebuild replaces without scanning the index;
+    # remove_diacritics 2 folds accents, so "reglement" finds "règlement".
+    """
+    CREATE VIRTUAL TABLE story_search USING fts5(
+        title, kicker, text, source, date UNINDEXED, position UNINDEXED,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO story_search (rowid, title, kicker, text, source, date, position)
+        SELECT CAST(replace(date, '-', '') AS INTEGER) * 10000 + position, title, kicker, text, source, date,
+               position
+        FROM issue_stories;
+    """,
 )
 
 
@@ -157,6 +172,51 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _from_iso(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
+
+
+# Rows of the search index (migration 3) are numbered YYYYMMDD * _SEARCH_SLOTS + position.
+_SEARCH_SLOTS = 10_000
+
+
+def _search_rowid(date: dt.date, position: int) -> int:
+    if not 0 <= position < _SEARCH_SLOTS:
+        raise ValueError(f"issue {date.isoformat()} has more than {_SEARCH_SLOTS} stories")
+    return int(date.strftime("%Y%m%d")) * _SEARCH_SLOTS + position
+
+
+def fts_query(text: str) -> str:
+    """A user's search words as an FTS5 query: every word must appear (any order), "quoted words"
+    must appear as a phrase, and a word ending in * matches as a prefix. Punctuation is never
+    FTS5 syntax here, so "l'IA" or "AI-Act" cannot make the query invalid."""
+    terms: list[str] = []
+    for phrase, bare in re.findall(r'"([^"]*)"?|(\S+)', text):
+        if phrase:
+            words = re.findall(r"\w+", phrase)
+            if words:
+                terms.append('"' + " ".join(words) + '"')
+            continue
+        words = re.findall(r"\w+", bare)
+        for position, word in enumerate(words):
+            prefix = bare.endswith("*") and position == len(words) - 1
+            terms.append(f'"{word}"' + ("*" if prefix else ""))
+    return " ".join(terms)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One stored story matching a search, best first (`rank` is bm25: lower is better)."""
+
+    date: dt.date
+    position: int
+    story_id: str
+    topic: str
+    topics: tuple[str, ...]
+    kicker: str
+    title: str
+    source: str
+    url: str | None
+    snippet: str  # the best-matching passage, matched words between the given markers
+    rank: float
 
 
 @dataclass(frozen=True)
@@ -479,6 +539,52 @@ class Store:
             )
             db.executemany("INSERT OR IGNORE INTO issue_items (item_id, date) VALUES (?, ?)",
                            [(item_id, date) for item_id in item_ids])
+            # The search index follows issue_stories (migration 3): drop this issue's rows, add the new ones.
+            first = _search_rowid(issue.date, 0)
+            db.execute("DELETE FROM story_search WHERE rowid BETWEEN ? AND ?", (first, first + _SEARCH_SLOTS - 1))
+            db.executemany(
+                "INSERT INTO story_search (rowid, title, kicker, text, source, date, position)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [
+                    (_search_rowid(issue.date, position), s["title"], s["kicker"], s["text"], s["source"], date,
+                     position)
+                    for position, s in enumerate(stories)
+                ],
+            )
+
+    def search_stories(self, query: str, limit: int = 20, topic: str | None = None,
+                       marks: tuple[str, str] = ("[", "]")) -> list[SearchHit]:
+        """Stories of stored issues matching `query` (see fts_query), best first: bm25 with the
+        title weighing most, then the newest issue. Accents and case are ignored."""
+        match = fts_query(query)
+        if not match:
+            raise PipelineError(f"search query {query!r} has no word to look for")
+        sql = (
+            "SELECT s.date, s.position, s.story_id, s.topic, s.topics, s.kicker, s.title, s.source, s.url,"
+            " snippet(story_search, -1, ?, ?, '…', 14) AS snippet,"
+            " bm25(story_search, 8.0, 3.0, 1.0, 2.0) AS rank"
+            " FROM story_search JOIN issue_stories s"
+            " ON s.date = story_search.date AND s.position = story_search.position"
+            " WHERE story_search MATCH ?"
+        )
+        args: list[Any] = [marks[0], marks[1], match]
+        if topic is not None:
+            sql += " AND EXISTS (SELECT 1 FROM json_each(s.topics) WHERE json_each.value = ?)"
+            args.append(topic)
+        sql += " ORDER BY rank, s.date DESC, s.position LIMIT ?"
+        args.append(limit)
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise PipelineError(f"search query {query!r}: {exc}") from None
+        return [
+            SearchHit(
+                date=dt.date.fromisoformat(r["date"]), position=r["position"], story_id=r["story_id"],
+                topic=r["topic"], topics=tuple(json.loads(r["topics"])), kicker=r["kicker"], title=r["title"],
+                source=r["source"], url=r["url"], snippet=r["snippet"], rank=float(r["rank"]),
+            )
+            for r in rows
+        ]
 
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._db.execute("SELECT * FROM issues WHERE date = ?", (date.isoformat(),)).fetchone()
@@ -536,6 +642,16 @@ class Store:
                       summary=r["summary"])
             for r in self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         ]
+
+    def failed_runs(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
+        """When the failed runs of one kind for one issue date ended, oldest first (the
+        scheduler's `--once` mode counts its retries from these)."""
+        rows = self._db.execute(
+            "SELECT COALESCE(finished, started) FROM runs WHERE kind = ? AND issue_date = ? AND status = 'failed'"
+            " ORDER BY id",
+            (kind, issue_date.isoformat()),
+        )
+        return [dt.datetime.fromisoformat(row[0]) for row in rows]
 
     # -- deliveries (email) and the suppression list
 
@@ -617,7 +733,6 @@ class Store:
     def suppressions(self) -> dict[str, Suppression]:
         return {row["email"]: self._suppression(row)
                 for row in self._db.execute("SELECT * FROM suppressions ORDER BY email")}
-
 
 
 # ---------------------------------------------------------------- issue (de)serialisation

@@ -87,7 +87,8 @@ def fetch_feeds(
 
     `states` maps feed ids to what the store remembers (redirected URL, validators, failure
     count); feeds without a state are fetched from their configured URL. `on_result` is
-    called once per feed as soon as it is done (for progress display), in the calling thread.
+    called once per feed as soon as it is done (for progress display), in the calling thread
+    (in a worker thread when called from inside a running event loop).
     """
     try:
         asyncio.get_running_loop()

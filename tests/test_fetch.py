@@ -18,6 +18,7 @@ import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -183,6 +184,16 @@ def test_304_after_last_modified_sends_if_modified_since(httpserver: HTTPServer)
     assert result.last_modified == stamp
 
 
+def test_non_ascii_validator_is_not_sent(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS, headers={"ETag": '"v2"'})
+    result = fetch_one(httpserver.url_for("/feed.xml"), state=FeedState("f1", etag='"été"'))
+
+    assert result.status is FetchStatus.NEW  # a full download, not a crash on the header
+    assert result.etag == '"v2"'
+    [(request, _)] = httpserver.log
+    assert "If-None-Match" not in request.headers
+
+
 def test_state_url_from_an_earlier_permanent_redirect_is_used(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/new.xml").respond_with_data(RSS)
     moved_to = httpserver.url_for("/new.xml")
@@ -208,6 +219,16 @@ def test_permanent_redirect_reports_moved_with_body(httpserver: HTTPServer, code
     assert result.url == httpserver.url_for("/old.xml")
     assert result.body == RSS
     assert parse_feed(result, SEEN_AT).items  # the body is usable
+
+
+def test_permanent_redirect_then_304_keeps_the_new_url(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/old.xml").respond_with_data("", status=301, headers={"Location": "/new.xml"})
+    httpserver.expect_request("/new.xml", headers={"If-None-Match": '"v1"'}).respond_with_data("", status=304)
+    result = fetch_one(httpserver.url_for("/old.xml"), state=FeedState("f1", etag='"v1"'))
+
+    assert result.status is FetchStatus.UNCHANGED
+    assert result.body is None
+    assert result.permanent_redirect == httpserver.url_for("/new.xml")
 
 
 @pytest.mark.parametrize("code", [302, 307])
@@ -315,6 +336,25 @@ def test_429_retry_after_seconds_is_honoured(httpserver: HTTPServer) -> None:
     assert len(times) == 2
     assert times[1] - times[0] >= 0.95  # our own backoff alone would have been ~0.25-0.5 s
     assert result.elapsed >= 0.95
+
+
+def test_429_retry_after_http_date_is_honoured(httpserver: HTTPServer) -> None:
+    times: list[float] = []
+
+    def limited(request: Request) -> Response:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            # HTTP dates have whole seconds: "now + 2 s" means a wait of 1 to 2 s.
+            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+            return Response("busy", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+        return Response(RSS, status=200)
+
+    httpserver.expect_request("/feed.xml").respond_with_handler(limited)
+    result = fetch_one(httpserver.url_for("/feed.xml"))
+
+    assert result.status is FetchStatus.NEW
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.9
 
 
 def test_retry_after_date_beyond_the_deadline_fails_at_once(httpserver: HTTPServer) -> None:

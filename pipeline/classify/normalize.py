@@ -1,28 +1,28 @@
-"""French-aware text normalisation shared by rules and texts.
+"""French-aware text normalisation, the same for rules and for texts.
 
-The same folding is applied to the words of a rule and to the text it is
-matched against, so that an editor never has to think about accents, case,
-typographic apostrophes or hyphens:
+What an editor can rely on (docs/rules.md has the examples):
 
-* HTML is stripped and entities decoded (:func:`strip_html`, used on feed
-  summaries; offsets of matches are offsets into the *stripped* text);
-* Unicode NFKC (ligatures, full-width letters, superscripts become plain
-  letters);
-* case folding (except for rule terms marked ``case: true``);
-* accent folding: ``règlement`` and ``reglement`` are the same word;
-  ``œ``/``æ`` are ``oe``/``ae``;
-* apostrophes ’ ‘ ʼ ′ ' and hyphens ‐ ‑ – — - are word separators, and French
-  elided particles (l', d', qu', jusqu'…) are skipped, so ``l'IA`` contains
-  the word ``ia`` and ``AI-Act`` is ``AI Act``;
-* light plural handling (:func:`word_forms`): a rule word also matches its
-  usual French and English plural or singular forms;
-* whole words only: ``IA`` never matches inside ``média`` or ``IAM``.
+* HTML is stripped and entities are decoded (:func:`strip_html`; offsets of
+  matches are offsets into the *stripped* text);
+* Unicode compatibility forms are folded (NFKC: ligatures, full-width letters,
+  superscripts) and so are case and accents: ``reglement`` finds
+  ``Règlement`` and vice versa; ``œ``/``æ`` match ``oe``/``ae``;
+* every character that is not a letter or a digit is a word separator:
+  typographic apostrophes and quotes (’ ‘ ʼ ′ '), hyphens and spaces are all
+  equivalent, so ``AI-Act`` is ``AI Act`` and French elisions are split
+  (``l’IA`` is the two words ``l ia``, so the word ``IA`` is found in it);
+* words are whole words: ``IA`` never matches inside ``média`` or ``IAM``;
+* light plural handling (:func:`word_forms`) is done on the rule side: a rule
+  word also matches its regular French and English plural or singular.
 
-Texts are *not* rewritten into a new string with different offsets: the
-engine matches a length-preserving fold of the text (:func:`fold_for_match`),
-so every match span is directly a span of the original text. Only texts that
-contain rare compatibility characters take a slower path that keeps an
-explicit offset map.
+How (for speed): a text is encoded to cp1252 (the 8-bit code page that holds
+all of French typography: accents, œ, ’, «», –, …) and mapped byte by byte
+through a 256-entry table to lower-case unaccented letters, digits and
+spaces. That is a few C-level passes, and it keeps one output character per
+input character, so a match found in the folded text is at the same offsets
+in the original. Texts with characters outside cp1252 that matter (other
+scripts, decomposed accents, ligatures) take a slower per-character path
+that keeps an explicit offset map.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import html
 import re
 import unicodedata
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "APOSTROPHES",
     "ELISIONS",
     "FoldedText",
+    "fold",
     "fold_for_match",
-    "fold_word",
     "normalize",
     "strip_html",
     "term_words",
@@ -46,31 +46,98 @@ __all__ = [
 ]
 
 APOSTROPHES = "'’‘ʼ′`´"
-HYPHENS = "-‐‑‒–—―−"
-# French particles that lose their vowel before another word ("l'IA", "qu'il").
-ELISIONS = ("jusqu", "lorsqu", "puisqu", "qu", "l", "d", "j", "n", "s", "c", "m", "t")
+# French particles that lose their vowel before a vowel ("l'IA", "qu'il").
+ELISIONS = frozenset({"jusqu", "lorsqu", "puisqu", "qu", "l", "d", "j", "n", "s", "c", "m", "t"})
 
-_APOS_CLASS = "[" + re.escape(APOSTROPHES) + "]"
-_ELISION_RE = "(?:" + "|".join(ELISIONS) + ")" + _APOS_CLASS
+# Special folded characters: ligatures that stand for two letters are kept as
+# one character (to keep offsets) and rules are expanded to match them.
+OE, AE, SZ = "\x9c", "\xe6", "\xdf"
+_LIGATURES = (("oe", OE), ("ae", AE), ("ss", SZ))
 
-# Between two words of a phrase: spaces (NBSP included), hyphens or
-# apostrophes, then optionally an elided particle ("droit d'opposition" is the
-# phrase "droit opposition"). Punctuation such as "." or "," ends a phrase.
-SEPARATOR = r"(?:[\s" + re.escape(HYPHENS + APOSTROPHES) + r"/]+(?i:" + _ELISION_RE + r")?)"
+_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
-# Words counted for proximity (`near`): elided particles do not count.
-COUNTED_WORD = re.compile(r"(?<!\w)(?!(?i:" + _ELISION_RE + r"))\w+")
 
-_MARKS = re.compile(r"[\u0300-\u036f]")
+def _base(char: str, keep_case: bool) -> str:
+    """The folded form of one character (possibly empty or several letters)."""
+    out = unicodedata.normalize("NFKC", char)
+    out = _MARKS.sub("", unicodedata.normalize("NFD", out))
+    return out if keep_case else out.lower()
+
+
+def _build_table(keep_case: bool) -> bytes:
+    """cp1252 byte → folded byte: letters/digits to their unaccented form, the rest to a space."""
+    table = bytearray(b" " * 256)
+    for byte in range(256):
+        char = bytes([byte]).decode("cp1252", errors="replace")
+        if char in ("œ", "Œ"):
+            table[byte] = ord(OE) if not keep_case or char == "œ" else 0x8C
+            continue
+        if char in ("æ", "Æ"):
+            table[byte] = ord(AE) if not keep_case or char == "æ" else 0xC6
+            continue
+        if char == "ß":
+            table[byte] = ord(SZ)
+            continue
+        base = _base(char, keep_case)
+        if len(base) == 1 and base.isalnum():
+            encoded = base.encode("cp1252", errors="ignore")
+            table[byte] = encoded[0] if len(encoded) == 1 else byte
+        elif char.isalnum():
+            table[byte] = byte  # a letter with no simpler form (ð, þ, µ): itself
+    return bytes(table)
+
+
+_LOWER_TABLE = _build_table(keep_case=False)
+_CASE_TABLE = _build_table(keep_case=True)
+
+
+def _cp1252_chars() -> frozenset[str]:
+    chars = set()
+    for byte in range(256):
+        try:
+            chars.add(bytes([byte]).decode("cp1252"))
+        except UnicodeDecodeError:
+            continue
+    return frozenset(chars)
+
+
+def _build_unsafe() -> re.Pattern[str]:
+    """Characters outside cp1252 that carry letters (or accents) and need the slow path.
+
+    Other characters outside cp1252 (narrow no-break space, arrows, emoji…)
+    are separators either way, so a text holding only those stays on the
+    fast path. Computed once at import over the BMP.
+    """
+    known = _cp1252_chars()
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x100, 0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        if char in known:
+            continue
+        folded = _base(char, keep_case=True)
+        if not (char.isalnum() or _MARKS.match(char) or any(c.isalnum() for c in folded)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    parts = [re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges]
+    return re.compile("[" + "".join(parts) + "]")
+
+
+_UNSAFE = _build_unsafe()
+
 _TAG_BLOCK = re.compile(
     r"<(script|style|template|noscript)\b[^>]*>.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>",
     re.IGNORECASE | re.DOTALL,
 )
-# A tag that starts a new block must keep the words on either side apart;
-# inline tags (<a>, <b>, <i>…) must not split "R<b>G</b>PD".
+# A tag that starts a new block keeps the words on either side apart; inline
+# tags (<a>, <b>, <i>…) must not split a word written "R<b>G</b>PD".
 _BLOCK_TAGS = (
-    "address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|h[1-6]|header|hr|li|"
-    "main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul|img"
+    "address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|h[1-6]|header|hr|img|li|"
+    "main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul"
 )
 _TAG_SPLIT = re.compile(r"</?(?:" + _BLOCK_TAGS + r")\b[^>]*>", re.IGNORECASE)
 _TAG_ANY = re.compile(r"</?[A-Za-z][^>]*>")
@@ -80,7 +147,9 @@ def strip_html(text: str) -> str:
     """Plain text of an HTML fragment: tags removed, entities decoded.
 
     Text without ``<`` or ``&`` is returned unchanged (so its offsets stay
-    valid). Block tags become a space so that words never glue together.
+    valid); a lone ``<`` that opens no tag ("a < b") is kept. Block tags
+    (``<p>``, ``<br>``, ``<li>``…) become a space so that words never glue
+    together; scripts, styles and comments are dropped with their content.
     """
     if "<" not in text and "&" not in text:
         return text
@@ -90,125 +159,101 @@ def strip_html(text: str) -> str:
     return html.unescape(out)
 
 
-def _slow_fold_char(char: str) -> str:
-    """Full fold of one character, case preserved (case is left to the regex)."""
-    out = unicodedata.normalize("NFKC", char)
-    out = _MARKS.sub("", unicodedata.normalize("NFD", out))
-    if any(len(c.casefold()) > 1 for c in out):
-        # ß → ss, ligatures: no single-character case-insensitive equivalent.
-        out = out.casefold()
-    return out
+def _slow_fold(text: str, keep_case: bool) -> tuple[str, tuple[int, ...]]:
+    """Fold character by character, recording where each original character starts."""
+    pieces: list[str] = []
+    starts: list[int] = []
+    pos = 0
+    table = _CASE_TABLE if keep_case else _LOWER_TABLE
+    for char in text:
+        starts.append(pos)
+        try:
+            piece = char.encode("cp1252").translate(table).decode("latin-1")
+        except UnicodeEncodeError:
+            base = _base(char, keep_case)
+            piece = "".join(
+                c.encode("cp1252").translate(table).decode("latin-1") if c in _CP1252 else
+                (c if c.isalnum() else " ")
+                for c in base
+            )
+        pieces.append(piece)
+        pos += len(piece)
+    return "".join(pieces), tuple(starts)
 
 
-def _build_slow_chars() -> re.Pattern[str]:
-    """Characters whose fold is not one character that the regex can compare.
-
-    Computed once at import (an immutable table): word-forming characters of
-    the BMP whose NFKC or case folding changes them beyond what
-    NFD-and-strip-marks plus case-insensitive regex matching does.
-    """
-    ranges: list[tuple[int, int]] = []
-    for code in range(0xA0, 0x10000):
-        char = chr(code)
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        fast = _MARKS.sub("", unicodedata.normalize("NFD", char))
-        full = _slow_fold_char(char)
-        if full == fast and len(fast) == 1:
-            continue
-        if not any(c.isalnum() for c in full) and not any(c.isalnum() for c in fast):
-            continue  # NBSP, "…", typographic spaces: separators either way
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1] = (ranges[-1][0], code)
-        else:
-            ranges.append((code, code))
-    parts = [
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
-    ]
-    return re.compile("[" + "".join(parts) + "]")
-
-
-_SLOW_CHARS = _build_slow_chars()
+_CP1252 = _cp1252_chars()
 
 
 @dataclass(frozen=True)
 class FoldedText:
-    """A text folded for matching, and the way back to original offsets.
+    """A text folded for matching, and the way back to the original's offsets.
 
-    ``text`` keeps the case of the original (case-insensitive terms are
-    matched with a case-insensitive regex, ``case: true`` terms are not).
-    ``starts`` is empty when ``text`` is aligned character for character with
-    the original; otherwise ``starts[i]`` is the folded offset where original
-    character ``i`` begins.
+    ``text`` is lower-case, unaccented, with every non-alphanumeric character
+    replaced by a space. ``starts`` is empty when ``text`` is aligned
+    character for character with the original (the usual case); otherwise
+    ``starts[i]`` is the folded offset where original character ``i`` begins.
     """
 
     text: str
     starts: tuple[int, ...] = ()
+    encoded: bytes = b""  # cp1252 bytes of the original (fast path), for case-sensitive checks
+    cased: str = ""  # case-preserving fold (slow path only)
+    original: str = field(default="", repr=False)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """Offsets in the original text of folded ``[start, end)``."""
         if not self.starts:
             return start, end
-        # The original character that produced folded offset `start`, and the
-        # first original character that starts at or after folded `end`.
         first = bisect_right(self.starts, start) - 1
         last = bisect_right(self.starts, end - 1) - 1
         return max(first, 0), last + 1
 
+    def cased_text(self) -> str:
+        """The whole text folded with its case kept, for ``case: true`` terms (same offsets)."""
+        if self.starts:
+            return self.cased
+        return self.encoded.translate(_CASE_TABLE).decode("latin-1")
+
 
 def fold_for_match(text: str) -> FoldedText:
-    """Accent- and compatibility-fold ``text`` keeping offsets recoverable."""
-    if text.isascii():
-        return FoldedText(text)
-    if _MARKS.search(text) is None and _SLOW_CHARS.search(text) is None:
-        folded = _MARKS.sub("", unicodedata.normalize("NFD", text))
-        if len(folded) == len(text):
-            return FoldedText(folded)
-    # Rare path: decomposed input, ligatures, full-width letters, ß…
-    pieces: list[str] = []
-    starts: list[int] = []
-    pos = 0
-    for char in text:
-        starts.append(pos)
-        piece = _slow_fold_char(char)
-        pieces.append(piece)
-        pos += len(piece)
-    return FoldedText("".join(pieces), tuple(starts))
+    """Fold ``text`` for matching (see the module docstring)."""
+    encoded = text.encode("cp1252", errors="replace")
+    if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
+        # Either every character was in cp1252, or the ones that were not are
+        # separators (they became "?", which the table maps to a space).
+        return FoldedText(encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded)
+    lower, starts = _slow_fold(text, keep_case=False)
+    cased, cased_starts = _slow_fold(text, keep_case=True)
+    if cased_starts != starts:  # a character whose case changes its length: compare lower-case
+        cased = lower
+    return FoldedText(lower, starts, b"", cased, text)
 
 
-def fold_word(text: str, case: bool = False) -> str:
-    """Fold a rule fragment fully: NFKC, accents, œ/æ, and case unless ``case``."""
-    out = "".join(_slow_fold_char(c) for c in unicodedata.normalize("NFKC", text))
-    out = out.replace("œ", "oe").replace("Œ", "OE").replace("æ", "ae").replace("Æ", "AE")
-    return out if case else out.casefold()
-
-
-_RULE_SPLIT = re.compile(r"[^\w*]+")
-_ELISION_WORDS = frozenset(ELISIONS)
+def fold(text: str, keep_case: bool = False) -> str:
+    """The folded form of ``text`` (lower-case unless ``keep_case``), offsets not kept."""
+    folded = fold_for_match(text)
+    return folded.cased_text() if keep_case else folded.text
 
 
 def term_words(text: str, case: bool = False) -> tuple[str, ...]:
-    """The words of a rule term after normalisation (elided particles dropped).
+    """The words of a rule term after normalisation.
 
-    ``"Règlement sur l’IA"`` → ``("reglement", "sur", "ia")``; a trailing
-    ``*`` marks a prefix word (``"régul*"`` → ``("regul*",)``). An empty
-    tuple means the term normalises to nothing (only punctuation, or only an
-    elided particle), which the rules loader rejects.
+    ``"Règlement sur l’IA"`` → ``("reglement", "sur", "l", "ia")``: elided
+    particles are words of a phrase (the text has them too), but a leading one
+    is dropped (``"l'IA"`` is the term ``ia``). A trailing ``*`` marks a prefix
+    (``"régul*"`` → ``("regul*",)``). An empty tuple means the term
+    normalises to nothing, which the rules loader rejects.
     """
-    folded = fold_word(text, case)
-    for apostrophe in APOSTROPHES:
-        folded = folded.replace(apostrophe, "'")
-    words: list[str] = []
-    for chunk in re.split(r"[\s" + re.escape(HYPHENS) + r"/]+", folded):
-        parts = chunk.split("'")
-        for index, part in enumerate(parts):
-            # "l'" before another part of the same chunk is an elision.
-            if index < len(parts) - 1 and part.casefold() in _ELISION_WORDS:
-                continue
-            for word in _RULE_SPLIT.split(part):
-                stripped = word.strip("*")
-                if not stripped:
-                    continue
-                words.append(stripped + ("*" if word.endswith("*") else ""))
+    stripped = text.strip()
+    prefix = stripped.endswith("*")
+    words = fold(stripped.rstrip("*"), keep_case=case).split()
+    while words and words[0].lower() in ELISIONS and len(words) > 1:
+        words.pop(0)
+    if words and words[0].lower() in ELISIONS and len(words) == 1 and re.search(
+            "[" + APOSTROPHES + "]", stripped):
+        words = []  # "l'" alone
+    if prefix and words:
+        words[-1] += "*"
     return tuple(words)
 
 
@@ -218,51 +263,54 @@ _VOWELS = frozenset("aeiouy")
 def word_forms(word: str) -> frozenset[str]:
     """Light plural handling: the singular and plural forms a rule word stands for.
 
-    Not a linguistic stemmer: it covers the regular French and English
-    plurals (``-s``, ``-x`` after ``eau``/``eu``, ``-al``/``-aux``,
-    English ``-y``/``-ies``) so that ``donnée`` finds ``données`` and
-    ``publishers`` finds ``publisher``. Words shorter than three letters are
-    never inflected (``IA`` must not match ``IAs`` written as another word),
-    and a word must keep at least four letters once its ``s`` is removed, so
-    that ``news`` never becomes ``new``.
+    Not a linguistic stemmer: regular French and English plurals (``-s``,
+    ``-x`` after ``eau``/``eu``, ``-al``/``-aux``, English ``-y``/``-ies``),
+    so that ``donnée`` finds ``données`` and ``publishers`` finds
+    ``publisher``. Words shorter than three letters are never inflected, and
+    a word keeps at least four letters once its ``s`` is removed (``news``
+    never becomes ``new``). Ligature spellings (``œuvre``/``oeuvre``) are
+    added too.
     """
     bases = {word}
-    lower = word.casefold()
-    if len(lower) >= 5 and lower.endswith("s") and not lower.endswith("ss"):
+    if len(word) >= 5 and word.endswith("s") and not word.endswith("ss"):
         bases.add(word[:-1])
-    if len(lower) >= 5 and lower.endswith("ies"):
+    if len(word) >= 5 and word.endswith("ies"):
         bases.add(word[:-3] + "y")
-    if len(lower) >= 6 and lower.endswith("aux") and not lower.endswith("eaux"):
+    if len(word) >= 6 and word.endswith("aux") and not word.endswith("eaux"):
         bases.add(word[:-3] + "al")
-    if len(lower) >= 5 and lower.endswith(("eaux", "eux")):
+    if len(word) >= 5 and word.endswith(("eaux", "eux")):
         bases.add(word[:-1])
     forms = set(bases)
     for base in bases:
-        low = base.casefold()
-        if len(low) < 3:
+        if len(base) < 3:
             continue
-        if not low.endswith(("s", "x", "z")):
+        if not base.endswith(("s", "x", "z")):
             forms.add(base + "s")
-        if len(low) >= 5 and low.endswith("al"):
+        if len(base) >= 5 and base.endswith("al"):
             forms.add(base[:-2] + "aux")
-        if low.endswith(("eau", "eu")):
+        if base.endswith(("eau", "eu")):
             forms.add(base + "x")
-        if len(low) >= 4 and low.endswith("y") and low[-2] not in _VOWELS:
+        if len(base) >= 4 and base.endswith("y") and base[-2] not in _VOWELS:
             forms.add(base[:-1] + "ies")
-    return frozenset(forms)
+    return frozenset(ligature_forms(forms))
+
+
+def ligature_forms(forms: set[str]) -> set[str]:
+    """Add the ligature spellings: ``oeuvre`` also as ``œuvre`` (and back)."""
+    out = set(forms)
+    for form in forms:
+        for pair, single in _LIGATURES:
+            if pair in form:
+                out.add(form.replace(pair, single))
+            if single in form:
+                out.add(form.replace(single, pair))
+    return out
 
 
 def normalize(text: str) -> str:
-    """The normalised word sequence of a text, for display and tests.
+    """The normalised words of a text, space-separated (for display, tests and docs).
 
-    ``normalize("<p>L’AI-Act s’applique</p>")`` → ``"ai act applique"``. The
-    engine does not build this string (it matches a length-preserving fold
-    to keep offsets), but it compares exactly these words.
+    ``normalize("<p>L’AI-Act s’applique</p>")`` → ``"l ai act s applique"``.
+    The engine matches rule words against exactly these words.
     """
-    plain = strip_html(text)
-    folded = fold_word(plain)
-    words: list[str] = []
-    for match in COUNTED_WORD.finditer(folded):
-        words.append(match.group())
-    return " ".join(words)
-
+    return " ".join(fold(strip_html(text)).split())

@@ -48,6 +48,22 @@ def _add_common(parser: argparse.ArgumentParser, db: bool = True, output: bool =
     parser.add_argument("--templates", type=Path, default=None, help=argparse.SUPPRESS)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="wait at most this long for another build of the same archive, then exit 1 "
+                             "(default: schedule.lock_timeout_seconds, else 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipeline", description="Tech Matin: a regulatory newsletter built from feeds.")
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
@@ -60,12 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="re-enable feeds skipped after too many consecutive failures")
     run.add_argument("--skip-empty", action="store_true", help="write nothing when no item matches")
+    _add_lock_timeout(run)
 
     rebuild = commands.add_parser("rebuild", help="re-render issues from the store, with no network")
     _add_common(rebuild)
     which = rebuild.add_mutually_exclusive_group(required=True)
     which.add_argument("--date", type=_date, help="the issue to rebuild, YYYY-MM-DD")
     which.add_argument("--all", action="store_true", help="rebuild every stored issue")
+    _add_lock_timeout(rebuild)
+
+    schedule = commands.add_parser("schedule", help="build the issue every morning (cron, catch-up, retries)")
+    _add_common(schedule)
+    schedule.add_argument("--cron", default=None,
+                          help='when to build, 5 crontab fields (default: schedule.cron, else "0 6 * * *")')
+    schedule.add_argument("--timezone", default=None,
+                          help="time zone of --cron and of the issue date (default: schedule.timezone, "
+                               "else Europe/Paris)")
+    schedule.add_argument("--log-file", type=Path, default=None,
+                          help="also append the scheduler's log to this file (default: schedule.log_file)")
+    schedule.add_argument("--once", action="store_true",
+                          help="check once and exit: build today's issue if it is due and not built "
+                               "(for cron; see deploy/crontab)")
+    _add_lock_timeout(schedule)
 
     classify = commands.add_parser("classify", help="classify JSONL items (stdin with -)")
     classify.add_argument("file", nargs="?", default="-", help="JSONL file, or - for standard input")
@@ -171,7 +203,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress_console = Console(file=err)
     with FetchProgress(len(ws.config.feeds), progress_console) as progress:
         report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
-                     on_result=progress.advance)
+                     on_result=progress.advance, lock_timeout=args.lock_timeout)
     table_console = Console(file=out, width=110 if not getattr(out, "isatty", lambda: False)() else None)
     render_fetch_table([f.fetch for f in report.feeds if f.fetch], {f.feed_id: f.new_items for f in report.feeds},
                        table_console)
@@ -191,7 +223,7 @@ def _cmd_rebuild(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.flow import rebuild
 
     ws = _workspace(args)
-    results = rebuild(ws, None if args.all else [args.date])
+    results = rebuild(ws, None if args.all else [args.date], lock_timeout=args.lock_timeout)
     for result in results:
         state = "skipped (empty)" if result.skipped else f"{result.stories} stories"
         print(f"{result.date.isoformat()}: {state}, {len(result.changed_files)} files rewritten", file=out)
@@ -322,6 +354,18 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.schedule import DailyScheduler, ScheduleLog, make_plan, run_once, serve
+
+    ws = _workspace(args)  # validates the config and the rules before anything is scheduled
+    plan = make_plan(ws.config.schedule, ws.config.path, cron=args.cron, timezone=args.timezone,
+                     log_file=args.log_file, lock_timeout=args.lock_timeout)
+    log = ScheduleLog(err, plan.log_file, plan.zone)
+    # The workspace is read again before each build, so rule edits apply without a restart.
+    scheduler = DailyScheduler(lambda: _workspace(args), plan, log, failures_from_store=args.once)
+    return run_once(scheduler, out) if args.once else serve(scheduler, out)
+
+
 def _delivery_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     ws = _workspace(args, need_output=False)
     if ws.config.delivery is None:
@@ -406,6 +450,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "send": _cmd_send,
     "subscribers": _cmd_subscribers,
+    "schedule": _cmd_schedule,
 }
 
 

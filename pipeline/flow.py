@@ -21,6 +21,7 @@ from pipeline.compose import compose_issue, issue_window
 from pipeline.config.topics import TopicsConfig
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.fetch import fetch_feeds
+from pipeline.lock import BuildLock, build_lock
 from pipeline.models import Config, FetchResult, FetchStatus, Issue, RenderedIssue, StoredItem
 from pipeline.parse import parse_feed
 from pipeline.render import IssueLinks, Renderer
@@ -206,15 +207,19 @@ def publish_site(ws: Workspace, store: Store, archive: Archive) -> None:
 
 
 def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = None, retry_failed: bool = False,
-        skip_empty: bool = False, on_result: Callable[[FetchResult], None] | None = None) -> RunReport:
-    """The daily job: fetch every feed, then build the issue of `date` (default: today)."""
+        skip_empty: bool = False, on_result: Callable[[FetchResult], None] | None = None,
+        lock_timeout: float | None = None, lock: BuildLock | None = None) -> RunReport:
+    """The daily job: fetch every feed, then build the issue of `date` (default: today).
+    Holds the archive's build lock throughout (waiting up to `lock_timeout`, default
+    schedule.lock_timeout_seconds); `lock` is one the caller already holds (the scheduler)."""
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
     date = date or today_in(ws.config.newsletter.timezone, now)
     report = RunReport(date=date)
     classifier = Classifier.compile(ws.topics)
     renderer = Renderer(ws.templates_dir)
-    with Store(ws.db_path) as store:
+    wait = ws.config.schedule.lock_timeout_seconds if lock_timeout is None else lock_timeout
+    with build_lock(ws.db_path, wait, f"pipeline run {date}", held=lock), Store(ws.db_path) as store:
         run_id = store.start_run("run", date, now)
         status = "failed"
         try:
@@ -237,16 +242,18 @@ def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = No
 
 
 def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | None = None,
-            skip_empty: bool = False) -> list[BuildResult]:
+            skip_empty: bool = False, lock_timeout: float | None = None) -> list[BuildResult]:
     """Re-render issues from the store with the current rules and templates; no network.
-    `dates=None` rebuilds every stored issue."""
+    `dates=None` rebuilds every stored issue. Holds the archive's build lock throughout."""
     now = now or dt.datetime.now(dt.UTC)
     classifier = Classifier.compile(ws.topics)
     renderer = Renderer(ws.templates_dir)
     if not ws.db_path.exists():
         raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
     results: list[BuildResult] = []
-    with Store(ws.db_path) as store:
+    wait = ws.config.schedule.lock_timeout_seconds if lock_timeout is None else lock_timeout
+    what = "--all" if dates is None else " ".join(d.isoformat() for d in dates)
+    with build_lock(ws.db_path, wait, f"pipeline rebuild {what}"), Store(ws.db_path) as store:
         targets = list(dates) if dates is not None else store.issue_dates()
         if dates is None and not targets:
             raise PipelineError(f"{ws.db_path}: no issue stored yet; nothing to rebuild")

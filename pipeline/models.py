@@ -64,6 +64,8 @@ class ScheduleSettings:
     max_retries: int = 3
     retry_delay_seconds: int = 600
     log_file: str | None = None
+    lock_timeout_seconds: float = 60.0  # how long any build waits for another build of the archive
+    watch_interval_seconds: int = 300  # how often the scheduler checks for a missed issue (after sleep)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,22 @@ def _check_timezone(path: Path, name: str, line: int, key: str) -> None:
         raise ConfigError(path, f"unknown time zone {name!r}", line, key) from None
 
 
+def _check_schedule(path: Path, schedule: ScheduleSettings, section: YamlMap) -> None:
+    """A cron expression APScheduler would reject, or a zero interval, is named here with its line
+    rather than when the scheduler starts."""
+    from apscheduler.triggers.cron import CronTrigger  # only this check needs APScheduler
+
+    if "cron" in section:
+        try:
+            CronTrigger.from_crontab(schedule.cron, timezone="UTC")
+        except ValueError as exc:
+            raise ConfigError(path, f"invalid cron expression {schedule.cron!r}: {exc}",
+                              section.line_of("cron"), "schedule.cron") from None
+    for key in ("misfire_grace_seconds", "watch_interval_seconds"):
+        if key in section and getattr(schedule, key) < 1:
+            raise ConfigError(path, "must be at least 1", section.line_of(key), f"schedule.{key}")
+
+
 def resolve_feed_url(config_path: Path, url: str) -> str:
     """Resolve relative and file: URLs against the config file's folder."""
     parts = urlsplit(url)
@@ -307,6 +323,8 @@ def load_config(path: Path) -> Config:
     schedule = _settings(path, root.get("schedule"), ScheduleSettings, "schedule", root.line_of("schedule"))
     if "schedule" in root and "timezone" in root["schedule"]:
         _check_timezone(path, schedule.timezone, root["schedule"].line_of("timezone"), "schedule.timezone")
+    if "schedule" in root:
+        _check_schedule(path, schedule, root["schedule"])
 
     db_path = output_dir = None
     if "storage" in root:

@@ -114,7 +114,7 @@ def _build_unsafe() -> re.Pattern[str]:
         if 0xD800 <= code <= 0xDFFF:
             continue
         char = chr(code)
-        if char in known:
+        if char in known or char in APOSTROPHES:
             continue
         folded = _base(char, keep_case=True)
         if not (char.isalnum() or _MARKS.match(char) or any(c.isalnum() for c in folded)):
@@ -167,6 +167,10 @@ def _slow_fold(text: str, keep_case: bool) -> tuple[str, tuple[int, ...]]:
     table = _CASE_TABLE if keep_case else _LOWER_TABLE
     for char in text:
         starts.append(pos)
+        if char in APOSTROPHES:  # "ʼ" is a letter for Unicode, an apostrophe for readers
+            pieces.append(" ")
+            pos += 1
+            continue
         try:
             piece = char.encode("cp1252").translate(table).decode("latin-1")
         except UnicodeEncodeError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,58 @@ from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 
 TEXT_WIDTH = 72
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+NBSP = "\u00a0"
+
+# Every colour of the issue's CSS (templates/_style.css.j2 reads them from here), so that the
+# contrast of each text/background pair below can be checked (WCAG AA: ratio >= 4.5).
+PALETTE: dict[str, str] = {
+    "page_bg": "#f3f1ec", "card_bg": "#ffffff", "text": "#1f1f1f", "muted": "#4a4a4a",
+    "accent": "#14213d", "link": "#0b5394", "rule": "#d9d9d9",
+    "dark_page_bg": "#161616", "dark_card_bg": "#222222", "dark_text": "#e6e6e6", "dark_muted": "#c8c8c8",
+    "dark_accent": "#a9c4ff", "dark_link": "#8ab4f8", "dark_rule": "#444444",
+}
+# (foreground, background) pairs where text is drawn, in light and in dark mode.
+CONTRAST_PAIRS: tuple[tuple[str, str], ...] = (
+    ("text", "card_bg"), ("muted", "card_bg"), ("accent", "card_bg"), ("link", "card_bg"),
+    ("muted", "page_bg"), ("link", "page_bg"),
+    ("dark_text", "dark_card_bg"), ("dark_muted", "dark_card_bg"), ("dark_accent", "dark_card_bg"),
+    ("dark_link", "dark_card_bg"), ("dark_muted", "dark_page_bg"), ("dark_link", "dark_page_bg"),
+)
+
+
+def contrast_ratio(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+_SPACE_BEFORE_RE = re.compile(r"(?<=\S)[ \u00a0\u202f]?([;:!?»])(?=\s|$|[.,)])")
+_SPACE_AFTER_RE = re.compile(r"«[ \u00a0\u202f]?(?=\S)")
+_PERCENT_RE = re.compile(r"(?<=\d)[ \u00a0\u202f]?(%|€)")
+_APOSTROPHE_RE = re.compile(r"(?<=\w)'(?=\w)")
+
+
+def french_spacing(text: str) -> str:
+    """French typography, one rule everywhere: a non-breaking space before : ; ! ? » % € and
+    after «, so no line of the text or of a narrow screen starts with a colon or a lone quote;
+    and one apostrophe, the typographic ’, where feeds mix ' and ’. A colon not followed by a
+    space (URLs, "16:30") is left alone."""
+    text = _APOSTROPHE_RE.sub("’", text)
+    text = _SPACE_BEFORE_RE.sub(lambda m: NBSP + m.group(1), text)
+    text = _SPACE_AFTER_RE.sub("«" + NBSP, text)
+    return _PERCENT_RE.sub(lambda m: NBSP + m.group(1), text)
+
+
+def agenda_date(date: dt.date, issue_date: dt.date) -> str:
+    """"Jeudi 22 mai" for this year's dates, "Dimanche 2 août 2026" for later years."""
+    text = french_date(date, year=date.year != issue_date.year)
+    return text[:1].upper() + text[1:]
 
 
 def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
@@ -68,22 +121,25 @@ class _TextSection:
     links: list[tuple[int, str]] = field(default_factory=list)
 
     def cite(self, url: str | None) -> str:
-        if not safe_url(url):
+        """" [n]" for `url`, numbered in the order of first citation; one number per URL."""
+        url = safe_url(url)
+        if not url:
             return ""
+        for number, known in self.links:
+            if known == url:
+                return f" [{number}]"
         number = len(self.links) + 1
-        self.links.append((number, safe_url(url)))
+        self.links.append((number, url))
         return f" [{number}]"
 
 
-def _story_paragraph(story: Story, section: _TextSection, lead: bool) -> str:
+def _story_paragraph(story: Story, section: _TextSection) -> str:
     sources = f"{story.source}{section.cite(story.url)}"
     others = ", ".join(f"{ref.source}{section.cite(ref.url)}" for ref in story.also_on)
-    text = f"{story.kicker} {story.title}. {story.text}" if story.text else f"{story.kicker} {story.title}."
-    text = text.replace("..", ".").replace("?.", "?").replace("!.", "!")
-    paragraph = f"{text} Source : {sources}."
+    paragraph = f"{story.kicker} {story.text}".strip() + f" Source : {sources}."
     if others:
         paragraph += f" Également sur : {others}."
-    return paragraph
+    return french_spacing(paragraph)
 
 
 @dataclass(frozen=True)
@@ -119,6 +175,11 @@ class Renderer:
         self.env.filters["safe_url"] = safe_url
         self.env.filters["french_date"] = french_date
         self.env.filters["wrap"] = wrap
+        self.env.filters["fr"] = french_spacing
+        self.env.filters["further_parts"] = further_parts
+        self.env.filters["agenda_date"] = agenda_date
+        # A global, so that every page including _style.css.j2 gets the palette.
+        self.env.globals["palette"] = PALETTE
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
     @property
@@ -149,28 +210,34 @@ class Renderer:
 
     @staticmethod
     def _preheader(issue: Issue) -> str:
+        """The line mail clients show after the subject: the menu, else the date."""
         if not issue.menu:
-            return f"{issue.newsletter.name} du {french_date(issue.date, year=True)}"
-        return " · ".join(teaser.text for teaser in issue.menu)[:180]
+            return french_spacing(f"Rien de neuf ce matin sur nos sujets de veille · {french_date(issue.date)}")
+        text = " · ".join(teaser.text.rstrip(".") for teaser in issue.menu)
+        if len(text) > 180:
+            # Cut between words: a half word in a preview looks like a bug.
+            text = text[: text.rfind(" ", 0, 179)].rstrip(" ·,;:") + "…"
+        return french_spacing(text)
 
     def render_text(self, issue: Issue, links: IssueLinks) -> str:
         sections: list[_TextSection] = []
         if issue.lead:
             lead = _TextSection("LE FAIT DU JOUR |")
-            lead.paragraphs.append(_story_paragraph(issue.lead, lead, lead=True))
+            lead.paragraphs.append(_story_paragraph(issue.lead, lead))
             sections.append(lead)
         for section in issue.sections:
             block = _TextSection(f"{section.heading} |")
-            block.paragraphs.extend(_story_paragraph(s, block, lead=False) for s in section.stories)
+            block.paragraphs.extend(_story_paragraph(s, block) for s in section.stories)
             sections.append(block)
         agenda = _TextSection("ORDRE DU JOUR |")
         for entry in issue.agenda:
-            agenda.paragraphs.append(
-                f"— {french_date(entry.date, year=True)} : {entry.context} ({entry.source}{agenda.cite(entry.url)})"
-            )
+            context = entry.context.rstrip(" .")
+            agenda.paragraphs.append(french_spacing(
+                f"— {agenda_date(entry.date, issue.date)}. {context} ({entry.source}{agenda.cite(entry.url)})."
+            ))
         further = _TextSection("RESTEZ BRANCHÉS |")
         for story in issue.further_reading:
-            further.paragraphs.append(f"— {story.title}, rapporte {story.source}{further.cite(story.url)}.")
+            further.paragraphs.append(french_spacing(further_line(story, further.cite(story.url))))
         if not issue.further_reading:
             archive_ref = further.cite(links.archive_url)
             further.paragraphs.append(f"— Tous les numéros précédents sont dans les archives{archive_ref}.")
@@ -178,3 +245,19 @@ class Renderer:
             issue=issue, links=links, date_text=french_date(issue.date), sections=sections, agenda=agenda,
             further=further, width=TEXT_WIDTH,
         )
+
+
+def further_parts(story: Story) -> tuple[str, str]:
+    """A RESTEZ BRANCHÉS line in two parts, the title (the link in HTML) and what follows it:
+    "Titre" + ", rapporte Source." ("Titre ?" + " À lire chez Source." after a question or an
+    exclamation, which a comma cannot follow)."""
+    title = story.title.strip().rstrip(" .…")
+    if title[-1:] in "?!":
+        return title, f" À lire chez {story.source}"
+    return title, f", rapporte {story.source}"
+
+
+def further_line(story: Story, citation: str = "") -> str:
+    """"— Titre, rapporte Source [n]." for the plain text."""
+    title, tail = further_parts(story)
+    return f"— {title}{tail}{citation}."

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipeline.compose import compose_issue, cut_at_sentence, find_dates, issue_window, make_kicker
+import pytest
+
+from pipeline.compose import (
+    clean_text,
+    compose_issue,
+    cut_at_sentence,
+    find_dates,
+    issue_window,
+    make_kicker,
+    split_sentences,
+    split_title,
+)
 from pipeline.models import Classification, Item, NewsletterSettings, StoredItem, TopicInfo
 
 TOPICS = (
@@ -96,7 +107,11 @@ def test_sections_follow_topic_order_and_cap_overflow_goes_to_further_reading() 
     assert [s.id for s in issue.sections[0].stories] == ["g3", "g2"]
     assert [s.id for s in issue.further_reading] == ["g1", "g0"]
     assert [t.story_id for t in issue.menu] == ["g4", "g3", "g2"]
-    assert issue.menu[0].theme == "Données personnelles"
+    # `— Thème : phrase.`: the title's short first clause is the story's own theme.
+    assert (issue.menu[0].theme, issue.menu[0].text) == ("Transferts vers les États-Unis", "noyb porte plainte.")
+    # A title with no clause of its own takes its topic's theme.
+    assert (issue.menu[2].theme, issue.menu[2].text) == (
+        "Données personnelles", "un hôpital mis en demeure pour ses dossiers patients.")
 
 
 def test_already_featured_and_unmatched_items_are_left_out() -> None:
@@ -125,8 +140,116 @@ def test_cut_at_sentence_never_cuts_mid_word() -> None:
     assert cut.endswith("…") and len(cut) <= 30 and cut[:-1] in "Une seule phrase très longue sans"
 
 
-def test_kicker_is_upper_case_and_ends_with_a_full_stop() -> None:
-    assert make_kicker("Meta AI : comment s'opposer à l'entraînement") == "META AI."
-    assert make_kicker("Pourquoi la CNIL enquête ?") == "POURQUOI LA CNIL ENQUÊTE."
-    long = make_kicker("Une phrase particulièrement longue qui dépasse nettement la limite raisonnable d'un titre")
-    assert long.endswith(".") and len(long) <= 57 and long == long.upper()
+def test_kicker_is_the_first_clause_and_the_rest_of_the_title_opens_the_text() -> None:
+    assert split_title("Meta AI : comment s'opposer à l'entraînement") == (
+        "META AI.", "Comment s'opposer à l'entraînement.")
+    assert split_title("Après LlamaCon, Meta ouvre une API") == ("APRÈS LLAMACON.", "Meta ouvre une API.")
+    assert split_title("Pourquoi la CNIL enquête ?") == ("POURQUOI LA CNIL ENQUÊTE.", "")
+    # A list before a comma is not an introductory clause: the whole title is the kicker.
+    assert split_title("Cookies, traceurs et bannières") == ("COOKIES, TRACEURS ET BANNIÈRES.", "")
+    assert make_kicker("Droit à l’effacement sur Google : l’arroseur arrosé") == "DROIT À L’EFFACEMENT SUR GOOGLE."
+
+
+def test_story_text_does_not_repeat_the_title_after_the_kicker() -> None:
+    entries = [entry("k", "alpha", "Droit à l’effacement sur Google : l’arroseur arrosé",
+                     "Droit à l’effacement sur Google : l’arroseur arrosé. Le moteur doit lui-même effacer.",
+                     {"rgpd": 3.0})]
+    lead = compose_issue(DATE, entries, TOPICS, SETTINGS, {}).lead
+    assert lead is not None
+    assert lead.kicker == "DROIT À L’EFFACEMENT SUR GOOGLE."
+    assert lead.text == "L’arroseur arrosé. Le moteur doit lui-même effacer."
+    assert "effacement sur google" not in lead.text.lower()
+
+
+def test_generic_title_reused_by_an_outlet_takes_the_first_sentence() -> None:
+    entries = [
+        entry("b1", "octet", "En bref", "Règlement européen sur l’IA. Les interdictions valent depuis février.",
+              {"ai_act": 3.0}),
+        entry("b2", "octet", "En bref", "Skype, c’est fini. Microsoft ferme le service.", {}),
+    ]
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
+    assert issue.lead is not None and len(issue.stories()) == 1
+    assert issue.lead.kicker == "EN BREF."
+    assert issue.lead.title == "Règlement européen sur l’IA"
+    assert issue.lead.text == "Règlement européen sur l’IA. Les interdictions valent depuis février."
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("L&amp;rsquo;&Eacute;tat <b>sanctionne</b>", "L’État sanctionne"),
+        ("Texte complet. Lire la suite", "Texte complet."),
+        ("Un résumé [&#8230;]", "Un résumé"),
+        ("Fin coupée <a href=\"https://x.example", "Fin coupée"),
+        ("Fin coupée &eac", "Fin coupée"),
+        ("Un billet. The post Un billet appeared first on Le Blog.", "Un billet."),
+    ],
+)
+def test_clean_text_removes_markup_entities_and_boilerplate(raw: str, clean: str) -> None:
+    assert clean_text(raw) == clean
+
+
+def test_sentences_do_not_end_at_abbreviations() -> None:
+    assert split_sentences("M. Breton l’a dit. L’art. 6 du RGPD s’applique. Fin.") == [
+        "M. Breton l’a dit.", "L’art. 6 du RGPD s’applique.", "Fin."]
+    assert split_sentences("« Nous verrons. » Puis il part.") == ["« Nous verrons. »", "Puis il part."]
+
+
+def test_cut_at_sentence_leaves_no_dangling_article_quote_or_fragment() -> None:
+    cut = cut_at_sentence("Le plan prévoit un « continent de l’intelligence artificielle » pour 2030", 40)
+    assert cut == "Le plan prévoit…"
+    cut = cut_at_sentence("Il faut choisir la base légale de chaque traitement avec soin", 36)
+    assert cut == "Il faut choisir la base légale…"
+    # A feed's link label or a summary truncated mid-sentence is dropped after a whole sentence.
+    assert cut_at_sentence("Les éditeurs plaident. Tout notre dossier", 400) == "Les éditeurs plaident."
+    assert cut_at_sentence("Les éditeurs plaident. Une cla", 400) == "Les éditeurs plaident."
+
+
+def test_cut_at_sentence_respects_the_limit_on_real_text() -> None:
+    text = " ".join(s for e in META_STORY for s in [e.item.summary])
+    for limit in (40, 90, 150, 260, 420):
+        cut = cut_at_sentence(text, limit)
+        assert len(cut) <= limit
+        assert cut[-1] in ".!?…"
+        assert text.startswith(cut.rstrip("…").rstrip())
+
+
+def test_find_dates_resolves_years_against_the_article_date() -> None:
+    reference = dt.date(2025, 5, 5)
+    found = dict((d, c) for d, c in find_dates(
+        "La troisième version a été publiée le 11 mars. Avis attendus jusqu’au 15 janvier. "
+        "Le code devait être prêt au plus tard le 2 mai. Rendez-vous du 12 au 14 juin à Paris. "
+        "Le 31 juin n'existe pas. Depuis le 2 février, les interdictions s'appliquent.", reference))
+    assert sorted(found) == [dt.date(2025, 2, 2), dt.date(2025, 3, 11), dt.date(2025, 5, 2),
+                             dt.date(2025, 6, 12), dt.date(2026, 1, 15)]
+    assert found[dt.date(2025, 6, 12)] == "Rendez-vous du 12 au 14 juin à Paris."
+
+
+def test_agenda_says_a_deadline_once_with_its_subject_and_keeps_future_dates_only() -> None:
+    entries = [*META_STORY,
+               entry("c1", "eps", "Code de bonnes pratiques : retard", "Le texte devait être prêt le 2 mai. "
+                     "Le calendrier ne bouge pas : les obligations s’appliquent le 2 août 2025.", {"ai_act": 3.0}),
+               entry("c2", "zeta", "Bureau de l’IA : recrutements", "Des juristes sont recrutés. À partir du "
+                     "2 août 2025, le Bureau pourra demander des informations.", {"ai_act": 2.5})]
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
+    assert [a.date for a in issue.agenda] == [dt.date(2025, 5, 27), dt.date(2025, 8, 2)]
+    august = issue.agenda[1]
+    assert august.context == "Code de bonnes pratiques : les obligations s’appliquent le 2 août 2025."
+    assert august.source == "Eps"
+
+
+def test_empty_window_gives_an_empty_issue() -> None:
+    issue = compose_issue(DATE, [], TOPICS, SETTINGS, {})
+    assert issue.is_empty and issue.menu == () and issue.agenda == () and issue.sections == ()
+
+
+def test_lead_gets_more_text_than_section_stories() -> None:
+    long_summary = " ".join(f"Phrase numéro {n} du résumé de l’article sur la CNIL." for n in range(30))
+    entries = [entry("a", "alpha", "CNIL : une sanction", long_summary, {"rgpd": 5.0}),
+               entry("b", "beta", "Bureau de l’IA : un appel", long_summary.replace("CNIL", "Commission"),
+                     {"ai_act": 1.0})]
+    issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
+    assert issue.lead is not None
+    section_story = issue.sections[0].stories[0]
+    assert len(section_story.text) <= len("Un appel. ") + SETTINGS.summary_chars
+    assert len(issue.lead.text) > len(section_story.text) + 200

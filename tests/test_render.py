@@ -18,7 +18,16 @@ from pipeline.models import (
     Story,
     TopicInfo,
 )
-from pipeline.render import IssueLinks, Renderer, french_date, safe_url
+from pipeline.render import (
+    CONTRAST_PAIRS,
+    PALETTE,
+    IssueLinks,
+    Renderer,
+    contrast_ratio,
+    french_date,
+    french_spacing,
+    safe_url,
+)
 
 TOPICS = (TopicInfo("meta_ai", "META ET L'IA", "Intelligence artificielle"),
           TopicInfo("rgpd", "DONNÉES PERSONNELLES", "Données personnelles"))
@@ -83,8 +92,8 @@ def test_parts_are_in_order_in_html_and_text(renderer: Renderer) -> None:
     markers = ["Par CAMILLE ROUX", "Voir dans votre navigateur", "AU MENU |",
                "nous sommes le mardi 6 mai et vous lisez Tech Matin.", "LE FAIT DU JOUR |",
                "DONNÉES PERSONNELLES |", "ORDRE DU JOUR |", "RESTEZ BRANCHÉS |"]
-    html_text = re.sub(r"\s+", " ", "".join(parse(rendered.html).text))
-    for version in (html_text, re.sub(r"\s+", " ", rendered.text)):
+    html_text = re.sub(r"\s+", " ", "".join(parse(rendered.html).text).replace("\u00a0", " "))
+    for version in (html_text, re.sub(r"\s+", " ", rendered.text.replace("\u00a0", " "))):
         position = 0
         for marker in markers:
             found = version.upper().find(marker.upper(), position)
@@ -92,8 +101,10 @@ def test_parts_are_in_order_in_html_and_text(renderer: Renderer) -> None:
             position = found
     assert 'lang="fr"' in rendered.html
     assert "Également sur : Source B, Source C" in html_text
-    assert "Mardi 27 mai 2025" in html_text
+    assert "Mardi 27 mai. Fin du délai d’opposition (Source A)." in html_text
     assert "— Une autre lecture, rapporte Source A." in html_text
+    assert "MÉTA ENTRAÎNE SON IA. Un texte de résumé." not in html_text
+    assert "META ENTRAÎNE SON IA. Un texte de résumé." in html_text
 
 
 def test_text_is_72_columns_with_numbered_links(renderer: Renderer) -> None:
@@ -116,7 +127,7 @@ def test_feed_text_is_escaped_and_unsafe_links_dropped(renderer: Renderer) -> No
     assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
     hrefs = [attrs.get("href") or "" for tag, attrs in tags if tag == "a"]
     assert all(h.startswith(("https://", "http://", "../", "digest.txt", "index.html")) for h in hrefs), hrefs
-    assert "&lt;script&gt;" in html
+    assert "&lt;SCRIPT&gt;" in html
 
 
 def test_empty_issue_says_so(renderer: Renderer) -> None:
@@ -147,3 +158,74 @@ def test_email_html_is_one_600px_column_with_inlined_css(renderer: Renderer) -> 
 )
 def test_safe_url(url: str, ok: bool) -> None:
     assert bool(safe_url(url)) is ok
+
+
+def test_french_spacing_is_one_rule_everywhere() -> None:
+    assert french_spacing("Source : X ; vraiment ? Oui ! « Bien » 7 % l'IA") == (
+        "Source\u00a0: X\u00a0; vraiment\u00a0? Oui\u00a0! «\u00a0Bien\u00a0» 7\u00a0% l’IA")
+    assert french_spacing("Data Act: la date") == "Data Act\u00a0: la date"
+    assert french_spacing("https://a.example/x?y=1 à 16:30") == "https://a.example/x?y=1 à 16:30"
+
+
+def test_text_lines_never_start_with_french_punctuation(renderer: Renderer) -> None:
+    text = "Le mot : la définition ; une question ? « Une citation » et 20 % " * 12
+    issue = make_issue(lead=story("l", "Meta entraîne son IA", text=text, topic="meta_ai"))
+    rendered = renderer.render_issue(issue, TOPICS, LINKS).text
+    starts = [line for line in rendered.splitlines() if line and line[0] in ":;?!»%"]
+    assert not starts
+
+
+def test_each_url_has_one_number_per_section(renderer: Renderer) -> None:
+    lead = story("l", "Bureau de l’IA", url="https://a.example/same",
+                 also_on=(SourceRef("Source B", "https://a.example/same"), SourceRef("Source C", "https://c.example/")))
+    text = renderer.render_issue(make_issue(lead=lead), TOPICS, LINKS).text
+    block = text[text.index("LE FAIT DU JOUR |"):text.index("DONNÉES PERSONNELLES |")]
+    assert "Source A [1]. Également sur\u00a0: Source B [1], Source C [2]." in re.sub(r"[ \n]+", " ", block)
+    assert re.findall(r"^\[\d\] .*$", block, re.M) == ["[1] https://a.example/same", "[2] https://c.example/"]
+
+
+def test_further_reading_line_after_a_question(renderer: Renderer) -> None:
+    issue = make_issue(further_reading=(story("q", "Faut-il craindre le RIA ?"),))
+    rendered = renderer.render_issue(issue, TOPICS, LINKS)
+    assert "— Faut-il craindre le RIA\u00a0? À lire chez Source A [1]." in rendered.text
+    assert "?, rapporte" not in rendered.text and "?, rapporte" not in rendered.html
+
+
+def test_agenda_dates_carry_a_year_only_when_it_is_not_the_issue_year(renderer: Renderer) -> None:
+    agenda = (AgendaEntry(dt.date(2025, 8, 2), "Les obligations s’appliquent.", "Source A", None),
+              AgendaEntry(dt.date(2026, 8, 2), "Le haut risque suit.", "Source B", None))
+    text = renderer.render_issue(make_issue(agenda=agenda), TOPICS, LINKS).text
+    assert "— Samedi 2 août. Les obligations s’appliquent (Source A)." in text
+    assert "— Dimanche 2 août 2026. Le haut risque suit (Source B)." in text
+
+
+@pytest.mark.parametrize(("foreground", "background"), CONTRAST_PAIRS)
+def test_colour_pairs_meet_wcag_aa(foreground: str, background: str) -> None:
+    ratio = contrast_ratio(PALETTE[foreground], PALETTE[background])
+    assert ratio >= 4.5, f"{foreground} on {background}: {ratio:.2f}"
+
+
+def test_contrast_ratio_matches_wcag_reference_values() -> None:
+    assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21.0)
+    assert contrast_ratio("#777777", "#ffffff") == pytest.approx(4.48, abs=0.01)  # the classic "just fails"
+
+
+def test_every_colour_of_the_issue_css_comes_from_the_checked_palette(renderer: Renderer) -> None:
+    html = renderer.render_issue(make_issue(), TOPICS, LINKS).html
+    colours = set(re.findall(r"#[0-9a-fA-F]{6}\b", html))
+    assert colours and colours <= set(PALETTE.values()), colours - set(PALETTE.values())
+    checked = {c for pair in CONTRAST_PAIRS for c in pair}
+    text_colours = {"text", "muted", "accent", "link", "dark_text", "dark_muted", "dark_accent", "dark_link"}
+    assert text_colours <= checked
+
+
+def test_email_html_keeps_a_style_block_for_dark_mode_and_narrow_screens(renderer: Renderer) -> None:
+    html = renderer.render_issue(make_issue(), TOPICS, LINKS).html
+    style = html[html.index("<style>"):html.index("</style>")]
+    assert "prefers-color-scheme: dark" in style and "max-width: 620px" in style
+    assert "<link" not in html and "@import" not in html and "<img" not in html  # nothing external
+    assert '<meta charset="utf-8">' in html
+    assert re.search(r'<a href="https://techmatin.example.org/2025-05-06/"[^>]*>Voir dans votre navigateur</a>', html)
+    anchors = re.findall(r"<a [^>]*>(.*?)</a>", html)
+    assert all(a.strip() for a in anchors)  # every link has text
+    assert not [a for a in anchors if a.strip().lower() in ("ici", "lien", "cliquez ici", "lire")]

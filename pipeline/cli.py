@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = subscriber_commands.add_parser("add", help="add a reader (lifts a suppression of that address)")
     add.add_argument("email")
     add.add_argument("--name", default="", help="the reader's name (in the To header)")
-    add.add_argument("--topics", default="",
+    # Not --topics: every command already has --topics for the rules file.
+    add.add_argument("--interests", default="", metavar="TOPIC,…",
                      help="topic ids of interest, comma-separated (default: every issue)")
     remove = subscriber_commands.add_parser("remove", help="remove a reader and suppress the address")
     remove.add_argument("email")
@@ -425,7 +426,7 @@ def _cmd_subscribers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"{len(recipients)} reader(s) in {path}, {active} active, {len(suppressed)} suppressed address(es)",
                   file=err)
         elif args.subscribers_command == "add":
-            topics = [t for t in args.topics.replace(";", ",").replace(" ", ",").split(",") if t]
+            topics = [t for t in args.interests.replace(";", ",").replace(" ", ",").split(",") if t]
             recipient = add_recipient(path, args.email, name=args.name, topics=topics, known_topics=known)
             lifted = store.unsuppress(recipient.key)
             print(f"added {recipient.email} to {path}", file=out)

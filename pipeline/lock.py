@@ -76,7 +76,9 @@ class BuildLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except OSError as exc:
+                    if not isinstance(exc, BlockingIOError):  # e.g. ENOLCK on a network file system
+                        raise PipelineError(f"{self.path}: cannot lock: {exc.strerror or exc}") from None
                     if time.monotonic() >= deadline:
                         who = self.holder() or "unknown holder"
                         raise RunFailed(

@@ -266,6 +266,9 @@ class DailyScheduler:
         # also counts failures the store never saw, like a lock wait that timed out).
         self.failures_from_store = failures_from_store
         self._failures: dict[dt.date, list[dt.datetime]] = {}
+        # The last date known to be built: the watch then answers without reading the config or
+        # taking the lock, so a typo made in sources.yaml after 06:00 cannot fail a built day.
+        self._built: dt.date | None = None
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
 
@@ -284,7 +287,13 @@ class DailyScheduler:
         if due is None:
             return Decision(Action.NOT_DUE)
         date = due[0]
-        early = decide(now, due, False, self.failures(date), self.plan.max_retries, self.plan.retry_delay_seconds)
+        for old in [d for d in self._failures if d != date]:  # only today's failures matter
+            del self._failures[old]
+        early = decide(now, due, self._built == date, self.failures(date), self.plan.max_retries,
+                       self.plan.retry_delay_seconds)
+        if early.action is Action.DONE:
+            self._report_skip(early, reason)
+            return early
         if early.action in (Action.WAIT, Action.GIVE_UP):
             return early  # no need to take the lock to know that
         try:
@@ -299,12 +308,15 @@ class DailyScheduler:
                 failures = self.failures(date)
                 decision = decide(self.clock(), due, built, failures, self.plan.max_retries,
                                   self.plan.retry_delay_seconds)
+                if decision.action is Action.DONE:
+                    self._built = date
                 if decision.action is not Action.BUILD:
                     self._report_skip(decision, reason)
                     return decision
                 self.log.info(f"building {date} ({reason}, attempt {decision.attempt} of "
                               f"{self.plan.max_retries + 1})")
                 report = self.run(ws, date=date, now=self.clock(), lock=lock)
+            self._built = date
             self.log.info(f"ok {flow.summarize(report)}")
             return Decision(Action.BUILT, date, due[1], attempt=decision.attempt)
         except PipelineError as exc:  # RunFailed too: no feed readable, disk full, lock busy

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 
 from pipeline import flow
 from pipeline.config import load_config
@@ -549,3 +550,43 @@ def test_sigint_when_idle_exits_0_and_prints_the_next_run(tmp_path: Path, schedu
     read_until(lines, "SIGINT: stopping", seen)
     with Store(tmp_path / "data" / "archive.sqlite3") as store:
         assert store.integrity_ok()
+
+
+# ---------------------------------------------------------------- the real APScheduler at 06:00
+
+
+def test_the_cron_job_fires_at_six_paris_time_and_builds_once(tmp_path: Path) -> None:
+    """time-machine puts the real scheduler one second before 06:00 on 6 May 2025; the clock
+    then ticks, APScheduler fires the daily job and the issue is built, once."""
+    config = write_config(tmp_path)
+    db = tmp_path / "data" / "archive.sqlite3"
+    with time_machine.travel(dt.datetime(2025, 5, 6, 5, 59, 59, tzinfo=PARIS), tick=True):
+        scheduler, log = make_scheduler(config, plan(), lambda: dt.datetime.now(UTC))
+        scheduler.start()
+        try:
+            wait_for(lambda: " ok 2025-05-06: " in log.getvalue())
+            next_run = scheduler.next_run_time()
+        finally:
+            scheduler.shutdown()
+    assert "building 2025-05-06 (scheduled, attempt 1 of 4)" in log.getvalue()
+    assert next_run == dt.datetime(2025, 5, 7, 6, 0, tzinfo=PARIS)
+    assert runs_of(db) == [("run", "2025-05-06", "ok")]
+
+
+def test_the_watch_builds_a_morning_slept_through_and_then_stays_quiet(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    clock = FakeClock(dt.datetime(2025, 5, 6, 5, 0, tzinfo=PARIS))
+    scheduler, log = make_scheduler(config, plan(), clock)
+    assert scheduler.tick("watch").action is Action.NOT_DUE  # 05:00, then the machine sleeps
+    clock.now = dt.datetime(2025, 5, 6, 9, 5, tzinfo=PARIS)  # woke at 09:00; the 06:00 fire was missed
+    assert scheduler.tick("watch").action is Action.BUILT
+    # Later the same day an editor leaves a typo in sources.yaml: the built day is not affected.
+    config.write_text(config.read_text(encoding="utf-8") + "oops: [\n", encoding="utf-8")
+    clock.now = dt.datetime(2025, 5, 6, 9, 10, tzinfo=PARIS)
+    assert scheduler.tick("watch").action is Action.DONE
+    assert "FAILED" not in log.getvalue()
+    # The next morning the typo is reported with its reason, and retried.
+    clock.now = dt.datetime(2025, 5, 7, 6, 0, tzinfo=PARIS)
+    assert scheduler.tick("scheduled").action is Action.FAILED
+    assert f"FAILED 2025-05-07 (scheduled, attempt 1 of 4): {config}" in log.getvalue()
+    assert runs_of(tmp_path / "data" / "archive.sqlite3") == [("run", "2025-05-06", "ok")]

@@ -108,10 +108,15 @@ async def fetch_feeds_async(
 ) -> list[FetchResult]:
     """The same as `fetch_feeds`, for callers that already run an event loop."""
     fetcher = _Fetcher(settings, on_result)
+    tasks = [asyncio.create_task(fetcher.fetch(feed, states.get(feed.id))) for feed in feeds]
     try:
-        tasks = [asyncio.create_task(fetcher.fetch(feed, states.get(feed.id))) for feed in feeds]
         return list(await asyncio.gather(*tasks))
     finally:
+        # Tasks are still running here only if something raised (a bug in on_result, or the
+        # caller cancelled us): stop them before their HTTP clients are closed under them.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await fetcher.aclose()
 
 

@@ -775,3 +775,13 @@ def test_progress_counts_feeds_on_a_terminal_and_is_silent_otherwise(httpserver:
         fetch_feeds(feeds, FAST, {}, on_result=progress.advance)
     assert progress.done == 3
     assert piped.getvalue() == ""
+
+
+def test_a_failing_on_result_callback_is_a_bug_and_raises(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS)
+
+    def broken(result: FetchResult) -> None:
+        raise RuntimeError("bug in the progress display")
+
+    with pytest.raises(RuntimeError, match="bug in the progress display"):
+        fetch_feeds([feed(httpserver.url_for("/feed.xml"), f"f{i}") for i in range(3)], FAST, {}, on_result=broken)

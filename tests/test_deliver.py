@@ -729,3 +729,51 @@ def test_unsubscribe_token_needs_the_secret(site: Site, smtp: SmtpServer, monkey
     result = send(site)
     assert result.code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET is not set" in result.err
     assert smtp.inbox.messages == []
+
+
+# ---------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed; cannot make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_starttls_and_implicit_tls_with_a_private_ca(site: Site, certificate: tuple[Path, Path],
+                                                     security: str) -> None:
+    import ssl
+
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    inbox = Inbox()
+    port = _free_port()
+    if security == "starttls":
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    else:
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        site.configure(port, security=security)  # the system CAs do not know this certificate
+        untrusted = send(site)
+        assert untrusted.code == 2 and "TLS with 127.0.0.1" in untrusted.err and "CERTIFICATE_VERIFY_FAILED" in \
+            untrusted.err
+        assert inbox.messages == []
+
+        shutil.copy(cert, site.root / "relay-ca.pem")
+        site.configure(port, security=security, tls_ca_file="relay-ca.pem")
+        trusted = send(site)
+        assert trusted.code == 0, trusted.err
+        assert inbox.by_recipient() == Counter({r[0]: 1 for r in READERS[:3]})
+    finally:
+        controller.stop()

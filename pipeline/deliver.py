@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import hmac
 import html
@@ -301,6 +302,7 @@ class _ListUnsubscribeHeader(UnstructuredHeader):
         return f"{self.name}: " + ("," + policy.linesep + " ").join(str(self).split(", ")) + policy.linesep
 
 
+@functools.cache  # built once: a registry makes its header classes on first use, ~2 ms a message
 def _message_policy() -> email_policy.EmailPolicy:
     registry = HeaderRegistry()  # our own registry: never change the shared one of policy.SMTP
     registry.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)

@@ -76,6 +76,9 @@ class _CompiledRule:
     topic_unless: tuple[_CNode, ...]  # its topic's contexts
     topic_unless_ids: frozenset[int]
     required: tuple[frozenset[int], ...]  # each must meet the field's terms for the rule to hold
+    contributions: tuple[float, float, float]  # weight × the topic's field weight, by field index
+    simple: bool  # an `any` of terms with no context: its spans are its terms' occurrences
+    rounded: tuple[float, float, float]  # contributions as shown in matches (2 decimals)
 
 
 def _literals(term: Term) -> list[tuple[str, ...]]:
@@ -159,9 +162,14 @@ class Classifier:
                 # The candidate selection already guarantees one trigger term:
                 # keep only the requirements that say more.
                 required = tuple(r for r in _required(node) if r != trig)
+                weights = dict(topic.field_weights)
+                contributions = (rule.weight * weights.get("title", 0.0), rule.weight * weights.get("summary", 0.0),
+                                 rule.weight * weights.get("content", 0.0))
+                simple = node[0] == "set" and not unless and not topic_unless
                 rules.append(_CompiledRule(
                     topic_index, rule.name, rule.weight, frozenset(rule.fields), frozenset(rule.lang), node,
-                    trig, unless, _ids_of(unless), topic_unless, _ids_of(topic_unless), required))
+                    trig, unless, _ids_of(unless), topic_unless, _ids_of(topic_unless), required, contributions,
+                    simple, (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2))))
                 for field_index, field in enumerate(FIELDS):
                     if field in rule.fields:
                         for tid in sorted(trig):
@@ -201,11 +209,10 @@ class Classifier:
         folded = fold_for_match(_FIELD_SEPARATOR.join(texts))
         per_field = self._scan(folded, texts)
         if not per_field:
-            return Classification(item_id=item_id, topics=())
+            return Classification(item_id, ())
         language = lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
         text = folded.text
         rules = self._rules
-        weights = self._weights
         scores: dict[int, float] = {}
         found: list[tuple[int, int, int, int, str, float]] = []
         for field_index in sorted(per_field):
@@ -222,28 +229,34 @@ class Classifier:
                 rule = rules[rule_index]
                 if rule.lang and language not in rule.lang:
                     continue
-                # Cheap necessary conditions first: each part of an `all`, each side of a `near`.
-                possible = True
-                for required in rule.required:
-                    if required.isdisjoint(occ):
-                        possible = False
-                        break
-                if not possible:
-                    continue
-                field_occ = occ
-                if rule.topic_unless_ids and not rule.topic_unless_ids.isdisjoint(occ):
-                    if rule.topic not in topic_occ:
-                        topic_occ[rule.topic] = _cancel(rule.topic_unless, occ, text)
-                    field_occ = topic_occ[rule.topic]
-                if rule.unless_ids and not rule.unless_ids.isdisjoint(field_occ):
-                    field_occ = _cancel(rule.unless, field_occ, text)
-                spans = _evaluate(rule.node, field_occ, text)
-                if spans is None:
-                    continue
-                contribution = rule.weight * weights[rule.topic][field_index]
+                if rule.simple:
+                    # The candidate selection guarantees one of its terms is here.
+                    spans = [span for tid in rule.triggers & occ.keys() for span in occ[tid]]
+                else:
+                    # Cheap necessary conditions first: each part of an `all`, each side of a `near`.
+                    possible = True
+                    for required in rule.required:
+                        if required.isdisjoint(occ):
+                            possible = False
+                            break
+                    if not possible:
+                        continue
+                    field_occ = occ
+                    if rule.topic_unless_ids and not rule.topic_unless_ids.isdisjoint(occ):
+                        if rule.topic not in topic_occ:
+                            topic_occ[rule.topic] = _cancel(rule.topic_unless, occ, text)
+                        field_occ = topic_occ[rule.topic]
+                    if rule.unless_ids and not rule.unless_ids.isdisjoint(field_occ):
+                        field_occ = _cancel(rule.unless, field_occ, text)
+                    evaluated = _evaluate(rule.node, field_occ, text)
+                    if evaluated is None:
+                        continue
+                    spans = evaluated
+                contribution = rule.contributions[field_index]
                 scores[rule.topic] = scores.get(rule.topic, 0.0) + contribution
-                for start, end in set(spans):
-                    found.append((field_index, start, end, rule.topic, rule.name, contribution))
+                topic, name, rounded = rule.topic, rule.name, rule.rounded[field_index]
+                for start, end in set(spans) if len(spans) > 1 else spans:
+                    found.append((field_index, start, end, topic, name, rounded))
         return self._result(item_id, texts, folded, scores, found)
 
     def _result(self, item_id: str, texts: tuple[str, str, str], folded: FoldedText, scores: dict[int, float],
@@ -254,18 +267,18 @@ class Classifier:
                      for fi, start, end, topic, name, weight in found]
         found.sort()
         ids = self._ids
-        matches = tuple(
-            Match(topic=ids[topic], rule=name, field=FIELDS[fi], text=texts[fi][start - starts[fi]:end - starts[fi]],
-                  start=start - starts[fi], end=end - starts[fi], weight=round(weight, 2))
-            for fi, start, end, topic, name, weight in found
-        )
+        matches = []
+        for fi, start, end, topic, name, weight in found:
+            offset = starts[fi]
+            matches.append(Match(ids[topic], name, FIELDS[fi], texts[fi][start - offset:end - offset],
+                                 start - offset, end - offset, weight))
         ordered = sorted(scores)
         thresholds = self._thresholds
         return Classification(
-            item_id=item_id,
-            topics=tuple(ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]),
-            scores={ids[i]: round(scores[i], 2) for i in ordered},
-            matches=matches,
+            item_id,
+            tuple(ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]),
+            {ids[i]: round(scores[i], 2) for i in ordered},
+            tuple(matches),
         )
 
     # ---------------------------------------------------------------- internals
@@ -280,7 +293,7 @@ class Classifier:
             count = len(folded.starts)
             second = folded.starts[second] if second < count else len(folded.text)
             third = folded.starts[third] if third < count else len(folded.text)
-        per_field: dict[int, _Occurrences] = {}
+        occurrences: tuple[_Occurrences, _Occurrences, _Occurrences] = ({}, {}, {})
         cased_text: str | None = None  # built on the first case-sensitive candidate
         for end, entries in self._automaton.iter(padded):
             for tid, length, cased, prefix in entries:
@@ -294,15 +307,8 @@ class Classifier:
                     if not cased_text.startswith(cased, start):
                         continue
                 stop = padded.find(" ", end + 1) - 1 if prefix else end - 1
-                field_index = 0 if start < second else (1 if start < third else 2)
-                occ = per_field.get(field_index)
-                if occ is None:
-                    per_field[field_index] = {tid: [(start, stop)]}
-                elif tid in occ:
-                    occ[tid].append((start, stop))
-                else:
-                    occ[tid] = [(start, stop)]
-        return per_field
+                occurrences[(start >= second) + (start >= third)].setdefault(tid, []).append((start, stop))
+        return {index: occ for index, occ in enumerate(occurrences) if occ}
 
 
 def _field_starts(texts: tuple[str, str, str]) -> tuple[int, int, int]:

@@ -15,14 +15,15 @@ What an editor can rely on (docs/rules.md has the examples):
 * light plural handling (:func:`word_forms`) is done on the rule side: a rule
   word also matches its regular French and English plural or singular.
 
-How (for speed): a text is encoded to cp1252 (the 8-bit code page that holds
-all of French typography: accents, œ, ’, «», –, …) and mapped byte by byte
+How (for speed): a text is encoded to Latin-1, one byte per character (``œ``
+and ``Œ`` are first swapped for two Latin-1 control codes, and characters
+outside Latin-1 such as ’ – … € become ``?``), then mapped byte by byte
 through a 256-entry table to lower-case unaccented letters, digits and
 spaces. That is a few C-level passes, and it keeps one output character per
 input character, so a match found in the folded text is at the same offsets
-in the original. Texts with characters outside cp1252 that matter (other
-scripts, decomposed accents, ligatures) take a slower per-character path
-that keeps an explicit offset map.
+in the original. Texts with characters outside Latin-1 that carry letters
+(other scripts, decomposed accents, ligatures such as ``ﬁ``) take a slower
+per-character path that keeps an explicit offset map.
 """
 
 from __future__ import annotations
@@ -64,24 +65,24 @@ def _base(char: str, keep_case: bool) -> str:
     return out if keep_case else out.lower()
 
 
+# Latin-1 stand-ins for the French ligatures, which Latin-1 lacks: two C1
+# control codes that never occur in real text, so the swap keeps lengths.
+_PRE = (("œ", "\x9c"), ("Œ", "\x8c"))
+
+
 def _build_table(keep_case: bool) -> bytes:
-    """cp1252 byte → folded byte: letters/digits to their unaccented form, the rest to a space."""
+    """Latin-1 byte → folded byte: letters/digits to their unaccented form, the rest to a space."""
     table = bytearray(b" " * 256)
     for byte in range(256):
-        char = bytes([byte]).decode("cp1252", errors="replace")
-        if char in ("œ", "Œ"):
-            table[byte] = ord(OE) if not keep_case or char == "œ" else 0x8C
-            continue
-        if char in ("æ", "Æ"):
+        char = chr(byte)
+        if byte in (0x9C, 0x8C):  # œ, Œ
+            table[byte] = 0x8C if keep_case and byte == 0x8C else ord(OE)
+        elif char in ("æ", "Æ"):
             table[byte] = ord(AE) if not keep_case or char == "æ" else 0xC6
-            continue
-        if char == "ß":
+        elif char == "ß":
             table[byte] = ord(SZ)
-            continue
-        base = _base(char, keep_case)
-        if len(base) == 1 and base.isalnum():
-            encoded = base.encode("cp1252", errors="ignore")
-            table[byte] = encoded[0] if len(encoded) == 1 else byte
+        elif (base := _base(char, keep_case)) and len(base) == 1 and base.isalnum() and ord(base) < 256:
+            table[byte] = ord(base)
         elif char.isalnum():
             table[byte] = byte  # a letter with no simpler form (ð, þ, µ): itself
     return bytes(table)
@@ -89,32 +90,23 @@ def _build_table(keep_case: bool) -> bytes:
 
 _LOWER_TABLE = _build_table(keep_case=False)
 _CASE_TABLE = _build_table(keep_case=True)
-
-
-def _cp1252_chars() -> frozenset[str]:
-    chars = set()
-    for byte in range(256):
-        try:
-            chars.add(bytes([byte]).decode("cp1252"))
-        except UnicodeDecodeError:
-            continue
-    return frozenset(chars)
+# Characters the fast path encodes as themselves (one byte each).
+_FAST_CHARS = frozenset(chr(i) for i in range(256)) | {"œ", "Œ"}
 
 
 def _build_unsafe() -> re.Pattern[str]:
-    """Characters outside cp1252 that carry letters (or accents) and need the slow path.
+    """Characters outside Latin-1 that carry letters (or accents) and need the slow path.
 
-    Other characters outside cp1252 (narrow no-break space, arrows, emoji…)
-    are separators either way, so a text holding only those stays on the
-    fast path. Computed once at import over the BMP.
+    Other characters outside Latin-1 (’, –, …, €, narrow no-break space,
+    emoji…) are separators either way, so a text holding only those stays on
+    the fast path. Computed once at import over the BMP.
     """
-    known = _cp1252_chars()
     ranges: list[tuple[int, int]] = []
     for code in range(0x100, 0x10000):
         if 0xD800 <= code <= 0xDFFF:
             continue
         char = chr(code)
-        if char in known or char in APOSTROPHES:
+        if char in _FAST_CHARS or char in APOSTROPHES:
             continue
         folded = _base(char, keep_case=True)
         if not (char.isalnum() or _MARKS.match(char) or any(c.isalnum() for c in folded)):
@@ -159,6 +151,12 @@ def strip_html(text: str) -> str:
     return html.unescape(out)
 
 
+def _fast_char(char: str, table: bytes) -> str:
+    for ligature, code in _PRE:
+        char = char.replace(ligature, code)
+    return char.encode("latin-1").translate(table).decode("latin-1")
+
+
 def _slow_fold(text: str, keep_case: bool) -> tuple[str, tuple[int, ...]]:
     """Fold character by character, recording where each original character starts."""
     pieces: list[str] = []
@@ -167,25 +165,16 @@ def _slow_fold(text: str, keep_case: bool) -> tuple[str, tuple[int, ...]]:
     table = _CASE_TABLE if keep_case else _LOWER_TABLE
     for char in text:
         starts.append(pos)
-        if char in APOSTROPHES:  # "ʼ" is a letter for Unicode, an apostrophe for readers
-            pieces.append(" ")
-            pos += 1
-            continue
-        try:
-            piece = char.encode("cp1252").translate(table).decode("latin-1")
-        except UnicodeEncodeError:
-            base = _base(char, keep_case)
-            piece = "".join(
-                c.encode("cp1252").translate(table).decode("latin-1") if c in _CP1252 else
-                (c if c.isalnum() else " ")
-                for c in base
-            )
+        if char in _FAST_CHARS:
+            piece = _fast_char(char, table)
+        elif char in APOSTROPHES:  # "ʼ" is a letter for Unicode, an apostrophe for readers
+            piece = " "
+        else:
+            piece = "".join(_fast_char(c, table) if c in _FAST_CHARS else (c if c.isalnum() else " ")
+                            for c in _base(char, keep_case))
         pieces.append(piece)
         pos += len(piece)
     return "".join(pieces), tuple(starts)
-
-
-_CP1252 = _cp1252_chars()
 
 
 @dataclass(frozen=True)
@@ -200,7 +189,7 @@ class FoldedText:
 
     text: str
     starts: tuple[int, ...] = ()
-    encoded: bytes = b""  # cp1252 bytes of the original (fast path), for case-sensitive checks
+    encoded: bytes = b""  # Latin-1 bytes of the original (fast path), for case-sensitive checks
     cased: str = ""  # case-preserving fold (slow path only)
     original: str = field(default="", repr=False)
 
@@ -221,9 +210,12 @@ class FoldedText:
 
 def fold_for_match(text: str) -> FoldedText:
     """Fold ``text`` for matching (see the module docstring)."""
-    encoded = text.encode("cp1252", errors="replace")
+    # ’ is the commonest character outside Latin-1 in French text: swapping it
+    # first spares the encoder's error handler most of its work.
+    swapped = text.replace("’", "'").replace("œ", "\x9c").replace("Œ", "\x8c")
+    encoded = swapped.encode("latin-1", errors="replace")
     if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
-        # Either every character was in cp1252, or the ones that were not are
+        # Either every character was in Latin-1, or the ones that were not are
         # separators (they became "?", which the table maps to a space).
         return FoldedText(encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded)
     lower, starts = _slow_fold(text, keep_case=False)

@@ -109,7 +109,8 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
 
 def _entry_datetime(entry: Any) -> dt.datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(key)
+        # dict.get: FeedParserDict.get would map updated_parsed to published_parsed with a warning
+        value = dict.get(entry, key)
         if value:
             try:
                 # feedparser normalises to UTC struct_time
@@ -165,6 +166,8 @@ def _not_a_feed_reason(result: FetchResult, parsed: Any) -> str | None:
         return "not a feed: empty body"
     if parsed.get("version") or parsed.entries:
         return None
+    if parsed.feed and not parsed.get("bozo"):
+        return None  # a well-formed feed document (e.g. CDF) that simply has no entries
     media_type = (result.content_type or "").split(";")[0].strip().lower()
     head = body[:512].lstrip().lower()
     if media_type in ("text/html", "application/xhtml+xml") or head.startswith((b"<!doctype html", b"<html")):
@@ -209,6 +212,7 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
 
     items: list[Item] = []
     seen_ids: set[str] = set()
+    untitled = 0
     for entry in entries:
         title = clean_text(entry.get("title"), MAX_TITLE_CHARS)
         summary = clean_text(entry.get("summary") or entry.get("description"), MAX_SUMMARY_CHARS)
@@ -216,7 +220,7 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
         if content == summary:
             content = ""
         if not title and not summary:
-            warnings.append("skipped an entry with neither title nor description")
+            untitled += 1
             continue
         if not title:
             title = clean_text(summary, 90)
@@ -236,4 +240,6 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
             content=content, guid=guid, language=language, published=_entry_datetime(entry),
             author=author, categories=categories, first_seen=seen_at,
         ))
+    if untitled:
+        warnings.append(f"skipped {untitled} entries with neither title nor description")
     return ParseResult(feed=feed, items=tuple(items), warnings=tuple(warnings))

@@ -494,7 +494,29 @@ class _Headline:
         body = self.body
         if self.more and (extended or len(body) < 160):
             body = f"{body} {self.more}".strip()
-        return f"{self.lede} {cut_at_sentence(body, limit)}".strip()
+        text = f"{self.lede} {cut_at_sentence(body, limit)}".strip()
+        return _paragraphs(text) if extended else text
+
+
+PARAGRAPH_CHARS = 300  # a long text is broken into paragraphs of about this length
+
+
+def _paragraphs(text: str) -> str:
+    """Whole sentences grouped into paragraphs of about PARAGRAPH_CHARS, separated by a blank
+    line ("\n\n"), so that a long lead reads as the seed's does rather than as one block."""
+    paragraphs: list[str] = []
+    current = ""
+    for sentence in split_sentences(text):
+        current = f"{current} {sentence}".strip()
+        if len(current) >= PARAGRAPH_CHARS:
+            paragraphs.append(current)
+            current = ""
+    if current:
+        if paragraphs and len(current) < PARAGRAPH_CHARS // 3:
+            paragraphs[-1] = f"{paragraphs[-1]} {current}"  # no one-line paragraph at the end
+        else:
+            paragraphs.append(current)
+    return "\n\n".join(paragraphs)
 
 
 def _headline(entry: StoredItem, generic: bool) -> _Headline:

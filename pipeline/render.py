@@ -133,13 +133,21 @@ class _TextSection:
         return f" [{number}]"
 
 
-def _story_paragraph(story: Story, section: _TextSection) -> str:
+def _story_paragraphs(story: Story, section: _TextSection) -> list[str]:
+    """A story as text paragraphs: the kicker opens the first, the sources close the last."""
     sources = f"{story.source}{section.cite(story.url)}"
     others = ", ".join(f"{ref.source}{section.cite(ref.url)}" for ref in story.also_on)
-    paragraph = f"{story.kicker} {story.text}".strip() + f" Source : {sources}."
+    paragraphs = story_paragraphs(story)
+    paragraphs[0] = f"{story.kicker} {paragraphs[0]}".strip()
+    paragraphs[-1] += f" Source : {sources}."
     if others:
-        paragraph += f" Également sur : {others}."
-    return french_spacing(paragraph)
+        paragraphs[-1] += f" Également sur : {others}."
+    return [french_spacing(p) for p in paragraphs]
+
+
+def story_paragraphs(story: Story) -> list[str]:
+    """The paragraphs of a story's text (compose separates them with a blank line)."""
+    return [p.strip() for p in story.text.split("\n\n") if p.strip()] or [""]
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,7 @@ class Renderer:
         self.env.filters["fr"] = french_spacing
         self.env.filters["further_parts"] = further_parts
         self.env.filters["agenda_date"] = agenda_date
+        self.env.filters["paragraphs"] = story_paragraphs
         # A global, so that every page including _style.css.j2 gets the palette.
         self.env.globals["palette"] = PALETTE
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -223,11 +232,12 @@ class Renderer:
         sections: list[_TextSection] = []
         if issue.lead:
             lead = _TextSection("LE FAIT DU JOUR |")
-            lead.paragraphs.append(_story_paragraph(issue.lead, lead))
+            lead.paragraphs.extend(_story_paragraphs(issue.lead, lead))
             sections.append(lead)
         for section in issue.sections:
-            block = _TextSection(f"{section.heading} |")
-            block.paragraphs.extend(_story_paragraph(s, block) for s in section.stories)
+            block = _TextSection(french_spacing(f"{section.heading} |"))
+            for story in section.stories:
+                block.paragraphs.extend(_story_paragraphs(story, block))
             sections.append(block)
         agenda = _TextSection("ORDRE DU JOUR |")
         for entry in issue.agenda:

@@ -13,6 +13,9 @@ How "never missed, never twice" is kept:
   a catch-up racing the cron fire, a manual run at dawn) still builds a date at most once.
 * The store check and the build happen under the archive's build lock (`pipeline.lock`), shared
   with `pipeline run` and `pipeline rebuild`, so no other process can build in between.
+* With a `delivery:` section, the built issue is then emailed by `pipeline.deliver.deliver_issue`,
+  which resumes an interrupted send and never mails a reader twice; a send that leaves readers
+  unreached is retried like a build.
 * A check at start-up builds today's issue at once if it is due and missing (machine restarted),
   and a watch every `watch_interval_seconds` does the same (machine asleep through the morning:
   its timers stop during sleep, so APScheduler would only see a misfire past the grace time).
@@ -41,6 +44,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from pipeline import flow
+from pipeline.deliver import DeliveryReport, deliver_issue, summarize_delivery
 from pipeline.errors import PipelineError
 from pipeline.lock import BuildLock
 from pipeline.models import ScheduleSettings
@@ -48,6 +52,7 @@ from pipeline.store import Store
 
 Clock = Callable[[], dt.datetime]
 Runner = Callable[..., flow.RunReport]  # flow.run's signature
+Deliverer = Callable[..., DeliveryReport]  # pipeline.deliver.deliver_issue's signature
 
 DAILY_JOB = "daily"
 WATCH_JOB = "watch"
@@ -255,20 +260,25 @@ class DailyScheduler:
     """
 
     def __init__(self, workspace: Callable[[], flow.Workspace], plan: SchedulePlan, log: ScheduleLog,
-                 clock: Clock = utc_now, run: Runner = flow.run, failures_from_store: bool = False):
+                 clock: Clock = utc_now, run: Runner = flow.run, failures_from_store: bool = False,
+                 deliver: Deliverer = deliver_issue):
         self.workspace = workspace
         self.plan = plan
         self.log = log
         self.clock = clock
         self.run = run
+        self.deliver = deliver
         # In `--once` mode the process lives for one check, so the day's failures are counted
         # from the store's runs table; a long-running scheduler remembers them itself (which
         # also counts failures the store never saw, like a lock wait that timed out).
         self.failures_from_store = failures_from_store
         self._failures: dict[dt.date, list[dt.datetime]] = {}
+        self._delivery_failures: dict[dt.date, list[dt.datetime]] = {}
         # The last date known to be built: the watch then answers without reading the config or
         # taking the lock, so a typo made in sources.yaml after 06:00 cannot fail a built day.
         self._built: dt.date | None = None
+        # The last date whose email delivery is settled (everyone reached, or no `delivery:`).
+        self._delivered: dt.date | None = None
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
 
@@ -277,9 +287,13 @@ class DailyScheduler:
     def failures(self, date: dt.date) -> list[dt.datetime]:
         return list(self._failures.get(date, []))
 
+    def delivery_failures(self, date: dt.date) -> list[dt.datetime]:
+        return list(self._delivery_failures.get(date, []))
+
     def tick(self, reason: str) -> Decision:
-        """Build today's issue if it is due, missing and not waiting for a retry. Never raises:
-        every failure is logged and remembered, so the scheduler keeps running."""
+        """Build today's issue if it is due, missing and not waiting for a retry, then email it
+        if `delivery:` is configured. Never raises: every failure is logged and remembered, so
+        the scheduler keeps running."""
         if self._stopping.is_set():
             return Decision(Action.NOT_DUE)
         now = self.clock()
@@ -287,43 +301,88 @@ class DailyScheduler:
         if due is None:
             return Decision(Action.NOT_DUE)
         date = due[0]
-        for old in [d for d in self._failures if d != date]:  # only today's failures matter
-            del self._failures[old]
+        for failures in (self._failures, self._delivery_failures):  # only today's failures matter
+            for old in [d for d in failures if d != date]:
+                del failures[old]
         early = decide(now, due, self._built == date, self.failures(date), self.plan.max_retries,
                        self.plan.retry_delay_seconds)
         if early.action is Action.DONE:
             self._report_skip(early, reason)
+            if self._delivered != date:
+                self._settle_delivery(None, date, reason)
             return early
         if early.action in (Action.WAIT, Action.GIVE_UP):
             return early  # no need to take the lock to know that
         try:
             ws = self.workspace()
-            lock = BuildLock.for_database(ws.db_path)
-            with lock.hold(self.plan.lock_timeout_seconds, f"pipeline schedule {date} ({reason})"):
-                with Store(ws.db_path) as store:
-                    built = store.issue(date) is not None
-                    stored_failures = store.failed_runs("run", date) if self.failures_from_store else []
-                if self.failures_from_store:
-                    self._failures[date] = list(stored_failures)
-                failures = self.failures(date)
-                decision = decide(self.clock(), due, built, failures, self.plan.max_retries,
-                                  self.plan.retry_delay_seconds)
-                if decision.action is Action.DONE:
-                    self._built = date
-                if decision.action is not Action.BUILD:
-                    self._report_skip(decision, reason)
-                    return decision
-                self.log.info(f"building {date} ({reason}, attempt {decision.attempt} of "
-                              f"{self.plan.max_retries + 1})")
-                report = self.run(ws, date=date, now=self.clock(), lock=lock)
-            self._built = date
-            self.log.info(f"ok {flow.summarize(report)}")
-            return Decision(Action.BUILT, date, due[1], attempt=decision.attempt)
+            outcome = self._build_if_missing(ws, date, due, reason)
         except PipelineError as exc:  # RunFailed too: no feed readable, disk full, lock busy
-            self._failed(date, reason, str(exc), None)
+            self._failed(self._failures, date, reason, str(exc), None)
+            return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
         except Exception as exc:  # a bug: keep the traceback, keep the scheduler alive
-            self._failed(date, reason, f"unexpected error: {exc!r}", exc)
-        return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
+            self._failed(self._failures, date, reason, f"unexpected error: {exc!r}", exc)
+            return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
+        if outcome.action in (Action.BUILT, Action.DONE) and self._delivered != date:
+            self._settle_delivery(ws, date, reason)  # outside the build lock: a send may take long
+        return outcome
+
+    def _build_if_missing(self, ws: flow.Workspace, date: dt.date, due: tuple[dt.date, dt.datetime],
+                          reason: str) -> Decision:
+        """Under the build lock: look in the store, and build only if the issue is not there."""
+        lock = BuildLock.for_database(ws.db_path)
+        with lock.hold(self.plan.lock_timeout_seconds, f"pipeline schedule {date} ({reason})"):
+            with Store(ws.db_path) as store:
+                built = store.issue(date) is not None
+                stored_failures = store.failed_runs("run", date) if self.failures_from_store else []
+            if self.failures_from_store:
+                self._failures[date] = list(stored_failures)
+            decision = decide(self.clock(), due, built, self.failures(date), self.plan.max_retries,
+                              self.plan.retry_delay_seconds)
+            if decision.action is Action.DONE:
+                self._built = date
+            if decision.action is not Action.BUILD:
+                self._report_skip(decision, reason)
+                return decision
+            self.log.info(f"building {date} ({reason}, attempt {decision.attempt} of {self.plan.max_retries + 1})")
+            report = self.run(ws, date=date, now=self.clock(), lock=lock)
+        self._built = date
+        self.log.info(f"ok {flow.summarize(report)}")
+        return Decision(Action.BUILT, date, due[1], attempt=decision.attempt)
+
+    def _settle_delivery(self, ws: flow.Workspace | None, date: dt.date, reason: str) -> None:
+        """Email the built issue when `delivery:` is configured. `deliver_issue` resumes where an
+        earlier send stopped and never mails a reader twice, so calling it again is safe; it is
+        retried like a build (max_retries, retry_delay_seconds) while readers remain unreached."""
+        failures = self._delivery_failures.get(date, [])
+        if len(failures) > self.plan.max_retries:
+            return
+        if failures and self.clock() < max(failures) + dt.timedelta(seconds=self.plan.retry_delay_seconds):
+            return
+        try:
+            ws = ws or self.workspace()
+            if ws.config.delivery is None:
+                self._delivered = date
+                return
+            report = self.deliver(ws, date, now=self.clock)
+        except PipelineError as exc:
+            self._failed(self._delivery_failures, date, reason, f"email delivery: {exc}", None)
+            return
+        except Exception as exc:
+            self._failed(self._delivery_failures, date, reason, f"email delivery: unexpected error: {exc!r}", exc)
+            return
+        if report.sent or not report.complete or failures:
+            self.log.info(f"sent {summarize_delivery(report)}")
+        if report.failed_temporary or report.aborted:
+            stopped = f"; stopped: {report.aborted}" if report.aborted else ""
+            unreached = (report.recipients - report.sent - report.skipped - report.failed_permanent
+                         - len(report.uncertain))
+            self._failed(self._delivery_failures, date, reason,
+                         f"email delivery: {unreached} reader(s) not reached yet{stopped}", None)
+            return
+        self._delivered = date
+        if report.uncertain:
+            self.log.error(f"email delivery {date}: {len(report.uncertain)} message(s) may or may not have "
+                           f"been delivered; check, then `pipeline send --date {date} --resend-uncertain`")
 
     def _report_skip(self, decision: Decision, reason: str) -> None:
         if decision.action is Action.DONE and reason in ("start", "once"):
@@ -335,9 +394,12 @@ class DailyScheduler:
         elif decision.action is Action.GIVE_UP:
             self.log.info(f"issue {decision.date}: gave up after {decision.attempt} failed attempts today")
 
-    def _failed(self, date: dt.date, reason: str, message: str, exc: Exception | None) -> None:
+    def _failed(self, record: dict[dt.date, list[dt.datetime]], date: dt.date, reason: str, message: str,
+                exc: Exception | None) -> None:
+        """Log a failed build or delivery, remember it in `record`, and plan the retry."""
         failed_at = self.clock()
-        failures = self._failures.setdefault(date, [])
+        kind = "email" if record is self._delivery_failures else "build"
+        failures = record.setdefault(date, [])
         failures.append(failed_at)
         attempts = self.plan.max_retries + 1
         line = f"FAILED {date} ({reason}, attempt {len(failures)} of {attempts}): {message}"
@@ -349,7 +411,7 @@ class DailyScheduler:
         if self._scheduler is not None and not self._stopping.is_set():
             # A one-off job at the exact retry time; the watch would also retry, but later.
             self._scheduler.add_job(self.tick, DateTrigger(retry_at), args=["retry"],
-                                    id=f"retry-{date}-{len(failures)}", replace_existing=True,
+                                    id=f"retry-{kind}-{date}-{len(failures)}", replace_existing=True,
                                     misfire_grace_time=None)
 
     def _local(self, when: dt.datetime | None) -> str:
@@ -444,10 +506,15 @@ def serve(scheduler: DailyScheduler, out: TextIO, stop: threading.Event | None =
 
 
 def run_once(scheduler: DailyScheduler, out: TextIO) -> int:
-    """One check, for cron: build today's issue if it is due and missing. Exit code 1 if that
-    build failed, else 0 (not due yet, already built, waiting for a retry, or built now)."""
+    """One check, for cron: build today's issue if it is due and missing, and email it if
+    `delivery:` is configured and some reader has not had it. Exit code 1 if that build or send
+    failed, else 0 (not due yet, already built and sent, waiting for a retry, or done now)."""
+    today = scheduler.clock().astimezone(scheduler.plan.zone).date()
+    sends_failed = len(scheduler.delivery_failures(today))
     with _stop_on_signals(threading.Event()):
         decision = scheduler.tick("once")
+    if len(scheduler.delivery_failures(today)) > sends_failed:
+        return 1
     if decision.action is Action.NOT_DUE:
         print(f"today's issue is not due yet; next scheduled run: {scheduler._local(scheduler.next_run_time())}",
               file=out)

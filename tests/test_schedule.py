@@ -14,6 +14,7 @@ import itertools
 import os
 import queue
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -589,4 +590,69 @@ def test_the_watch_builds_a_morning_slept_through_and_then_stays_quiet(tmp_path:
     clock.now = dt.datetime(2025, 5, 7, 6, 0, tzinfo=PARIS)
     assert scheduler.tick("scheduled").action is Action.FAILED
     assert f"FAILED 2025-05-07 (scheduled, attempt 1 of 4): {config}" in log.getvalue()
+    assert runs_of(tmp_path / "data" / "archive.sqlite3") == [("run", "2025-05-06", "ok")]
+
+
+# ---------------------------------------------------------------- email after the build
+
+
+class Inbox:
+    """aiosmtpd handler that records the recipients of every message."""
+
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_delivery_config(folder: Path, port: int) -> Path:
+    config = write_config(folder)
+    (folder / "recipients.csv").write_text("email,name,topics\njeanne@example.org,Jeanne,\n"
+                                           "idriss@example.net,Idriss,\n", encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8") + (
+        "delivery:\n  from_address: lettre@techmatin.example.org\n  smtp_host: 127.0.0.1\n"
+        f"  smtp_port: {port}\n  security: none\n  rate: 0\n  max_retries: 0\n  timeout: 5\n"
+        "  unsubscribe_url: https://techmatin.example.org/desinscription?email={email}\n"
+    ), encoding="utf-8")
+    return config
+
+
+def test_the_built_issue_is_emailed_once_and_an_unreachable_server_is_retried(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    config = write_delivery_config(tmp_path, port)
+    clock = FakeClock(dt.datetime(2025, 5, 6, 6, 0, tzinfo=PARIS))
+    scheduler, log = make_scheduler(config, plan(retry_delay_seconds=60), clock)
+    # 06:00: the SMTP relay is down. The issue is built; the send fails and is planned again.
+    assert scheduler.tick("scheduled").action is Action.BUILT
+    assert len(scheduler.delivery_failures(dt.date(2025, 5, 6))) == 1
+    assert "FAILED 2025-05-06 (scheduled, attempt 1 of 4): email delivery: 2 reader(s) not reached yet; " \
+        "stopped: cannot connect to 127.0.0.1" in log.getvalue()
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        clock.now += dt.timedelta(seconds=30)
+        assert scheduler.tick("watch").action is Action.DONE and inbox.recipients == []  # not before the delay
+        clock.now += dt.timedelta(seconds=30)
+        assert scheduler.tick("retry").action is Action.DONE
+        assert sorted(inbox.recipients) == ["idriss@example.net", "jeanne@example.org"]
+        assert "sent 2025-05-06: 2 sent" in log.getvalue()
+        # Later checks, and a restarted scheduler, never mail anyone twice.
+        clock.now += dt.timedelta(minutes=5)
+        assert scheduler.tick("watch").action is Action.DONE
+        restarted, _ = make_scheduler(config, plan(), clock)
+        assert restarted.tick("start").action is Action.DONE
+        assert len(inbox.recipients) == 2
+    finally:
+        controller.stop()
     assert runs_of(tmp_path / "data" / "archive.sqlite3") == [("run", "2025-05-06", "ok")]

@@ -64,6 +64,16 @@ def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
                              "(default: schedule.lock_timeout_seconds, else 60)")
 
 
+def _add_common_after(parser: argparse.ArgumentParser) -> None:
+    """The common options again on a sub-action (`pipeline archive list --db D`), defaulting to
+    SUPPRESS so that they never overwrite the same options given before the action."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--topics", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, default=argparse.SUPPRESS,
+                        help="site folder, for the published text (default: storage.output, else output)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipeline", description="Tech Matin: a regulatory newsletter built from feeds.")
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
@@ -116,9 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(archive, output=False)
     archive_commands = archive.add_subparsers(dest="archive_command", metavar="ACTION", parser_class=_Parser)
     archive_commands.required = True
-    archive_commands.add_parser("list", help="every stored issue, newest first")
+    archive_list = archive_commands.add_parser("list", help="every stored issue, newest first")
     show = archive_commands.add_parser("show", help="print one issue's plain text")
     show.add_argument("date", type=_date)
+    search = archive_commands.add_parser(
+        "search", help="full-text search over stored stories, best first (accents and case ignored)")
+    search.add_argument("query", nargs="+",
+                        help='words that must all appear; "quoted words" as a phrase; word* as a prefix')
+    search.add_argument("--limit", type=int, default=20, help="results shown (default: 20)")
+    search.add_argument("--topic", default=None, help="only stories of this topic id")
+    for action in (archive_list, show, search):
+        _add_common_after(action)
 
     feeds = commands.add_parser("feeds", help="feeds' health; re-enable or disable feeds")
     _add_common(feeds, output=False)
@@ -228,7 +246,9 @@ def _cmd_rebuild(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for result in results:
         state = "skipped (empty)" if result.skipped else f"{result.stories} stories"
         print(f"{result.date.isoformat()}: {state}, {len(result.changed_files)} files rewritten", file=out)
-    print(f"rebuilt {len(results)} issue(s) into {ws.output_dir}", file=out)
+    rewritten = sum(len(result.changed_files) for result in results)
+    print(f"rebuilt {len(results)} issue(s) into {ws.output_dir}: {rewritten} files rewritten in all "
+          "(pages whose content did not change are left untouched)", file=out)
     return EXIT_OK
 
 
@@ -282,7 +302,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.render import french_date
+    from pipeline.render import Renderer, french_date
     from pipeline.store import Store
 
     ws = _workspace(args)
@@ -291,9 +311,14 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with Store(ws.db_path) as store:
         if args.archive_command == "list":
             issues = store.issues()
+            templates = Renderer(ws.templates_dir).fingerprint
             for issue in issues:
+                stale = [what for what, old, new in (("rules", issue.rules_fingerprint, ws.topics.fingerprint),
+                                                     ("templates", issue.templates_fingerprint, templates))
+                         if old != new]
+                note = f"  ({' and '.join(stale)} changed since built: rebuild)" if stale else ""
                 print(f"{issue.date.isoformat()}  {french_date(issue.date, year=True):<28} "
-                      f"{issue.story_count:>3} stories", file=out)
+                      f"{issue.story_count:>3} stories{note}", file=out)
             print(f"{len(issues)} issue(s) in {ws.db_path}", file=err)
         elif args.archive_command == "show":
             if store.issue(args.date) is None:
@@ -302,6 +327,21 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if not text_path.is_file():
                 raise PipelineError(f"{text_path}: missing; run `pipeline rebuild --date {args.date}`")
             out.write(text_path.read_text(encoding="utf-8"))
+        elif args.archive_command == "search":
+            if args.limit < 1:
+                raise PipelineError(f"--limit must be at least 1, got {args.limit}")
+            if args.topic is not None and args.topic not in ws.topics.ids:
+                raise PipelineError(f"unknown topic {args.topic!r} (topics of {ws.topics.path}: "
+                                    f"{', '.join(ws.topics.ids)})")
+            query = " ".join(args.query)
+            hits = store.search_stories(query, limit=args.limit, topic=args.topic)
+            for hit in hits:
+                print(f"{hit.date.isoformat()}  {hit.title} — {hit.source}", file=out)
+                print(f"            {hit.snippet}", file=out)
+                if hit.url:
+                    print(f"            {hit.url}", file=out)
+            print(f"{len(hits)} result(s) for {query!r}" + (" (--limit reached)" if len(hits) == args.limit else ""),
+                  file=err)
     return EXIT_OK
 
 

@@ -154,14 +154,19 @@ def _sha(text: str) -> str:
 
 
 def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: Renderer, date: dt.date,
-                now: dt.datetime, skip_empty: bool = False) -> BuildResult:
-    """Compose, render and publish the issue of `date` from what is stored; no network."""
+                now: dt.datetime, skip_empty: bool = False, archive: Archive | None = None,
+                publish: bool = True) -> BuildResult:
+    """Compose, render and publish the issue of `date` from what is stored; no network.
+    `archive` lets several builds share one Archive (its `written` list); `publish=False` leaves
+    the pages that list issues (index, topics, feed, search) to the caller, who publishes once."""
     config = ws.config
     entries = classified_window(store, classifier, ws.topics, config, date)
     weights = {f.id: f.weight for f in config.feeds}
     issue = compose_issue(date, entries, ws.topics.info(), config.newsletter, weights,
                           already_featured=store.featured_item_ids(before=date))
-    archive = Archive(ws.output_dir, renderer, config.newsletter.base_url, config.newsletter.name)
+    if archive is None:
+        archive = Archive(ws.output_dir, renderer, config.newsletter.base_url, config.newsletter.name)
+    written_before = len(archive.written)
     issue_dir = ws.output_dir / date.isoformat()
     if issue.is_empty and skip_empty:
         return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(), issue_dir=issue_dir)
@@ -187,9 +192,10 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
         position = all_dates.index(date)
         for neighbour in all_dates[max(position - 1, 0) : position] + all_dates[position + 1 : position + 2]:
             _rerender_stored(ws, store, renderer, archive, neighbour, all_dates)
-    publish_site(ws, store, archive)
+    if publish:
+        publish_site(ws, store, archive)
     return BuildResult(date=date, stories=len(issue.stories()), empty=issue.is_empty, skipped=False,
-                       changed_files=tuple(archive.written), issue_dir=issue_dir)
+                       changed_files=tuple(archive.written[written_before:]), issue_dir=issue_dir)
 
 
 def _rerender_stored(ws: Workspace, store: Store, renderer: Renderer, archive: Archive, date: dt.date,
@@ -254,19 +260,37 @@ def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | N
     wait = ws.config.schedule.lock_timeout_seconds if lock_timeout is None else lock_timeout
     what = "--all" if dates is None else " ".join(d.isoformat() for d in dates)
     with build_lock(ws.db_path, wait, f"pipeline rebuild {what}"), Store(ws.db_path) as store:
-        targets = list(dates) if dates is not None else store.issue_dates()
+        # Oldest first: an issue never repeats items featured in earlier ones, so those must be final.
+        targets = sorted(set(dates)) if dates is not None else store.issue_dates()
         if dates is None and not targets:
             raise PipelineError(f"{ws.db_path}: no issue stored yet; nothing to rebuild")
-        for date in targets:
+        stored_dates = set(store.issue_dates())
+        for date in targets:  # every date is checked before anything is written
             start, end = issue_window(date, ws.config.newsletter)
-            if store.count_items_between(start, end) == 0 and store.issue(date) is None:
+            if date not in stored_dates and store.count_items_between(start, end) == 0:
                 raise PipelineError(f"no stored items for {date.isoformat()} (window {start:%Y-%m-%d %H:%M} to "
                                     f"{end:%Y-%m-%d %H:%M} UTC); nothing to rebuild")
+        # One Archive and one publication of the listing pages for the whole rebuild: rendering the
+        # index, topic pages, feed and search index once per issue would make --all quadratic.
+        archive = Archive(ws.output_dir, renderer, ws.config.newsletter.base_url, ws.config.newsletter.name)
+        for date in targets:
             run_id = store.start_run("rebuild", date, now)
-            result = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty)
+            try:
+                result = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty,
+                                     archive=archive, publish=False)
+            except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
+                store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", {},
+                                 dt.datetime.now(dt.UTC))
+                raise
             store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", {},
                              dt.datetime.now(dt.UTC))
             results.append(result)
+        written_before = len(archive.written)
+        publish_site(ws, store, archive)
+        if results:  # the listing pages rewritten at the end count with the last issue rebuilt
+            last = results[-1]
+            results[-1] = dataclasses.replace(
+                last, changed_files=last.changed_files + tuple(archive.written[written_before:]))
     return results
 
 

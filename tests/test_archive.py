@@ -1,0 +1,384 @@
+"""The archive site (index, topic pages, Atom feed, search page and index), atomic writes,
+full-text search in the store, and `pipeline archive` / `pipeline serve` as a user runs them."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import feedparser
+import pytest
+
+from pipeline.archive import FEED_ENTRIES, Archive, ArchiveEntry, atomic_write
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+from pipeline.flow import _story_rows
+from pipeline.models import Issue, MenuTeaser, NewsletterSettings, Section, Story, TopicInfo
+from pipeline.render import Renderer
+from pipeline.store import MIGRATIONS, Store, StoredIssue, issue_to_json
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo.yaml"
+BASE = "https://lettre.example.org/archives/"
+SETTINGS = NewsletterSettings(base_url=BASE)
+TOPICS = (
+    TopicInfo("meta_ai", "META ET L'IA", "Intelligence artificielle"),
+    TopicInfo("rgpd", "DONNÉES PERSONNELLES", "Données personnelles"),
+    TopicInfo("ai_act", "DU CÔTÉ DE BRUXELLES", "Régulation de l'IA"),
+)
+
+
+def story(sid: str, title: str, topics: tuple[str, ...], text: str = "Un texte.", url: str | None = None) -> Story:
+    return Story(id=sid, kicker=title.upper()[:20] + ".", title=title, text=text,
+                 url=url if url is not None else f"https://presse.example/{sid}", source="Le Veilleur",
+                 topics=topics, primary_topic=topics[0], score=3.0, item_ids=(f"item-{sid}",))
+
+
+def issue(date: dt.date, *stories: Story) -> Issue:
+    sections = tuple(
+        Section(topic=t.id, heading=t.heading, stories=tuple(s for s in stories[1:] if s.primary_topic == t.id))
+        for t in TOPICS if any(s.primary_topic == t.id for s in stories[1:])
+    )
+    menu = tuple(MenuTeaser(theme="RGPD", text=s.title, story_id=s.id) for s in stories[:3])
+    return Issue(date=date, newsletter=SETTINGS, menu=menu, lead=stories[0] if stories else None,
+                 sections=sections, agenda=(), further_reading=())
+
+
+def site(tmp_path: Path, issues: list[Issue], topics: tuple[TopicInfo, ...] = TOPICS) -> tuple[Archive, Path]:
+    out = tmp_path / "out"
+    archive = Archive(out, Renderer(), BASE, "Tech Matin")
+    archive.write_site([ArchiveEntry(issue=i) for i in issues], topics)
+    return archive, out
+
+
+SPRING = [
+    issue(dt.date(2025, 4, 29), story("a1", "La CNIL sanctionne un courtier en données", ("rgpd",))),
+    issue(dt.date(2025, 5, 5), story("b1", "Llama 4 : Meta entraîne ses modèles en Europe", ("meta_ai", "rgpd")),
+          story("b2", "Le règlement sur l’IA entre dans sa deuxième phase", ("ai_act",))),
+    issue(dt.date(2025, 5, 6), story("c1", "AI Act : le code de bonnes pratiques publié", ("ai_act",)),
+          story("c2", "Intérêt légitime : l’avis du CEPD", ("rgpd",))),
+]
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_skips_identical_content_and_keeps_the_file(tmp_path: Path) -> None:
+    page = tmp_path / "a" / "page.html"
+    assert atomic_write(page, "<p>un</p>") is True
+    before = page.stat()
+    assert atomic_write(page, "<p>un</p>") is False
+    assert (page.stat().st_mtime_ns, page.stat().st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert atomic_write(page, "<p>deux</p>") is True
+    assert page.read_text() == "<p>deux</p>" and page.stat().st_ino != before.st_ino  # renamed over
+    assert sorted(p.name for p in page.parent.iterdir()) == ["page.html"]
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("ancien")
+
+    def broken(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", broken)
+    with pytest.raises(PipelineError, match=r"page\.html: cannot write: No space left on device"):
+        atomic_write(page, "nouveau")
+    assert page.read_text() == "ancien"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+# ---------------------------------------------------------------- the listing pages
+
+
+def test_index_lists_issues_by_month_newest_first_with_teasers_and_counts(tmp_path: Path) -> None:
+    _, out = site(tmp_path, SPRING)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.index("mai 2025") < page.index("avril 2025")
+    assert page.index("Mardi 6 mai 2025") < page.index("Lundi 5 mai 2025") < page.index("Mardi 29 avril 2025")
+    assert "RGPD : Llama 4 : Meta entraîne ses modèles en Europe" in page  # a menu teaser
+    # Stories per topic, a story counting under each of its topics; links to the topic pages.
+    may5 = page[page.index("Lundi 5 mai 2025"):page.index("Mardi 29 avril 2025")]
+    assert '<a href="topics/meta_ai.html">Intelligence artificielle</a> : 1' in may5
+    assert '<a href="topics/rgpd.html">Données personnelles</a> : 1' in may5
+    assert '<a href="topics/ai_act.html">Régulation de l&#39;IA</a> : 1' in may5
+    assert 'href="search.html"' in page and 'href="feed.xml"' in page
+    assert "<script" not in page
+
+
+def test_topic_page_lists_every_story_of_the_topic_newest_first(tmp_path: Path) -> None:
+    _, out = site(tmp_path, SPRING)
+    page = (out / "topics" / "rgpd.html").read_text(encoding="utf-8")
+    titles = re.findall(r'<a href="https://presse.example/(\w+)">', page)
+    assert titles == ["c2", "b1", "a1"]
+    assert 'dans le numéro du <a href="../2025-05-06/index.html">mardi 6 mai 2025</a>' in page
+    ai_act = (out / "topics" / "ai_act.html").read_text(encoding="utf-8")
+    assert re.findall(r'<a href="https://presse.example/(\w+)">', ai_act) == ["c1", "b2"]
+    assert "<script" not in page
+
+
+def test_feed_text_is_escaped_and_only_http_links_come_out(tmp_path: Path) -> None:
+    evil = story("x1", '<script>alert("t")</script><img src=x onerror=alert(1)>', ("rgpd",),
+                 text="<b>gras</b> & co", url="javascript:alert(1)")
+    _, out = site(tmp_path, [issue(dt.date(2025, 5, 7), evil)])
+    for name in ("index.html", "topics/rgpd.html"):
+        page = (out / name).read_text(encoding="utf-8")
+        assert "<script>" not in page and "<img" not in page and "javascript:" not in page
+        assert "&lt;script&gt;" in page
+    index = json.loads((out / "search-index.json").read_text(encoding="utf-8"))
+    (record,) = index["stories"]
+    assert record["url"] == "" and record["title"].startswith("<script>")  # data, inserted as text
+    feed = feedparser.parse((out / "feed.xml").read_bytes())
+    assert not feed.bozo
+    assert "javascript:" not in (out / "feed.xml").read_text(encoding="utf-8")
+
+
+def test_search_page_is_the_only_page_with_a_script_and_allows_only_that_script(tmp_path: Path) -> None:
+    _, out = site(tmp_path, SPRING)
+    page = (out / "search.html").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1 and page.count("<script") == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page
+    assert "innerHTML" not in scripts[0] and "textContent" in scripts[0]
+    assert 'normalize("NFD")' in scripts[0] and "search-index.json" in scripts[0]
+    assert "http://" not in scripts[0] and "https://" not in scripts[0]  # nothing loaded from elsewhere
+    assert "<script src" not in page
+    for html in out.rglob("*.html"):
+        if html.name != "search.html":
+            assert "<script" not in html.read_text(encoding="utf-8"), html
+
+
+def test_search_index_holds_every_story_with_its_issue(tmp_path: Path) -> None:
+    _, out = site(tmp_path, SPRING)
+    index = json.loads((out / "search-index.json").read_text(encoding="utf-8"))
+    rows = [(s["date"], s["title"], s["issue"]) for s in index["stories"]]
+    assert [r[0] for r in rows] == ["2025-05-06", "2025-05-06", "2025-05-05", "2025-05-05", "2025-04-29"]
+    assert all(issue_href == f"{date}/index.html" for date, _, issue_href in rows)
+    (b2,) = [s for s in index["stories"] if s["title"].startswith("Le règlement")]
+    assert b2["topics"] == ["Régulation de l'IA"] and b2["url"] == "https://presse.example/b2"
+
+
+def test_atom_feed_parses_back_with_stable_ids_dates_and_links(tmp_path: Path) -> None:
+    _, out = site(tmp_path, SPRING)
+    data = (out / "feed.xml").read_bytes()
+    feed = feedparser.parse(data)
+    assert not feed.bozo, feed.bozo_exception
+    assert feed.feed.title == "Tech Matin" and feed.feed.id == BASE
+    assert [e.id for e in feed.entries] == [f"{BASE}2025-05-06/", f"{BASE}2025-05-05/", f"{BASE}2025-04-29/"]
+    first = feed.entries[0]
+    assert first.link == f"{BASE}2025-05-06/"
+    assert first.title == "Tech Matin du mardi 6 mai 2025"
+    # 06:00 in Paris (summer time) is 04:00 UTC: the issue's date, never the wall clock.
+    assert first.updated_parsed[:5] == (2025, 5, 6, 4, 0)
+    assert feed.feed.updated_parsed[:5] == (2025, 5, 6, 4, 0)
+    assert any(link.type == "text/plain" and link.href == f"{BASE}2025-05-06/digest.txt" for link in first.links)
+    # Deterministic: rendering again gives the same bytes.
+    again, _ = site(tmp_path, SPRING)
+    assert again.written == [] and (out / "feed.xml").read_bytes() == data
+
+
+def test_atom_feed_keeps_the_latest_issues(tmp_path: Path) -> None:
+    issues = [issue(dt.date(2025, 1, 1) + dt.timedelta(days=n), story(f"s{n}", f"Numéro {n}", ("rgpd",)))
+              for n in range(FEED_ENTRIES + 5)]
+    _, out = site(tmp_path, issues)
+    feed = feedparser.parse((out / "feed.xml").read_bytes())
+    assert len(feed.entries) == FEED_ENTRIES
+    assert feed.entries[0].id == f"{BASE}{issues[-1].date.isoformat()}/"
+
+
+def test_unchanged_listing_pages_are_not_rewritten_and_dropped_topics_leave_no_page(tmp_path: Path) -> None:
+    archive, out = site(tmp_path, SPRING)
+    assert {p.relative_to(out).as_posix() for p in archive.written} == {
+        "index.html", "topics/meta_ai.html", "topics/rgpd.html", "topics/ai_act.html", "feed.xml",
+        "search-index.json", "search.html"}
+    again, _ = site(tmp_path, SPRING)
+    assert again.written == []
+    fewer, _ = site(tmp_path, SPRING, topics=TOPICS[:2])
+    assert [p.name for p in fewer.removed] == ["ai_act.html"]
+    assert not (out / "topics" / "ai_act.html").exists()
+
+
+# ---------------------------------------------------------------- search in the store
+
+
+def save(store: Store, one: Issue) -> None:
+    stories = one.stories()
+    store.save_issue(
+        StoredIssue(date=one.date, built_at=dt.datetime(2025, 5, 7, tzinfo=dt.UTC), rules_fingerprint="r",
+                    templates_fingerprint="t", html_sha256="h", text_sha256="x", story_count=len(stories),
+                    issue_json=issue_to_json(one)),
+        _story_rows(one), [i for s in stories for i in s.item_ids],
+    )
+
+
+def test_store_search_folds_accents_ranks_and_snippets(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite3") as store:
+        for one in SPRING:
+            save(store, one)
+        hits = store.search_stories("reglement")
+        assert [h.story_id for h in hits] == ["b2"]
+        assert hits[0].date == dt.date(2025, 5, 5) and "[règlement]" in hits[0].snippet
+        # A title hit outranks a text-only hit.
+        save(store, issue(dt.date(2025, 5, 7), story("d1", "Rien à voir", ("rgpd",),
+                                                     text="Un mot sur le Règlement, en passant.")))
+        assert [h.story_id for h in store.search_stories("RÈGLEMENT")] == ["b2", "d1"]
+        assert [h.story_id for h in store.search_stories("interet legitime")] == ["c2"]
+        assert [h.story_id for h in store.search_stories('"code de bonnes pratiques"')] == ["c1"]
+        assert [h.story_id for h in store.search_stories("regle*")] == ["b2", "d1"]
+        assert [h.story_id for h in store.search_stories("llama", topic="ai_act")] == []
+        assert [h.story_id for h in store.search_stories("llama", topic="rgpd")] == ["b1"]
+        assert store.search_stories("l'IA AND OR NOT (") is not None  # punctuation is never syntax
+        with pytest.raises(PipelineError, match="no word to look for"):
+            store.search_stories("« » !")
+
+
+def test_a_rebuilt_issue_replaces_its_rows_in_the_search_index(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite3") as store:
+        save(store, SPRING[1])
+        assert store.search_stories("llama")
+        save(store, issue(SPRING[1].date, story("b9", "Autre chose", ("rgpd",))))
+        assert store.search_stories("llama") == []
+        assert [h.story_id for h in store.search_stories("autre")] == ["b9"]
+
+
+def test_search_migration_indexes_issues_stored_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    search_version = next(n for n, sql in enumerate(MIGRATIONS) if "story_search" in sql)
+    db = sqlite3.connect(path)
+    for sql in MIGRATIONS[:search_version]:
+        db.executescript(sql)
+    db.execute(f"PRAGMA user_version = {search_version}")
+    db.execute("INSERT INTO issues VALUES ('2025-03-04', '2025-03-04T05:00:00+00:00', 'r', 't', 'h', 'x', 1, '{}')")
+    db.execute("INSERT INTO issue_stories VALUES ('2025-03-04', 0, 's', 'lead', 'rgpd', '[\"rgpd\"]', 'K.',"
+               " 'Le Conseil d’État et la sécurité', 'txt', 'Src', NULL, '[]')")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        (hit,) = store.search_stories("securite")
+        assert hit.date == dt.date(2025, 3, 4) and hit.title.startswith("Le Conseil")
+
+
+# ---------------------------------------------------------------- the demo archive, end to end
+
+
+def call(*args: str | Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not DEMO.is_file():
+        pytest.skip("examples/demo.yaml is not present")
+    root = tmp_path_factory.mktemp("demo")
+    for date in ("2025-05-03", "2025-05-05", "2025-05-06", "2025-05-07"):
+        code, _, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
+                            "--output", root / "out")
+        assert code == 0, err
+    return root
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def test_every_internal_link_of_the_site_resolves(demo: Path) -> None:
+    out = demo / "out"
+    base = "http://127.0.0.1:8000/"  # demo.yaml's base_url: links to it are links into the site
+    pages = sorted(out.rglob("*.html"))
+    assert len(pages) >= 4 + 4 + 2  # issues, topic pages, index and search
+    checked = 0
+    for page in pages:
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for link in parser.links:
+            if link.startswith(base):
+                target = out / unquote(urlsplit(link).path.removeprefix(urlsplit(base).path))
+            elif urlsplit(link).scheme in ("http", "https", "mailto", "data") or link.startswith("#"):
+                continue
+            else:
+                target = page.parent / unquote(urlsplit(link).path)
+            if target.is_dir() or link.endswith("/"):
+                target = target / "index.html"
+            assert target.resolve().is_file(), f"{page.relative_to(out)}: broken link {link}"
+            assert out.resolve() in target.resolve().parents, f"{page.relative_to(out)}: {link} leaves the site"
+            checked += 1
+    assert checked > 50
+
+
+def test_demo_issue_pages_pass_the_shared_issue_check(demo: Path, shared: Path) -> None:
+    for date in ("2025-05-05", "2025-05-06"):
+        proc = subprocess.run([sys.executable, str(shared / "tools" / "check_issue.py"), str(demo / "out"), date],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_archive_list_show_and_search_in_the_terminal(demo: Path) -> None:
+    where = ["--config", DEMO, "--db", demo / "db.sqlite3", "--output", demo / "out"]
+    code, out, err = call("archive", "list", *where)
+    assert code == 0, err
+    dates = [line.split()[0] for line in out.splitlines()]
+    assert dates == ["2025-05-07", "2025-05-06", "2025-05-05", "2025-05-03"]
+    assert "mercredi 7 mai 2025" in out and "4 issue(s)" in err
+    code, out, err = call("archive", "show", "2025-05-06", *where)
+    assert code == 0, err
+    assert out == (demo / "out" / "2025-05-06" / "digest.txt").read_text(encoding="utf-8")
+    code, out, err = call("archive", "show", "2025-05-04", *where)
+    assert code == 2 and "no issue stored for 2025-05-04" in err and err.count("\n") == 1
+    # Accents folded: "reglement" finds "Règlement".
+    code, out, err = call("archive", "search", "reglement", *where)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert re.match(r"2025-05-0\d  .*[Rr]èglement", first), out
+    assert "[Règlement]" in out or "[règlement]" in out
+    code, out, err = call("archive", "search", "zzzzqqq", *where)
+    assert code == 0 and out == "" and "0 result(s)" in err
+    code, out, err = call("archive", "search", "--topic", "nope", "ia", *where)
+    assert code == 2 and "unknown topic 'nope'" in err
+
+
+def test_serve_serves_the_site_in_a_real_process(demo: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--config", str(DEMO), "--output", str(demo / "out"),
+         "--port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the socket listens
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        url = f"http://127.0.0.1:{match.group(1)}/"
+        with urllib.request.urlopen(url + "index.html", timeout=5) as response:
+            assert response.status == 200
+            assert response.read() == (demo / "out" / "index.html").read_bytes()
+        with urllib.request.urlopen(url + "2025-05-06/", timeout=5) as response:
+            assert "Tech Matin" in response.read().decode("utf-8")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()

@@ -382,3 +382,64 @@ def test_serve_serves_the_site_in_a_real_process(demo: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+# ---------------------------------------------------------------- the search page in a real browser
+
+WAIT_FOR_SEARCH = """
+new Promise((resolve) => {
+  const started = Date.now();
+  const done = () => !document.getElementById("status").textContent.startsWith("Chargement");
+  const poll = () => (done() || Date.now() - started > 5000) ? resolve(true) : setTimeout(poll, 20);
+  poll();
+})
+"""
+
+
+def test_search_page_finds_stories_offline_in_a_real_browser(tmp_path: Path) -> None:
+    chromium = pytest.importorskip("chromium", reason="tests/chromium.py (DevTools client) is not there")
+    executable = chromium.find_chromium()
+    if executable is None:
+        pytest.skip("Chromium is not installed")
+    import functools
+    import http.server
+    import threading
+
+    evil = story("x1", 'Faille <img src=x onerror="window.pwned=1"> chez Criteo', ("rgpd",),
+                 url="javascript:window.pwned=2")
+    _, out = site(tmp_path, [*SPRING, issue(dt.date(2025, 5, 7), evil)])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with chromium.Chromium(executable) as browser:
+            page = browser.new_page()
+
+            def results(query: str) -> list[dict[str, object]]:
+                page.open(f"{base}search.html?q={query}", width=1024)
+                page.call("Runtime.evaluate", expression=WAIT_FOR_SEARCH, awaitPromise=True)
+                return page.evaluate("""[...document.querySelectorAll('#results li')].map(li => ({
+                    text: li.textContent, links: [...li.querySelectorAll('a')].map(a => a.getAttribute('href')),
+                    imgs: li.querySelectorAll('img').length}))""")
+
+            # Accents and case folded, prefixes match, every word must appear.
+            found = results("reglement")
+            assert len(found) == 1 and "Le règlement sur l’IA" in str(found[0]["text"])
+            assert found[0]["links"] == ["https://presse.example/b2", "2025-05-05/index.html"]
+            assert [len(results(q)) for q in ("REGL", "cnil%20llama", "interet%20legitime")] == [1, 0, 1]
+            assert "1 article trouvé" in page.evaluate("document.getElementById('status').textContent")
+            # Feed text is shown as text: no element made of it, no script run, no javascript: link.
+            (hostile,) = results("criteo%20faille")
+            assert '<img src=x onerror="window.pwned=1">' in str(hostile["text"])
+            assert hostile["imgs"] == 0 and hostile["links"] == ["2025-05-07/index.html"]
+            assert page.evaluate("typeof window.pwned") == "undefined"
+            assert page.errors == []  # no CSP violation, no script error, no failed load
+            # The result links lead to the issue pages.
+            page.open(f"{base}search.html?q=llama", width=375)
+            page.call("Runtime.evaluate", expression=WAIT_FOR_SEARCH, awaitPromise=True)
+            href = page.evaluate("document.querySelector('#results a[href$=\"index.html\"]').href")
+            assert href == f"{base}2025-05-05/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()

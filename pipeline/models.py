@@ -114,7 +114,6 @@ class DeliverySettings:
         return {"tls": 465, "none": 25}.get(self.security, 587)
 
 
-
 # ---------------------------------------------------------------- fetch
 
 

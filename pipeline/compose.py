@@ -77,8 +77,10 @@ _BOILERPLATE_RES = (
     re.compile(r"\s*\((?:…|\.\.\.)\)\s*"),
     re.compile(r"\s*\bThe post\b.{0,300}\bappeared first on\b.*$", re.S),
     re.compile(r"\s*\bL[’']article\b.{0,300}\best apparu en premier sur\b.*$", re.S),
-    re.compile(r"\s*(?:Lire|Voir) (?:la suite|l[’']article|plus)\b.{0,80}$", re.S | re.I),
-    re.compile(r"\s*(?:Continuer (?:la|à) lire|En savoir plus)\b.{0,80}$", re.S | re.I),
+    # A link label closing a summary ("… fin de phrase. Lire la suite »"), only after a sentence:
+    # "le Bureau pourra y voir plus clair." keeps its words.
+    re.compile(r"(?:^|(?<=[.!?…»)]))\s*(?:Lire la suite|Lire l[’']article|Voir l[’']article|Continuer (?:la|à) lire"
+               r"|En savoir plus)\b[^.!?]{0,80}[.…»\s]*$", re.S),
 )
 
 

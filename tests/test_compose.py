@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -179,6 +180,9 @@ def test_generic_title_reused_by_an_outlet_takes_the_first_sentence() -> None:
     [
         ("L&amp;rsquo;&Eacute;tat <b>sanctionne</b>", "L’État sanctionne"),
         ("Texte complet. Lire la suite", "Texte complet."),
+        ("Texte complet. Lire la suite sur Numerama…", "Texte complet."),
+        ("Le Bureau pourra y voir plus clair. En savoir plus", "Le Bureau pourra y voir plus clair."),
+        ("Le Bureau pourra y voir plus clair.", "Le Bureau pourra y voir plus clair."),
         ("Un résumé [&#8230;]", "Un résumé"),
         ("Fin coupée <a href=\"https://x.example", "Fin coupée"),
         ("Fin coupée &eac", "Fin coupée"),
@@ -253,3 +257,25 @@ def test_lead_gets_more_text_than_section_stories() -> None:
     section_story = issue.sections[0].stories[0]
     assert len(section_story.text) <= len("Un appel. ") + SETTINGS.summary_chars
     assert len(issue.lead.text) > len(section_story.text) + 200
+
+
+def test_same_headline_merges_only_when_the_texts_agree_too() -> None:
+    syndicated = [
+        entry("s1", "alpha", "Bureau de l’IA : Bruxelles recrute", "Le Bureau de l’IA recrute juristes et "
+              "ingénieurs pour superviser les modèles à usage général.", {"ai_act": 3.0}),
+        entry("s2", "beta", "Bureau de l’IA : Bruxelles recrute", "Repris de nos confrères : le Bureau recrute "
+              "juristes et ingénieurs.", {"ai_act": 2.0}),
+    ]
+    assert len(compose_issue(DATE, syndicated, TOPICS, SETTINGS, {}).stories()) == 1
+    rubric = [
+        entry("r1", "alpha", "La revue du jour", "La CNIL sanctionne un hébergeur pour ses cookies.", {"rgpd": 3.0}),
+        entry("r2", "beta", "La revue du jour", "Un éditeur de presse signe avec une start-up d’IA.", {"rgpd": 2.0}),
+    ]
+    assert len(compose_issue(DATE, rubric, TOPICS, SETTINGS, {}).stories()) == 2
+
+
+def test_follow_up_days_later_is_another_story() -> None:
+    first, later = META_STORY[0], META_STORY[1]
+    moved = StoredItem(dataclasses.replace(later.item, published=WHEN - dt.timedelta(days=3)), later.classification)
+    assert len(compose_issue(DATE, [first, moved], TOPICS, SETTINGS, {}).stories()) == 2
+    assert len(compose_issue(DATE, [first, later], TOPICS, SETTINGS, {}).stories()) == 1

@@ -137,7 +137,9 @@ def test_issue_page_in_chromium(page: Page, issue_url: str, tmp_path: Path, widt
     keep(page.screenshot(tmp_path / name))
 
     assert page.errors == []
-    assert layout["scrollWidth"] <= layout["innerWidth"], layout  # no horizontal scrolling
+    # No horizontal scrolling. innerWidth must also stay the device width: a phone browser zooms
+    # out on a too-wide page, which would make the first comparison pass on its own.
+    assert layout["scrollWidth"] <= layout["innerWidth"] == width, layout
     assert layout["column"] <= 600 and layout["column"] >= min(width, 600) - 1, layout
     if width > 600:
         assert layout["left"] > 100, layout  # the column is centred

@@ -28,7 +28,7 @@ from xml.etree import ElementTree
 
 from markupsafe import escape
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunFailed
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 from pipeline.render import IssueLinks, Renderer, french_date, safe_url
 
@@ -70,7 +70,8 @@ def atomic_write(path: Path, data: str | bytes) -> bool:
             Path(temp_name).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise PipelineError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        # Disk full or read-only output: the run failed (exit 1), the previous page is intact.
+        raise RunFailed(f"{path}: cannot write: {exc.strerror or exc}") from None
     return True
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -510,3 +511,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except sqlite3.Error as exc:  # database locked, disk full, corrupt file: the store is left as it was
+        print(f"pipeline: error: database: {exc}", file=err)
+        return EXIT_FAILED
+    except OSError as exc:  # disk full, read-only folder, permissions
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pipeline: error: {where}{exc.strerror or exc}", file=err)
+        return EXIT_FAILED

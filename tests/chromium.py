@@ -33,10 +33,11 @@ CALL_SECONDS = 15.0
 
 
 def find_chromium() -> str | None:
-    """The system Chromium: $CHROMIUM, else `chromium` / `chromium-browser` on PATH."""
+    """The system Chromium: $CHROMIUM (None if it is not an executable), else `chromium` /
+    `chromium-browser` on PATH."""
     explicit = os.environ.get("CHROMIUM")
     if explicit:
-        return explicit
+        return explicit if os.access(explicit, os.X_OK) else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 

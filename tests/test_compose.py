@@ -279,3 +279,10 @@ def test_follow_up_days_later_is_another_story() -> None:
     moved = StoredItem(dataclasses.replace(later.item, published=WHEN - dt.timedelta(days=3)), later.classification)
     assert len(compose_issue(DATE, [first, moved], TOPICS, SETTINGS, {}).stories()) == 2
     assert len(compose_issue(DATE, [first, later], TOPICS, SETTINGS, {}).stories()) == 1
+
+
+def test_issue_time_is_configurable() -> None:
+    settings = NewsletterSettings(issue_time=dt.time(7, 30), timezone="Europe/Paris")
+    start, end = issue_window(DATE, settings)
+    assert start == dt.datetime(2025, 5, 5, 5, 30, tzinfo=dt.UTC)
+    assert end == dt.datetime(2025, 5, 6, 5, 30, tzinfo=dt.UTC)

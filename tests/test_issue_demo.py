@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import itertools
 import json
 import os
 import re
@@ -23,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.compose import cluster
 from pipeline.config.sources import load_config
+from pipeline.models import Classification, StoredItem
 from pipeline.store import Store, issue_from_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,3 +284,26 @@ def test_an_empty_day_gives_a_short_issue_and_skip_empty_writes_nothing(tmp_path
     assert "nous sommes le lundi 2 juin" in flat(text)
     assert "ORDRE DU JOUR" not in text
     assert len(text.splitlines()) < 40
+
+
+def test_clustering_of_all_81_demo_items_matches_the_labels(demo: DemoBuild) -> None:
+    """Independent of the rules: every labelled item with its labelled topics, all days at once."""
+    truth = labels()
+    with Store(demo.db) as store:
+        items = list(store.all_items())
+    assert len(items) == len(truth)
+    entries = []
+    for item in items:
+        topics = tuple(truth[(item.feed_id, item.guid)]["labels"])
+        entries.append(StoredItem(item, Classification(item.id, topics, dict.fromkeys(topics, 3.0))))
+    relevant = [e for e in entries if e.classification.topics]
+    group_of = {e.item.id: n for n, group in enumerate(cluster(relevant, {})) for e in group}
+    wrong: list[tuple[str, str, bool]] = []
+    for a, b in itertools.combinations(relevant, 2):
+        story_a, story_b = (truth[(x.item.feed_id, x.item.guid)]["story"] for x in (a, b))
+        same = (story_a is not None and story_a == story_b) or a.item.url == b.item.url
+        if same != (group_of[a.item.id] == group_of[b.item.id]):
+            wrong.append((a.item.title, b.item.title, same))
+    assert wrong == []
+    assert len({group_of[e.item.id] for e in relevant
+                if truth[(e.item.feed_id, e.item.guid)]["story"] == "meta-training-eu"}) == 1

@@ -233,6 +233,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif feed.moved_to:
             print(f"notice: feed {feed.feed_id} moved permanently to {feed.moved_to}; update {ws.config.path}",
                   file=err)
+        for warning in feed.warnings:
+            print(f"notice: feed {feed.feed_id}: {warning}", file=err)
     print(summarize(report), file=out)
     if report.build and not report.build.skipped:
         print(f"open {(report.build.issue_dir / 'index.html').resolve()}", file=out)

@@ -91,6 +91,10 @@ def _seen_at(config: Config, date: dt.date, now: dt.datetime) -> dt.datetime:
     return min(now, window_end - dt.timedelta(seconds=1))
 
 
+# One run stores at most this many items, so a flood of feeds cannot swamp the store or a digest.
+MAX_ITEMS_PER_RUN = 5_000
+
+
 def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime,
                     on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
     """Fetch every feed, parse what came back, store new items and each feed's health."""
@@ -99,6 +103,7 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
     results = fetch_feeds(feeds, ws.config.fetch, states, on_result=on_result)
     seen_at = _seen_at(ws.config, date, now)
     reports: list[FeedReport] = []
+    budget = MAX_ITEMS_PER_RUN
     for result in results:
         new_items = 0
         parse_error: str | None = None
@@ -107,8 +112,13 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
             parsed = parse_feed(result, seen_at)
             parse_error = parsed.error
             warnings = parsed.warnings
-            if parsed.items:
-                new_items = store.upsert_items(parsed.items)
+            items = parsed.items[:budget]
+            if len(items) < len(parsed.items):
+                warnings += (f"run limit of {MAX_ITEMS_PER_RUN} items reached: "
+                             f"{len(parsed.items) - len(items)} items of this feed left for the next run",)
+            budget -= len(items)
+            if items:
+                new_items = store.upsert_items(items)
         store.record_fetch(result, new_items, now, parse_error=parse_error)
         status = "failed" if parse_error else str(result.status)
         if parse_error:

@@ -254,3 +254,15 @@ def test_limits_cut_and_report() -> None:
     assert len(result.items) == 500
     assert any("kept the first 500" in w for w in result.warnings)
     assert len(result.items[0].title) <= 301 and len(result.items[0].summary) <= 5001
+
+
+def test_run_wide_item_limit_cuts_and_reports(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.flow.MAX_ITEMS_PER_RUN", 20)
+    result = cli("run", "--config", REPO / "examples" / "demo.yaml", "--date", DATE,
+                 "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert "run limit of 20 items reached" in result.err
+    from pipeline.store import Store
+
+    with Store(tmp_path / "db.sqlite3") as store:
+        assert store.item_count() == 20

@@ -235,7 +235,8 @@ class Renderer:
             lead.paragraphs.extend(_story_paragraphs(issue.lead, lead))
             sections.append(lead)
         for section in issue.sections:
-            block = _TextSection(french_spacing(f"{section.heading} |"))
+            # A heading is printed as configured in topics.yaml (readers' filters may match it).
+            block = _TextSection(f"{section.heading} |")
             for story in section.stories:
                 block.paragraphs.extend(_story_paragraphs(story, block))
             sections.append(block)

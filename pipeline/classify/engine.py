@@ -306,9 +306,22 @@ class Classifier:
                         cased_text = folded.cased_text()
                     if not cased_text.startswith(cased, start):
                         continue
-                stop = padded.find(" ", end + 1) - 1 if prefix else end - 1
-                occurrences[(start >= second) + (start >= third)].setdefault(tid, []).append((start, stop))
-        return {index: occ for index, occ in enumerate(occurrences) if occ}
+                occ = occurrences[(start >= second) + (start >= third)]
+                span = (start, padded.find(" ", end + 1) - 1 if prefix else end - 1)
+                spans = occ.get(tid)
+                if spans is None:
+                    occ[tid] = [span]
+                else:
+                    spans.append(span)
+        title, summary, content = occurrences
+        per_field: dict[int, _Occurrences] = {}
+        if title:
+            per_field[0] = title
+        if summary:
+            per_field[1] = summary
+        if content:
+            per_field[2] = content
+        return per_field
 
 
 def _field_starts(texts: tuple[str, str, str]) -> tuple[int, int, int]:
@@ -318,7 +331,19 @@ def _field_starts(texts: tuple[str, str, str]) -> tuple[int, int, int]:
 
 
 def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:
-    return frozenset(i for node in nodes for i in _positive_ids(node))
+    """Terms one of which must be present for a context to cancel anything.
+
+    For a `near` context, its smaller side is enough as a gate: the context
+    cannot hold without it (the list of newspapers of a "selon le Monde"
+    context then does not send every field naming a newspaper to _cancel).
+    """
+    ids: set[int] = set()
+    for node in nodes:
+        if node[0] == "near":
+            ids.update(min(node[1], node[2], key=len))
+        else:
+            ids.update(_positive_ids(node))
+    return frozenset(ids)
 
 
 def _required(node: _CNode) -> tuple[frozenset[int], ...]:
@@ -376,7 +401,7 @@ def _cancel(contexts: tuple[_CNode, ...], occ: _Occurrences, text: str) -> _Occu
     for node in contexts:
         if node[0] == "set":
             spans.extend(s for tid in node[1] & occ.keys() for s in occ[tid])
-        else:
+        elif not node[1].isdisjoint(occ) and not node[2].isdisjoint(occ):  # both sides of the `near`
             spans.extend((min(a[0], b[0]), max(a[1], b[1])) for a, b in _near_pairs(node, occ, text))
     if not spans:
         return occ

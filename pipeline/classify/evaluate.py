@@ -17,7 +17,7 @@ from pipeline.classify.jsonl import read_records
 from pipeline.errors import PipelineError
 from pipeline.models import Match
 
-__all__ = ["Error", "EvaluationReport", "TopicScore", "evaluate", "format_report"]
+__all__ = ["EvaluationReport", "Misclassification", "TopicScore", "evaluate", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class TopicScore:
 
 
 @dataclass(frozen=True)
-class Error:
+class Misclassification:
     """One wrong decision: a false positive or a false negative for ``topic``."""
 
     kind: str  # "FP" | "FN"
@@ -66,18 +66,18 @@ class EvaluationReport:
     source: str
     items: int
     topics: tuple[TopicScore, ...]  # in topics.yaml order
-    errors: tuple[Error, ...] = field(default=())
+    errors: tuple[Misclassification, ...] = field(default=())
 
     @property
     def macro_f1(self) -> float:
         return sum(t.f1 for t in self.topics) / len(self.topics) if self.topics else 0.0
 
     @property
-    def false_positives(self) -> tuple[Error, ...]:
+    def false_positives(self) -> tuple[Misclassification, ...]:
         return tuple(e for e in self.errors if e.kind == "FP")
 
     @property
-    def false_negatives(self) -> tuple[Error, ...]:
+    def false_negatives(self) -> tuple[Misclassification, ...]:
         return tuple(e for e in self.errors if e.kind == "FN")
 
     def score(self, topic: str) -> TopicScore:
@@ -92,7 +92,7 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
     known = [t.id for t in classifier.topics]
     thresholds = {t.id: t.threshold for t in classifier.topics}
     counts = {t: [0, 0, 0] for t in known}  # tp, fp, fn
-    errors: list[Error] = []
+    errors: list[Misclassification] = []
     items = 0
     for record in read_records(lines, source_name):
         labels = record.raw.get("labels")
@@ -112,7 +112,7 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
                 counts[topic][0] += 1
             elif got or want:
                 counts[topic][1 if got else 2] += 1
-                errors.append(Error("FP" if got else "FN", topic, record.id, record.title,
+                errors.append(Misclassification("FP" if got else "FN", topic, record.id, record.title,
                                     result.scores.get(topic, 0.0), thresholds[topic],
                                     result.matches_for(topic), record.lineno))
     if not items:

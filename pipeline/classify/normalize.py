@@ -32,7 +32,7 @@ import html
 import re
 import unicodedata
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "APOSTROPHES",
@@ -191,7 +191,6 @@ class FoldedText:
     starts: tuple[int, ...] = ()
     encoded: bytes = b""  # Latin-1 bytes of the original (fast path), for case-sensitive checks
     cased: str = ""  # case-preserving fold (slow path only)
-    original: str = field(default="", repr=False)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Offsets in the original text of folded ``[start, end)``."""
@@ -222,7 +221,7 @@ def fold_for_match(text: str) -> FoldedText:
     cased, cased_starts = _slow_fold(text, keep_case=True)
     if cased_starts != starts:  # a character whose case changes its length: compare lower-case
         cased = lower
-    return FoldedText(lower, starts, b"", cased, text)
+    return FoldedText(lower, starts, b"", cased)
 
 
 def fold(text: str, keep_case: bool = False) -> str:

@@ -103,13 +103,3 @@ def terms_of(node: Node) -> tuple[Term, ...]:
         return terms_of(node.part)
     return terms_of(node.left) + terms_of(node.right)
 
-
-def positive_terms(node: Node) -> tuple[Term, ...]:
-    """Terms whose presence can make ``node`` true (those under a ``not`` cannot)."""
-    if isinstance(node, Term):
-        return (node,)
-    if isinstance(node, AnyOf | AllOf):
-        return tuple(t for part in node.parts for t in positive_terms(part))
-    if isinstance(node, Not):
-        return ()
-    return positive_terms(node.left) + positive_terms(node.right)

@@ -60,6 +60,7 @@ class BuildResult:
     skipped: bool  # empty and --skip-empty: nothing written
     changed_files: tuple[Path, ...]
     issue_dir: Path
+    item_ids: tuple[str, ...] = ()  # the items the issue features (never repeated by later issues)
 
 
 @dataclass
@@ -165,15 +166,17 @@ def _sha(text: str) -> str:
 
 def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: Renderer, date: dt.date,
                 now: dt.datetime, skip_empty: bool = False, archive: Archive | None = None,
-                publish: bool = True) -> BuildResult:
+                publish: bool = True, featured_before: set[str] | None = None) -> BuildResult:
     """Compose, render and publish the issue of `date` from what is stored; no network.
     `archive` lets several builds share one Archive (its `written` list); `publish=False` leaves
-    the pages that list issues (index, topics, feed, search) to the caller, who publishes once."""
+    the pages that list issues (index, topics, feed, search) to the caller, who publishes once.
+    `featured_before`: the items of every issue before `date`, when the caller already knows them."""
     config = ws.config
     entries = classified_window(store, classifier, ws.topics, config, date)
     weights = {f.id: f.weight for f in config.feeds}
     issue = compose_issue(date, entries, ws.topics.info(), config.newsletter, weights,
-                          already_featured=store.featured_item_ids(before=date))
+                          already_featured=store.featured_item_ids(before=date) if featured_before is None
+                          else featured_before)
     if archive is None:
         archive = Archive(ws.output_dir, renderer, config.newsletter.base_url, config.newsletter.name)
     written_before = len(archive.written)
@@ -187,15 +190,15 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
     rendered = renderer.render_issue(issue, topic_info, archive.issue_links(date, known_dates))
     archive.write_issue(rendered)
     item_ids = [i for story in issue.stories() for i in story.item_ids]
-    store.save_issue(
-        StoredIssue(
-            date=date, built_at=now, rules_fingerprint=ws.topics.fingerprint,
-            templates_fingerprint=renderer.fingerprint, html_sha256=_sha(rendered.html),
-            text_sha256=_sha(rendered.text), story_count=len(issue.stories()), issue_json=issue_to_json(issue),
-        ),
-        _story_rows(issue),
-        item_ids,
+    record = StoredIssue(
+        date=date, built_at=now, rules_fingerprint=ws.topics.fingerprint,
+        templates_fingerprint=renderer.fingerprint, html_sha256=_sha(rendered.html),
+        text_sha256=_sha(rendered.text), story_count=len(issue.stories()), issue_json=issue_to_json(issue),
     )
+    previous = None if is_new_date else store.issue(date)
+    if previous is None or dataclasses.replace(previous, built_at=now) != record:
+        # An identical record is not written again: a rebuild with nothing changed writes nothing.
+        store.save_issue(record, _story_rows(issue), item_ids)
     all_dates = sorted({*known_dates, date})
     if is_new_date:
         # A new issue changes its neighbours' previous/next links.
@@ -205,7 +208,8 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
     if publish:
         publish_site(ws, store, archive)
     return BuildResult(date=date, stories=len(issue.stories()), empty=issue.is_empty, skipped=False,
-                       changed_files=tuple(archive.written[written_before:]), issue_dir=issue_dir)
+                       changed_files=tuple(archive.written[written_before:]), issue_dir=issue_dir,
+                       item_ids=tuple(item_ids))
 
 
 def _rerender_stored(ws: Workspace, store: Store, renderer: Renderer, archive: Archive, date: dt.date,
@@ -283,11 +287,14 @@ def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | N
         # One Archive and one publication of the listing pages for the whole rebuild: rendering the
         # index, topic pages, feed and search index once per issue would make --all quadratic.
         archive = Archive(ws.output_dir, renderer, ws.config.newsletter.base_url, ws.config.newsletter.name)
+        # When every stored issue is rebuilt, oldest first, the items featured before each date are
+        # the previous builds' items: kept in memory rather than read back from the store each time.
+        featured: set[str] | None = set() if stored_dates <= set(targets) else None
         for date in targets:
             run_id = store.start_run("rebuild", date, now)
             try:
                 result = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty,
-                                     archive=archive, publish=False)
+                                     archive=archive, publish=False, featured_before=featured)
             except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
                 store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", {},
                                  dt.datetime.now(dt.UTC))
@@ -295,6 +302,8 @@ def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | N
             store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", {},
                              dt.datetime.now(dt.UTC))
             results.append(result)
+            if featured is not None:
+                featured = featured | set(result.item_ids)
         written_before = len(archive.written)
         publish_site(ws, store, archive)
         if results:  # the listing pages rewritten at the end count with the last issue rebuilt

@@ -169,15 +169,17 @@ def cut_at_sentence(text: str, limit: int) -> str:
     sentences = split_sentences(text)
     if len(sentences) > 1 and not _ends_sentence(sentences[-1]):
         sentences.pop()
-    kept = ""
+    kept: list[str] = []
     for sentence in sentences:
-        candidate = f"{kept} {sentence}".strip()
-        if len(candidate) > limit:
+        if len(" ".join([*kept, sentence])) > limit:
             break
-        kept = candidate
+        kept.append(sentence)
+    if 1 < len(kept) < len(sentences) and kept[-1].rstrip(" »\"”)").endswith("?"):
+        kept.pop()  # a question whose answer is cut off ("Et l'IA ?") reads as a mistake
     if not kept:
         return _cut_at_word(sentences[0], limit)
-    return kept if _ends_sentence(kept) else kept + "…"
+    text = " ".join(kept)
+    return text if _ends_sentence(text) else text + "…"
 
 
 def _as_sentence(text: str) -> str:

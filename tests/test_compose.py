@@ -207,6 +207,9 @@ def test_cut_at_sentence_leaves_no_dangling_article_quote_or_fragment() -> None:
     # A feed's link label or a summary truncated mid-sentence is dropped after a whole sentence.
     assert cut_at_sentence("Les éditeurs plaident. Tout notre dossier", 400) == "Les éditeurs plaident."
     assert cut_at_sentence("Les éditeurs plaident. Une cla", 400) == "Les éditeurs plaident."
+    # A question whose answer does not fit is left out with it.
+    assert cut_at_sentence("Qui paie ? Les plateformes. Et l’IA ? Elle suit le même régime.", 40) == (
+        "Qui paie ? Les plateformes.")
 
 
 def test_cut_at_sentence_respects_the_limit_on_real_text() -> None:

@@ -12,7 +12,7 @@ How it works (docs/rules.md has the editor's view):
    only match whole words, and the words of a phrase must follow each other
    separated by exactly one space, hyphen or apostrophe (a comma or a full
    stop ends a phrase).
-2. An item's fields are folded together (one cp1252 byte-table pass) and
+2. An item's fields are folded together (one Latin-1 byte-table pass) and
    scanned once by the automaton, in C; every occurrence of every term comes
    out, overlapping ones included ("AI Act" also reports "AI"), with its
    offsets. ``case: true`` terms are then checked against the case-kept fold
@@ -24,10 +24,13 @@ How it works (docs/rules.md has the editor's view):
 Offsets in matches index the field text given to the classifier (after HTML
 stripping in :meth:`Classifier.classify_fields`).
 
-Measured against a compiled regular-expression alternation of the same
-terms, the automaton is about ten times faster (the alternation tries every
-branch at every word start), hence this design; ``benchmarks/classify.py``
-compares it with the naive approach.
+Why an automaton: the first version compiled the same terms into one
+regular expression (a character trie as nested alternations, tried at every
+word start). On the benchmark's items its scan alone took about fifteen times
+as long as folding plus the automaton's, because the regex engine tries the
+alternatives one after the other at each word, while the automaton reads each
+character once. ``benchmarks/classify.py`` compares the engine with the naive
+approach.
 """
 
 from __future__ import annotations
@@ -108,7 +111,6 @@ class Classifier:
         self._automaton = automaton
         self._rules = rules
         self._rules_by_term = rules_by_term
-        self._weights = tuple(tuple(dict(t.field_weights).get(f, 0.0) for f in FIELDS) for t in topics)
         self._thresholds = tuple(t.threshold for t in topics)
         self._ids = tuple(t.id for t in topics)
 

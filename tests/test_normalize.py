@@ -24,8 +24,8 @@ from pipeline.classify.normalize import (
         ("REGLEMENT EUROPEEN", "reglement europeen"),
         # case folded
         ("CNIL et Cnil", "cnil et cnil"),
-        # œ and æ kept as one character each (so offsets do not move) but folded
-        ("Œuvre", "\x9cuvre"),
+        # œ and æ fold like oe and ae
+        ("Œuvre et cæcum", "oeuvre et caecum"),
         # typographic apostrophes all split the elision
         ("l’IA l'IA l‘IA lʼIA l′IA", "l ia l ia l ia l ia l ia"),
         # every French elision splits

@@ -3,13 +3,15 @@
 Public face: :class:`Classifier` (``Classifier.compile(load_topics(path))``,
 then ``classify(item)`` or ``classify_fields(...)``), :func:`classify_jsonl`
 for the ``pipeline classify`` command and :func:`evaluate` /
-:func:`format_report` for ``pipeline evaluate``.
+:func:`format_report` for ``pipeline evaluate``. The normalisation shared by
+rules and texts lives in :mod:`pipeline.classify.normalize` (not re-exported
+here, so that the module name stays the module).
 """
 
 from pipeline.classify.engine import Classifier
 from pipeline.classify.evaluate import EvaluationReport, TopicScore, evaluate, format_report
 from pipeline.classify.jsonl import classification_to_json, classify_jsonl
-from pipeline.classify.normalize import normalize, strip_html
+from pipeline.classify.normalize import strip_html
 
 __all__ = [
     "Classifier",
@@ -19,6 +21,5 @@ __all__ = [
     "classify_jsonl",
     "evaluate",
     "format_report",
-    "normalize",
     "strip_html",
 ]

@@ -144,6 +144,8 @@ def topic_with(rule: str) -> str:
         (topic_with("- name: law\n  term: RGPD\n  case: oui\n"), 8, "topic rgpd, rule law.case",
          "true or false"),
         (topic_with("- name: law\n  term: 're*'\n"), 7, "topic rgpd, rule law.term", "too short"),
+        (topic_with("- name: law\n  term: 'protect* données'\n"), 7, "topic rgpd, rule law.term",
+         "only at the end"),
         (topic_with("- name: law\n  term: RGPD\n  unless: [{all: [a, b]}]\n"), 8,
          "topic rgpd, rule law.unless[0]", "must be a term or a `near`"),
         # rule names

@@ -125,6 +125,8 @@ class _Loader:
             raise self.fail(f"a term must be a string, got {type(value).__name__}", line, where)
         if not value.strip():
             raise self.fail("empty term", line, where)
+        if "*" in value.strip().rstrip("*"):
+            raise self.fail(f"term {value!r}: `*` marks a prefix and only at the end of a term", line, where)
         words = term_words(value, case)
         if not words:
             raise self.fail(f"term {value!r} normalises to nothing (only punctuation or an elided "

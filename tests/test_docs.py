@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import COMMANDS
 from pipeline.config.sources import FEED_KEYS, STORAGE_KEYS
-from pipeline.models import FetchSettings, NewsletterSettings, ScheduleSettings
+from pipeline.models import DeliverySettings, FetchSettings, NewsletterSettings, ScheduleSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -29,6 +29,7 @@ def section(title: str) -> str:
         ("schedule", [f.name for f in dataclasses.fields(ScheduleSettings)]),
         ("storage", sorted(STORAGE_KEYS)),
         ("feeds", sorted(FEED_KEYS)),
+        ("delivery", [f.name for f in dataclasses.fields(DeliverySettings)]),
     ],
 )
 def test_every_sources_key_is_documented(title: str, keys: list[str]) -> None:
@@ -45,3 +46,15 @@ def test_every_command_is_documented() -> None:
 def test_readme_starts_with_the_two_setup_commands() -> None:
     head = README[:1500]
     assert "make demo" in head and "make test" in head
+
+
+def test_every_topics_yaml_feature_is_documented() -> None:
+    from pipeline.config.topics import OPERATOR_OPTIONS, OPERATORS, RULE_KEYS, TOP_KEYS, TOPIC_KEYS
+
+    match = re.search(r"^## Topic rules \(`topics.yaml`\).*?(?=^## )", README, re.S | re.M)
+    assert match, "README has no 'Topic rules (`topics.yaml`)' section"
+    text = match.group(0)
+    features = set(TOP_KEYS) | set(TOPIC_KEYS) | set(RULE_KEYS) | set(OPERATORS)
+    features |= {option for options in OPERATOR_OPTIONS.values() for option in options}
+    missing = sorted(f for f in features if f"`{f}`" not in text)
+    assert not missing, f"undocumented topics.yaml keys or operators: {missing}"

@@ -1,6 +1,6 @@
 """The compiled rules engine: one Aho-Corasick pass over each item for all topics.
 
-How it works (docs/rules.md has the editor's view):
+How it works (README.md, "Topic rules", has the editor's view):
 
 1. :meth:`Classifier.compile` collects every distinct term of every topic
    (rule conditions and ``unless`` contexts) and expands it into its literal

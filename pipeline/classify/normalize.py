@@ -1,6 +1,6 @@
 """French-aware text normalisation, the same for rules and for texts.
 
-What an editor can rely on (docs/rules.md has the examples):
+What an editor can rely on (README.md, "Topic rules", has the examples):
 
 * HTML is stripped and entities are decoded (:func:`strip_html`; offsets of
   matches are offsets into the *stripped* text);

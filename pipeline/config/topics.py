@@ -2,7 +2,7 @@
 
 Every problem is a ConfigError naming the file, the line, the topic and the
 rule, e.g. ``topics.yaml:42: topic rgpd, rule cnil, any[2]: term normalises
-to nothing``. The format is documented in docs/rules.md.
+to nothing``. The format is documented in README.md, "Topic rules".
 """
 
 from __future__ import annotations

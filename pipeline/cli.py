@@ -68,9 +68,11 @@ def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
 def _add_common_after(parser: argparse.ArgumentParser) -> None:
     """The common options again on a sub-action (`pipeline archive list --db D`), defaulting to
     SUPPRESS so that they never overwrite the same options given before the action."""
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parser.add_argument("--topics", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parser.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="feeds and settings (default: sources.yaml)")
+    parser.add_argument("--topics", type=Path, default=argparse.SUPPRESS, help="topic rules (default: topics.yaml)")
+    parser.add_argument("--db", type=Path, default=argparse.SUPPRESS,
+                        help="SQLite archive (default: storage.db of the config, else data/pipeline.sqlite3)")
     parser.add_argument("--output", type=Path, default=argparse.SUPPRESS,
                         help="site folder, for the published text (default: storage.output, else output)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import html
 import math
 import re
@@ -105,6 +106,7 @@ def issue_window(date: dt.date, settings: NewsletterSettings) -> tuple[dt.dateti
 # ---------------------------------------------------------------- text helpers
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function, asked about each item's fields several times
 def clean_text(text: str) -> str:
     """Plain text fit to print: entities decoded, stray tags and feed boilerplate removed
     ("Lire la suite", "[…]", "The post … appeared first on …"), whitespace collapsed."""

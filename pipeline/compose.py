@@ -265,6 +265,9 @@ class _Candidate:
     title_words: frozenset[str]
     title_key: str
     score: float
+    topics: frozenset[str] = frozenset()
+    when: dt.datetime | None = None
+    weight: float = 0.0  # the IDF weight of all its words, set once the day's IDF is known
 
 
 def _words(text: str) -> frozenset[str]:
@@ -307,16 +310,15 @@ def _same_story(a: _Candidate, b: _Candidate, idf: Mapping[str, float]) -> bool:
         # An outlet does not carry the same story twice a day, but it may reuse one title for
         # different stories ("En bref"), so only identical links or guids merge here.
         return False
-    if not set(a.entry.classification.topics) & set(b.entry.classification.topics):
+    if a.topics.isdisjoint(b.topics):
         return False
-    when_a, when_b = item_a.published or item_a.first_seen, item_b.published or item_b.first_seen
-    if when_a and when_b and abs(when_a - when_b) > SAME_STORY_SPAN:
+    if a.when and b.when and abs(a.when - b.when) > SAME_STORY_SPAN:
         return False  # outlets cover one event within a day or two; later pieces are follow-ups
     shared = a.words & b.words
     if not shared:
         return False
     weight_shared = sum(idf[w] for w in shared)
-    smaller = min(sum(idf[w] for w in a.words), sum(idf[w] for w in b.words))
+    smaller = min(a.weight, b.weight)
     overlap = weight_shared / smaller if smaller > 0 else 0.0
     # Distinctive words (rare in the day's items) shared by both carry the decision.
     if overlap >= SHARED_WEIGHT_MIN and len(shared) >= SHARED_WORDS_MIN:
@@ -338,6 +340,8 @@ def cluster(entries: Sequence[StoredItem], source_weights: Mapping[str, float]) 
             title_words=_words(e.item.title),
             title_key=fold(e.item.title),
             score=max(e.classification.scores.values(), default=0.0) * source_weights.get(e.item.feed_id, 1.0),
+            topics=frozenset(e.classification.topics),
+            when=e.item.published or e.item.first_seen,
         )
         for e in entries
     ]
@@ -346,6 +350,8 @@ def cluster(entries: Sequence[StoredItem], source_weights: Mapping[str, float]) 
         document_frequency.update(candidate.words)
     total = max(len(candidates), 1)
     idf = {w: math.log((1 + total) / (1 + n)) + 1.0 for w, n in document_frequency.items()}
+    for candidate in candidates:
+        candidate.weight = sum(idf[w] for w in candidate.words)
     groups = _UnionFind(len(candidates))
     for i in range(len(candidates)):
         for j in range(i + 1, len(candidates)):

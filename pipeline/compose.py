@@ -379,6 +379,7 @@ _DATE_RE = re.compile(
     rf"(?P<day>{_DAY})\s+(?P<month>{_MONTHS})(?:\s+(?P<year>20\d\d))?(?![\w’'])",
     re.IGNORECASE,
 )
+_MONTH_NAME_RE = re.compile(rf"(?:{_MONTHS})", re.IGNORECASE)
 # After "jusqu'au", "avant le"…, a day-month more than this many days before the article is
 # read as next year's; a closer one is the recent past ("prêt au plus tard le 2 mai" on 5 May).
 FUTURE_LEAD_PAST_DAYS = 90
@@ -421,6 +422,8 @@ def find_dates(text: str, reference: dt.date, whole: bool = False) -> list[tuple
     titles). A date without a year is resolved against `reference` (see `_resolve`); vague
     periods ("d'ici à 2027", "en août") are not dates."""
     found: list[tuple[dt.date, str]] = []
+    if "&" not in text and not _MONTH_NAME_RE.search(text):
+        return found  # most texts name no month (entities aside): spare them the sentence split
     for sentence in split_sentences(clean_text(text)):
         for match in _DATE_RE.finditer(sentence):
             day_text = match["first"] or match["day"]

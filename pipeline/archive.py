@@ -152,6 +152,15 @@ class Archive:
         self._write(f"{folder}/index.html", rendered.html)
         self._write(f"{folder}/digest.txt", rendered.text)
 
+    def has_issue(self, date: dt.date, html_sha256: str, text_sha256: str) -> bool:
+        """True when the issue's two files are on disk with exactly these contents."""
+        folder = self.output_dir / date.isoformat()
+        try:
+            return (hashlib.sha256((folder / "index.html").read_bytes()).hexdigest() == html_sha256
+                    and hashlib.sha256((folder / "digest.txt").read_bytes()).hexdigest() == text_sha256)
+        except OSError:
+            return False
+
     # -- the pages that list issues
 
     def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> None:

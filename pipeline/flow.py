@@ -22,7 +22,16 @@ from pipeline.config.topics import TopicsConfig
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.fetch import fetch_feeds
 from pipeline.lock import BuildLock, build_lock
-from pipeline.models import Config, FetchResult, FetchStatus, Issue, RenderedIssue, StoredItem
+from pipeline.models import (
+    Config,
+    FetchResult,
+    FetchStatus,
+    Issue,
+    NewsletterSettings,
+    RenderedIssue,
+    StoredItem,
+    TopicInfo,
+)
 from pipeline.parse import parse_feed
 from pipeline.render import IssueLinks, Renderer
 from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
@@ -164,6 +173,12 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _render_key(issue_json: str, topics: Sequence[TopicInfo], links: IssueLinks, newsletter: NewsletterSettings,
+                renderer: Renderer) -> str:
+    """Everything an issue's pages are rendered from; see StoredIssue.render_key."""
+    return _sha("\0".join((issue_json, repr(tuple(topics)), repr(links), repr(newsletter), renderer.fingerprint)))
+
+
 def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: Renderer, date: dt.date,
                 now: dt.datetime, skip_empty: bool = False, archive: Archive | None = None,
                 publish: bool = True, featured_before: set[str] | None = None) -> BuildResult:
@@ -187,15 +202,24 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
     known_dates = store.issue_dates()
     is_new_date = date not in known_dates
     topic_info = ws.topics.info()
-    rendered = renderer.render_issue(issue, topic_info, archive.issue_links(date, known_dates))
-    archive.write_issue(rendered)
+    links = archive.issue_links(date, known_dates)
+    issue_json = issue_to_json(issue)
+    render_key = _render_key(issue_json, topic_info, links, config.newsletter, renderer)
+    previous = None if is_new_date else store.issue(date)
+    if previous is not None and previous.render_key == render_key and \
+            archive.has_issue(date, previous.html_sha256, previous.text_sha256):
+        # Same inputs, pages intact: rendering again would give the same bytes (it is deterministic).
+        html_sha, text_sha = previous.html_sha256, previous.text_sha256
+    else:
+        rendered = renderer.render_issue(issue, topic_info, links)
+        archive.write_issue(rendered)
+        html_sha, text_sha = _sha(rendered.html), _sha(rendered.text)
     item_ids = [i for story in issue.stories() for i in story.item_ids]
     record = StoredIssue(
         date=date, built_at=now, rules_fingerprint=ws.topics.fingerprint,
-        templates_fingerprint=renderer.fingerprint, html_sha256=_sha(rendered.html),
-        text_sha256=_sha(rendered.text), story_count=len(issue.stories()), issue_json=issue_to_json(issue),
+        templates_fingerprint=renderer.fingerprint, html_sha256=html_sha, text_sha256=text_sha,
+        story_count=len(issue.stories()), issue_json=issue_json, render_key=render_key,
     )
-    previous = None if is_new_date else store.issue(date)
     if previous is None or dataclasses.replace(previous, built_at=now) != record:
         # An identical record is not written again: a rebuild with nothing changed writes nothing.
         store.save_issue(record, _story_rows(issue), item_ids)
@@ -218,7 +242,12 @@ def _rerender_stored(ws: Workspace, store: Store, renderer: Renderer, archive: A
     if stored is None:
         return
     issue = issue_from_json(stored.issue_json, ws.config.newsletter)
-    archive.write_issue(renderer.render_issue(issue, ws.topics.info(), archive.issue_links(date, dates)))
+    links = archive.issue_links(date, dates)
+    rendered = renderer.render_issue(issue, ws.topics.info(), links)
+    archive.write_issue(rendered)
+    # Keep the record true to the pages on disk, so the next rebuild can tell they are current.
+    store.update_issue_render(date, _sha(rendered.html), _sha(rendered.text),
+                              _render_key(stored.issue_json, ws.topics.info(), links, ws.config.newsletter, renderer))
 
 
 def publish_site(ws: Workspace, store: Store, archive: Archive) -> None:

@@ -159,6 +159,11 @@ MIGRATIONS: tuple[str, ...] = (
                position
         FROM issue_stories;
     """,
+    # 4: the render key of each issue (see StoredIssue.render_key); '' for issues built before it,
+    # which are simply rendered once more.
+    """
+    ALTER TABLE issues ADD COLUMN render_key TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
@@ -229,6 +234,9 @@ class StoredIssue:
     text_sha256: str
     story_count: int
     issue_json: str
+    # sha256 of everything the issue's pages are rendered from (issue, links, settings,
+    # templates): equal keys and intact files mean the pages need not be rendered again.
+    render_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -524,9 +532,9 @@ class Store:
             db.execute("DELETE FROM issues WHERE date = ?", (date,))
             db.execute(
                 "INSERT INTO issues (date, built_at, rules_fingerprint, templates_fingerprint, html_sha256,"
-                " text_sha256, story_count, issue_json) VALUES (?,?,?,?,?,?,?,?)",
+                " text_sha256, story_count, issue_json, render_key) VALUES (?,?,?,?,?,?,?,?,?)",
                 (date, _iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint,
-                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json),
+                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key),
             )
             db.executemany(
                 "INSERT INTO issue_stories (date, position, story_id, part, topic, topics, kicker, title,"
@@ -586,6 +594,12 @@ class Store:
             for r in rows
         ]
 
+    def update_issue_render(self, date: dt.date, html_sha256: str, text_sha256: str, render_key: str) -> None:
+        """Record that an issue's pages were rendered again (new neighbours' links)."""
+        with self.transaction() as db:
+            db.execute("UPDATE issues SET html_sha256 = ?, text_sha256 = ?, render_key = ? WHERE date = ?",
+                       (html_sha256, text_sha256, render_key, date.isoformat()))
+
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._db.execute("SELECT * FROM issues WHERE date = ?", (date.isoformat(),)).fetchone()
         return self._issue(row) if row else None
@@ -596,7 +610,7 @@ class Store:
             date=dt.date.fromisoformat(row["date"]), built_at=dt.datetime.fromisoformat(row["built_at"]),
             rules_fingerprint=row["rules_fingerprint"], templates_fingerprint=row["templates_fingerprint"],
             html_sha256=row["html_sha256"], text_sha256=row["text_sha256"], story_count=row["story_count"],
-            issue_json=row["issue_json"],
+            issue_json=row["issue_json"], render_key=row["render_key"],
         )
 
     def issues(self) -> list[StoredIssue]:

@@ -244,3 +244,29 @@ def test_an_incremental_run_rewrites_only_what_the_new_issue_changes(archive: Pa
     # An unchanged file kept its bytes, mtime and inode.
     for name in set(before) - expected:
         assert after[name] == before[name]
+
+
+def test_current_pages_are_not_rendered_again(archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same stored issue, links, settings and templates, pages intact: no render at all."""
+    from pipeline.render import Renderer
+
+    rendered: list[object] = []
+    original = Renderer.render_issue
+
+    def counting(self: Renderer, *a: object, **k: object):  # type: ignore[no-untyped-def]
+        rendered.append(a[0])
+        return original(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Renderer, "render_issue", counting)
+    code, _out, err = call("rebuild", *args(archive, "--all"))
+    assert code == 0, err
+    assert rendered == []
+
+
+def test_a_damaged_page_is_rendered_again(archive: Path) -> None:
+    page = archive / "out" / DATES[1] / "index.html"
+    good = page.read_bytes()
+    page.write_bytes(good[: len(good) // 2])  # e.g. edited or truncated by hand
+    code, _out, err = call("rebuild", *args(archive, "--date", DATES[1]))
+    assert code == 0, err
+    assert page.read_bytes() == good

@@ -7,6 +7,7 @@ always escaped; links pass through `safe_url`, which lets only absolute http(s) 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import textwrap
@@ -77,6 +78,7 @@ def agenda_date(date: dt.date, issue_date: dt.date) -> str:
     return text[:1].upper() + text[1:]
 
 
+@functools.lru_cache(maxsize=4096)  # Babel's formatting is slow and archive pages repeat dates
 def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
     """'mardi 6 mai', '1er mai 2025': the French way, with Babel's month and day names."""
     day = "1er" if date.day == 1 else str(date.day)

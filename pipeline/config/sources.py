@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import string
 import unicodedata
@@ -331,9 +332,9 @@ def load_config(path: Path) -> Config:
         storage = expect_map(path, root["storage"], "storage", root.line_of("storage"))
         check_keys(path, storage, STORAGE_KEYS, "storage")
         if "db" in storage:
-            db_path = path.parent / _typed(path, storage, "db", str, "storage")
+            db_path = Path(os.path.normpath(path.parent / _typed(path, storage, "db", str, "storage")))
         if "output" in storage:
-            output_dir = path.parent / _typed(path, storage, "output", str, "storage")
+            output_dir = Path(os.path.normpath(path.parent / _typed(path, storage, "output", str, "storage")))
 
     if "feeds" not in root:
         raise ConfigError(path, "missing required key 'feeds' (the list of feeds to read)", 1, "feeds")

@@ -19,16 +19,10 @@ import pytest
 from pipeline.errors import RunFailed
 from pipeline.lock import BuildLock, build_lock, lock_path_for
 from pipeline.store import Store
+from tests.localfeed import write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-RSS = """<?xml version="1.0" encoding="utf-8"?>
-<rss version="2.0"><channel><title>Exemple</title><link>https://example.org/</link>
-<item><title>RGPD : la CNIL sanctionne un courtier en données</title><link>https://example.org/a</link>
-<description>La CNIL inflige une amende au titre du RGPD à un courtier en données.</description>
-<pubDate>Mon, 05 May 2025 18:00:00 +0200</pubDate></item>
-</channel></rss>
-"""
 
 HOLDER = """
 import sys, time
@@ -41,12 +35,6 @@ time.sleep(60)
 """
 
 
-def write_config(folder: Path) -> Path:
-    (folder / "feed.xml").write_text(RSS, encoding="utf-8")
-    config = folder / "sources.yaml"
-    config.write_text("storage:\n  db: data/archive.sqlite3\n  output: out\n"
-                      "feeds:\n  - name: Exemple\n    url: feed.xml\n", encoding="utf-8")
-    return config
 
 
 def pipeline_cmd(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

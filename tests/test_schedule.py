@@ -49,19 +49,13 @@ from pipeline.schedule import (
     scheduled_time,
 )
 from pipeline.store import Store
+from tests.localfeed import RSS, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = REPO / "topics.yaml"
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 UTC = dt.UTC
 
-RSS = """<?xml version="1.0" encoding="utf-8"?>
-<rss version="2.0"><channel><title>Exemple</title><link>https://example.org/</link>
-<item><title>RGPD : la CNIL sanctionne un courtier en données</title><link>https://example.org/a</link>
-<description>La CNIL inflige une amende au titre du RGPD à un courtier en données.</description>
-<pubDate>Mon, 05 May 2025 18:00:00 +0200</pubDate></item>
-</channel></rss>
-"""
 
 
 class FakeClock:
@@ -74,13 +68,6 @@ class FakeClock:
         return self.now
 
 
-def write_config(folder: Path, feed_url: str = "feed.xml", schedule: str = "") -> Path:
-    (folder / "feed.xml").write_text(RSS, encoding="utf-8")
-    config = folder / "sources.yaml"
-    config.write_text("storage:\n  db: data/archive.sqlite3\n  output: out\n"
-                      + (f"schedule:\n{schedule}" if schedule else "")
-                      + f"feeds:\n  - name: Exemple\n    url: {feed_url}\n", encoding="utf-8")
-    return config
 
 
 def workspace(config: Path) -> flow.Workspace:

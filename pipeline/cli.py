@@ -11,10 +11,13 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.flow import RunReport, Workspace
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -215,17 +218,11 @@ def _workspace(args: argparse.Namespace, need_output: bool = True):  # type: ign
 # ---------------------------------------------------------------- commands
 
 
-def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _print_fetch_report(report: RunReport, ws: Workspace, out: TextIO, err: TextIO) -> None:
     from rich.console import Console
 
-    from pipeline.fetchreport import FetchProgress, render_fetch_table
-    from pipeline.flow import run, summarize
+    from pipeline.fetchreport import render_fetch_table
 
-    ws = _workspace(args)
-    progress_console = Console(file=err)
-    with FetchProgress(len(ws.config.feeds), progress_console) as progress:
-        report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
-                     on_result=progress.advance, lock_timeout=args.lock_timeout)
     table_console = Console(file=out, width=110 if not getattr(out, "isatty", lambda: False)() else None)
     render_fetch_table([f.fetch for f in report.feeds if f.fetch], {f.feed_id: f.new_items for f in report.feeds},
                        table_console)
@@ -237,6 +234,27 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   file=err)
         for warning in feed.warnings:
             print(f"notice: feed {feed.feed_id}: {warning}", file=err)
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from rich.console import Console
+
+    from pipeline.errors import RunFailed
+    from pipeline.fetchreport import FetchProgress
+    from pipeline.flow import RunReport, run, summarize
+
+    ws = _workspace(args)
+    progress_console = Console(file=err)
+    try:
+        with FetchProgress(len(ws.config.feeds), progress_console) as progress:
+            report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
+                         on_result=progress.advance, lock_timeout=args.lock_timeout)
+    except RunFailed as exc:
+        # No feed readable: the per-feed reasons are what the user needs to fix it.
+        if isinstance(exc.report, RunReport):
+            _print_fetch_report(exc.report, ws, out, err)
+        raise
+    _print_fetch_report(report, ws, out, err)
     print(summarize(report), file=out)
     if report.build and not report.build.skipped:
         print(f"open {(report.build.issue_dir / 'index.html').resolve()}", file=out)

@@ -16,6 +16,10 @@ class RunFailed(PipelineError):
 
     exit_code = 1
 
+    def __init__(self, message: str, report: object | None = None):
+        super().__init__(message)
+        self.report = report  # what the run found before failing (a flow.RunReport), for the user
+
 
 class ConfigError(PipelineError):
     """A problem in a configuration or rules file, located by file, line and key."""

@@ -279,7 +279,8 @@ def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = No
             if report.feeds_read == 0:
                 raise RunFailed(
                     f"no feed could be read ({report.feeds_failed} failed, "
-                    f"{sum(1 for f in report.feeds if f.status == 'skipped')} skipped); no issue built"
+                    f"{sum(1 for f in report.feeds if f.status == 'skipped')} skipped); no issue built",
+                    report=report,
                 )
             report.build = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty)
             status = "ok"

@@ -144,3 +144,4 @@ def test_no_readable_feed_exits_non_zero(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "no feed could be read" in proc.stderr and "Traceback" not in proc.stderr
+    assert "absent" in proc.stderr and "file not found" in proc.stderr  # why, feed by feed

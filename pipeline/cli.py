@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--topics", type=Path, default=None, help="topic rules (default: topics.yaml)")
     evaluate.add_argument("--config", type=Path, default=Path("sources.yaml"), help=argparse.SUPPRESS)
 
+    try_rules = commands.add_parser(
+        "try-rules", help="try a changed topics.yaml on stored items: which would gain or lose a topic")
+    try_rules.add_argument("candidate", type=Path, help="the candidate rules file (e.g. a copy of topics.yaml)")
+    _add_common(try_rules, output=False)
+    try_rules.add_argument("--since", type=_date, help="only items of this date or later (YYYY-MM-DD)")
+    try_rules.add_argument("--until", type=_date, help="only items of this date or earlier (YYYY-MM-DD)")
+
     check = commands.add_parser("check", help="validate the config and the rules, print a summary")
     _add_common(check, db=False, output=False)
 
@@ -306,6 +313,34 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     classifier = Classifier.compile(load_topics(_topics_path(args)))
     lines, source = _read_lines(str(args.file))
     print(format_report(evaluate(classifier, lines, source)), file=out)
+    return EXIT_OK
+
+
+def _cmd_try_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import zoneinfo
+
+    from pipeline.config.topics import load_topics
+    from pipeline.flow import preview_rules
+
+    ws = _workspace(args)
+    candidate = load_topics(args.candidate)
+    preview = preview_rules(ws, candidate, since=args.since, until=args.until)
+    for change in preview.changes:
+        item = change.item
+        when = item.published or item.first_seen
+        when = when.astimezone(zoneinfo.ZoneInfo(ws.config.newsletter.timezone)) if when else None
+        moves = " ".join([*(f"+{t}" for t in change.added), *(f"-{t}" for t in change.removed)])
+        print(f"{when:%Y-%m-%d}  {moves:<28} {item.title} ({item.source})" if when else
+              f"{'':10}  {moves:<28} {item.title} ({item.source})", file=out)
+        for topic in change.added:  # why it would now be in: the words that matched, in reading order
+            words = dict.fromkeys((m.text, m.field) for m in change.classification.matches_for(topic))
+            shown = ", ".join(f"{text} ({field})" for text, field in list(words)[:8])
+            print(f"{'':12}{topic}: {shown}", file=out)
+    gained = sum(1 for c in preview.changes if c.added)
+    lost = sum(1 for c in preview.changes if c.removed)
+    print(f"{len(preview.changes)} of {preview.items} stored items would change ({gained} gain a topic, "
+          f"{lost} lose one) with {args.candidate} instead of {ws.topics.path}. Nothing was written; "
+          f"to apply, replace {ws.topics.path} and run `pipeline rebuild --all`.", file=out)
     return EXIT_OK
 
 
@@ -509,6 +544,7 @@ COMMANDS = {
     "classify": _cmd_classify,
     "evaluate": _cmd_evaluate,
     "check": _cmd_check,
+    "try-rules": _cmd_try_rules,
     "archive": _cmd_archive,
     "feeds": _cmd_feeds,
     "serve": _cmd_serve,

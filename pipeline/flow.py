@@ -23,10 +23,12 @@ from pipeline.errors import PipelineError, RunFailed
 from pipeline.fetch import fetch_feeds
 from pipeline.lock import BuildLock, build_lock
 from pipeline.models import (
+    Classification,
     Config,
     FetchResult,
     FetchStatus,
     Issue,
+    Item,
     NewsletterSettings,
     RenderedIssue,
     StoredItem,
@@ -392,3 +394,48 @@ def render_stored_issue(ws: Workspace, date: dt.date) -> RenderedIssue:
     points at its archive page)."""
     issue = load_stored_issue(ws, date)
     return Renderer(ws.templates_dir).render_issue(issue, ws.topics.info(), email_links(ws, date))
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    """A stored item whose topics differ between the current rules and a candidate."""
+
+    item: Item
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    classification: Classification  # under the candidate rules, with the words that matched
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        return tuple(t for t in self.after if t not in self.before)
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        return tuple(t for t in self.before if t not in self.after)
+
+
+@dataclass(frozen=True)
+class RulePreview:
+    items: int  # stored items compared
+    changes: tuple[RuleChange, ...]
+
+
+def preview_rules(ws: Workspace, candidate: TopicsConfig, since: dt.date | None = None,
+                  until: dt.date | None = None) -> RulePreview:
+    """Classify stored items with the current rules and with `candidate`, and list those whose
+    topics would change: a rule change tried on real items before it goes live. Read-only."""
+    if not ws.db_path.exists():
+        raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
+    current, proposed = Classifier.compile(ws.topics), Classifier.compile(candidate)
+    zone = zoneinfo.ZoneInfo(ws.config.newsletter.timezone)
+    start = dt.datetime.combine(since, dt.time(), tzinfo=zone) if since else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    end = (dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=zone) if until
+           else dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
+    changes: list[RuleChange] = []
+    with Store(ws.db_path) as store:
+        items = store.items_between(start, end)
+    for item in items:
+        before, after = current.classify(item), proposed.classify(item)
+        if before.topics != after.topics:
+            changes.append(RuleChange(item=item, before=before.topics, after=after.topics, classification=after))
+    return RulePreview(items=len(items), changes=tuple(changes))

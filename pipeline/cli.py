@@ -155,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(feeds, output=False)
     feed_commands = feeds.add_subparsers(dest="feeds_command", metavar="ACTION", parser_class=_Parser)
     feed_commands.required = True
-    feed_commands.add_parser("list", help="status, errors and failures of every configured feed")
+    feeds_list = feed_commands.add_parser("list", help="status, errors and failures of every configured feed")
     enable = feed_commands.add_parser("enable", help="reset failures so a skipped feed is read again")
     enable.add_argument("ids", nargs="*", help="feed ids (default: all)")
     disable = feed_commands.add_parser("disable", help="stop reading feeds until enabled again")
     disable.add_argument("ids", nargs="+", help="feed ids")
+    for action in (feeds_list, enable, disable):
+        _add_common_after(action)
 
     serve = commands.add_parser("serve", help="serve the archive site locally")
     _add_common(serve, db=False)
@@ -411,15 +413,17 @@ def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         known = {f.id for f in ws.config.feeds}
         if args.feeds_command == "list":
             health = {row["feed_id"]: row for row in store.feed_health()}
+            last_new = store.last_new_item()
             for feed in ws.config.feeds:
                 row = health.get(feed.id)
                 if row is None:
                     print(f"{feed.id:<28} never fetched", file=out)
                     continue
                 state = "disabled" if row["disabled"] else (row["last_status"] or "?")
+                newest = f"{last_new[feed.id]:%Y-%m-%d}" if feed.id in last_new else "-"
                 print(f"{feed.id:<28} {state:<10} failures={row['consecutive_failures']:<3} "
                       f"last_success={row['last_success'] or '-':<26} items={row['items_seen']:<5} "
-                      f"{row['last_error'] or ''}", file=out)
+                      f"newest_item={newest:<10} {row['last_error'] or ''}", file=out)
             return EXIT_OK
         ids = list(args.ids) or None
         for feed_id in ids or []:

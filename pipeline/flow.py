@@ -107,6 +107,17 @@ def _seen_at(config: Config, date: dt.date, now: dt.datetime) -> dt.datetime:
 MAX_ITEMS_PER_RUN = 5_000
 
 
+def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, seen_at: dt.datetime) -> str | None:
+    """A feed that answers but has brought nothing new for weeks has often silently broken
+    (a moved page still serving an old feed, a CMS export frozen): say so."""
+    if not after_days or new_items or last_new is None:
+        return None
+    days = (seen_at - last_new).days
+    if days < after_days:
+        return None
+    return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
+
+
 def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime,
                     on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
     """Fetch every feed, parse what came back, store new items and each feed's health."""
@@ -114,6 +125,7 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
     states = store.feed_states(feeds)
     results = fetch_feeds(feeds, ws.config.fetch, states, on_result=on_result)
     seen_at = _seen_at(ws.config, date, now)
+    last_new = store.last_new_item()
     reports: list[FeedReport] = []
     budget = MAX_ITEMS_PER_RUN
     for result in results:
@@ -132,6 +144,9 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
             if items:
                 new_items = store.upsert_items(items)
         store.record_fetch(result, new_items, now, parse_error=parse_error)
+        stale = _staleness(ws.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
+        if stale and not parse_error and result.status is not FetchStatus.FAILED:
+            warnings += (stale,)
         status = "failed" if parse_error else str(result.status)
         if parse_error:
             result = dataclasses.replace(result, status=FetchStatus.FAILED, error=parse_error)

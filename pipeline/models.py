@@ -53,6 +53,7 @@ class FetchSettings:
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
     failure_threshold: int = 10  # consecutive failures before a feed is skipped
+    stale_after_days: int = 21  # a readable feed with no new item for this long is reported (0: never)
     user_agent: str = "TechMatinPipeline/0.1 (+https://github.com/tech-matin/pipeline)"
 
 

@@ -416,6 +416,13 @@ class Store:
             marks = ",".join("?" * len(ids))
             return db.execute(f"{sql} WHERE feed_id IN ({marks})", ids).rowcount
 
+    def last_new_item(self) -> dict[str, dt.datetime]:
+        """Per feed, when its newest item was first seen."""
+        return {
+            row[0]: dt.datetime.fromisoformat(row[1])
+            for row in self._db.execute("SELECT feed_id, max(first_seen) FROM items GROUP BY feed_id")
+        }
+
     def feed_health(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._db.execute("SELECT * FROM feeds ORDER BY feed_id")]
 

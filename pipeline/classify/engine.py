@@ -64,6 +64,12 @@ _Occurrences = dict[int, list[_Span]]
 #   ("near", frozenset left ids, frozenset right ids, within, ordered)
 _CNode = tuple[Any, ...]
 
+# A field's plan: candidate rules in order, each with the terms whose
+# occurrences explain it, or None when it must be evaluated on positions.
+_Plan = tuple[tuple[int, frozenset[int] | None], ...]
+# Distinct term sets seen before the memo starts again (a few MB at most).
+_PLAN_CACHE_SIZE = 20_000
+
 
 @dataclass(frozen=True)
 class _CompiledRule:
@@ -80,7 +86,7 @@ class _CompiledRule:
     topic_unless_ids: frozenset[int]
     required: tuple[frozenset[int], ...]  # each must meet the field's terms for the rule to hold
     contributions: tuple[float, float, float]  # weight × the topic's field weight, by field index
-    simple: bool  # an `any` of terms with no context: its spans are its terms' occurrences
+    positional: bool  # has a `near`: its outcome depends on where the terms are, not only which
     rounded: tuple[float, float, float]  # contributions as shown in matches (2 decimals)
 
 
@@ -113,6 +119,10 @@ class Classifier:
         self._rules_by_term = rules_by_term
         self._thresholds = tuple(t.threshold for t in topics)
         self._ids = tuple(t.id for t in topics)
+        # (field index, language, terms present) → plan. Filled as items are
+        # classified; plans are immutable, and a plan computed twice by two
+        # threads is the same plan, so sharing the classifier stays safe.
+        self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}
 
     # ---------------------------------------------------------------- building
 
@@ -167,11 +177,11 @@ class Classifier:
                 weights = dict(topic.field_weights)
                 contributions = (rule.weight * weights.get("title", 0.0), rule.weight * weights.get("summary", 0.0),
                                  rule.weight * weights.get("content", 0.0))
-                simple = node[0] == "set" and not unless and not topic_unless
                 rules.append(_CompiledRule(
                     topic_index, rule.name, rule.weight, frozenset(rule.fields), frozenset(rule.lang), node,
                     trig, unless, _ids_of(unless), topic_unless, _ids_of(topic_unless), required, contributions,
-                    simple, (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2))))
+                    _has_near(node),
+                    (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2))))
                 for field_index, field in enumerate(FIELDS):
                     if field in rule.fields:
                         for tid in sorted(trig):
@@ -209,40 +219,39 @@ class Classifier:
 
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
         folded = fold_for_match(_FIELD_SEPARATOR.join(texts))
-        per_field = self._scan(folded, texts)
-        if not per_field:
+        occurrences = self._scan(folded, texts)
+        if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return Classification(item_id, ())
         language = lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
         text = folded.text
         rules = self._rules
+        plans = self._plans
         scores: dict[int, float] = {}
         found: list[tuple[int, int, int, int, str, float]] = []
-        for field_index in sorted(per_field):
-            occ = per_field[field_index]
-            by_term = self._rules_by_term[field_index]
-            candidates: set[int] = set()
-            for tid in occ:
-                if tid in by_term:
-                    candidates.update(by_term[tid])
+        for field_index in (0, 1, 2):
+            occ = occurrences[field_index]
+            if not occ:
+                continue
+            key = (field_index, language, frozenset(occ))
+            plan = plans.get(key)
+            if plan is None:
+                plan = self._plan(field_index, language, key[2])
+                if len(plans) >= _PLAN_CACHE_SIZE:
+                    plans.clear()  # bounded memory; a plan is cheap to rebuild
+                plans[key] = plan
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] = {}
-            for rule_index in sorted(candidates):
+            for rule_index, tids in plan:
                 rule = rules[rule_index]
-                if rule.lang and language not in rule.lang:
-                    continue
-                if rule.simple:
-                    # The candidate selection guarantees one of its terms is here.
-                    spans = [span for tid in rule.triggers & occ.keys() for span in occ[tid]]
+                if tids is not None:
+                    # Decided by the terms present alone: the spans are those of `tids`.
+                    if len(tids) == 1:
+                        for tid in tids:
+                            spans = occ[tid]
+                    else:
+                        spans = [span for tid in tids for span in occ[tid]]
                 else:
-                    # Cheap necessary conditions first: each part of an `all`, each side of a `near`.
-                    possible = True
-                    for required in rule.required:
-                        if required.isdisjoint(occ):
-                            possible = False
-                            break
-                    if not possible:
-                        continue
                     field_occ = occ
                     if rule.topic_unless_ids and not rule.topic_unless_ids.isdisjoint(occ):
                         if rule.topic not in topic_occ:
@@ -254,12 +263,43 @@ class Classifier:
                     if evaluated is None:
                         continue
                     spans = evaluated
-                contribution = rule.contributions[field_index]
-                scores[rule.topic] = scores.get(rule.topic, 0.0) + contribution
-                topic, name, rounded = rule.topic, rule.name, rule.rounded[field_index]
+                topic = rule.topic
+                scores[topic] = scores.get(topic, 0.0) + rule.contributions[field_index]
+                name, rounded = rule.name, rule.rounded[field_index]
                 for start, end in set(spans) if len(spans) > 1 else spans:
                     found.append((field_index, start, end, topic, name, rounded))
         return self._result(item_id, texts, folded, scores, found)
+
+    def _plan(self, field_index: int, language: str, present: frozenset[int]) -> _Plan:
+        """What to do in a field where exactly the terms ``present`` occur (memoised by the caller).
+
+        Candidate rules in rule order. A rule whose outcome the set of terms
+        decides (no `near`, no `unless` context among the terms) is settled
+        here with the terms whose occurrences explain it; the others are
+        evaluated on the occurrences themselves (step with ``None``).
+        """
+        by_term = self._rules_by_term[field_index]
+        candidates: set[int] = set()
+        for tid in present:
+            if tid in by_term:
+                candidates.update(by_term[tid])
+        rules = self._rules
+        steps: list[tuple[int, frozenset[int] | None]] = []
+        for rule_index in sorted(candidates):
+            rule = rules[rule_index]
+            if rule.lang and language not in rule.lang:
+                continue
+            # Necessary conditions: each part of an `all`, each side of a `near`.
+            if any(required.isdisjoint(present) for required in rule.required):
+                continue
+            if (rule.positional and _near_may_hold(rule.node, present)) \
+                    or _may_cancel(rule.topic_unless, present) or _may_cancel(rule.unless, present):
+                steps.append((rule_index, None))
+                continue
+            tids = _holding(rule.node, present)
+            if tids is not None:
+                steps.append((rule_index, frozenset(tids)))
+        return tuple(steps)
 
     def _result(self, item_id: str, texts: tuple[str, str, str], folded: FoldedText, scores: dict[int, float],
                 found: list[tuple[int, int, int, int, str, float]]) -> Classification:
@@ -285,7 +325,7 @@ class Classifier:
 
     # ---------------------------------------------------------------- internals
 
-    def _scan(self, folded: FoldedText, texts: tuple[str, str, str]) -> dict[int, _Occurrences]:
+    def _scan(self, folded: FoldedText, texts: tuple[str, str, str]) -> tuple[_Occurrences, _Occurrences, _Occurrences]:
         """Occurrences of every term, by field index then term id, in joined-folded offsets."""
         padded = " " + folded.text + " "
         # Folded offsets where the summary and the content start.
@@ -315,15 +355,7 @@ class Classifier:
                     occ[tid] = [span]
                 else:
                     spans.append(span)
-        title, summary, content = occurrences
-        per_field: dict[int, _Occurrences] = {}
-        if title:
-            per_field[0] = title
-        if summary:
-            per_field[1] = summary
-        if content:
-            per_field[2] = content
-        return per_field
+        return occurrences
 
 
 def _field_starts(texts: tuple[str, str, str]) -> tuple[int, int, int]:
@@ -371,6 +403,81 @@ def _positive_ids(node: _CNode) -> set[int]:
     if kind == "not":
         return set()
     return set(node[1]) | set(node[2])
+
+
+def _may_cancel(contexts: tuple[_CNode, ...], present: frozenset[int]) -> bool:
+    """Whether :func:`_cancel` could drop anything where the terms ``present`` occur.
+
+    The same test as :func:`_cancel`'s: a term context needs one of its
+    terms, a `near` context both of its sides.
+    """
+    for node in contexts:
+        if node[0] == "set":
+            if not node[1].isdisjoint(present):
+                return True
+        elif not node[1].isdisjoint(present) and not node[2].isdisjoint(present):
+            return True
+    return False
+
+
+def _has_near(node: _CNode) -> bool:
+    kind = node[0]
+    if kind == "near":
+        return True
+    if kind in ("any", "all"):
+        return any(_has_near(part) for part in node[1])
+    if kind == "not":
+        return _has_near(node[1])
+    return False
+
+
+def _near_may_hold(node: _CNode, present: frozenset[int]) -> bool:
+    """Whether a `near` under ``node`` has both sides among the terms ``present``.
+
+    When none has, every `near` is false whatever the positions, and the
+    node's outcome depends on the terms present alone.
+    """
+    kind = node[0]
+    if kind == "near":
+        return not node[1].isdisjoint(present) and not node[2].isdisjoint(present)
+    if kind in ("any", "all"):
+        return any(_near_may_hold(part, present) for part in node[1])
+    if kind == "not":
+        return _near_may_hold(node[1], present)
+    return False
+
+
+def _holding(node: _CNode, present: frozenset[int]) -> set[int] | None:
+    """The terms whose occurrences make ``node`` true, or None when it is false.
+
+    Only for a node whose every `near` misses a side (:func:`_near_may_hold`).
+
+    The set counterpart of :func:`_evaluate` (same parts kept, same parts
+    dropped), for when no occurrence is cancelled.
+    """
+    kind = node[0]
+    if kind == "set":
+        hit = node[1] & present
+        return set(hit) if hit else None
+    if kind == "any":
+        out: set[int] | None = None
+        for part in node[1]:
+            tids = _holding(part, present)
+            if tids is not None:
+                out = tids if out is None else out | tids
+        return out
+    if kind == "all":
+        collected: set[int] = set()
+        for part in node[1]:
+            tids = _holding(part, present)
+            if tids is None:
+                return None
+            collected |= tids
+        return collected
+    if kind == "not":
+        return None if _holding(node[1], present) is not None else set()
+    # A `near` missing a side (the caller evaluates the others on positions).
+    return None
 
 
 def _words_between(text: str, start: int, end: int) -> int:

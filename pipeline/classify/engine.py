@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
-from pipeline.classify.normalize import ELISIONS, FoldedText, fold_for_match, ligature_forms, strip_html, word_forms
+from pipeline.classify.normalize import (
+    ELISIONS,
+    case_fold_latin1,
+    fold_parts,
+    ligature_forms,
+    original_span,
+    strip_html,
+    word_forms,
+)
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Near, Node, Not, Term, TopicRules, terms_of
 from pipeline.models import Classification, Item, Match
 
@@ -64,11 +72,18 @@ _Occurrences = dict[int, list[_Span]]
 #   ("near", frozenset left ids, frozenset right ids, within, ordered)
 _CNode = tuple[Any, ...]
 
-# A field's plan: candidate rules in order, each with the terms whose
-# occurrences explain it, or None when it must be evaluated on positions.
-_Plan = tuple[tuple[int, frozenset[int] | None], ...]
-# Distinct term sets seen before the memo starts again (a few MB at most).
-_PLAN_CACHE_SIZE = 20_000
+# One candidate rule of a field's plan: (topic index, contribution in this
+# field, rule name, contribution as shown in matches, the terms whose
+# occurrences explain the rule, None or what to evaluate on positions: the
+# rule's node, the topic's and the rule's `unless` contexts that can apply).
+_Step = tuple[int, float, str, float, frozenset[int],
+              tuple[_CNode, tuple[_CNode, ...], tuple[_CNode, ...]] | None]
+# A field's plan: its candidate rules, in rule order.
+_Plan = tuple[_Step, ...]
+# Distinct (field, language, term set) keys kept before the memo starts
+# again: plans are shared, so an entry costs about its key (a few hundred
+# bytes), tens of MB at most.
+_PLAN_CACHE_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ class Classifier:
         # classified; plans are immutable, and a plan computed twice by two
         # threads is the same plan, so sharing the classifier stays safe.
         self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}
+        self._plan_copies: dict[_Plan, _Plan] = {}
 
     # ---------------------------------------------------------------- building
 
@@ -200,7 +216,13 @@ class Classifier:
                     keywords[keyword].append(entry)
         automaton = ahocorasick.Automaton()
         for keyword in sorted(keywords):
-            automaton.add_word(keyword, tuple(keywords[keyword]))
+            entries = keywords[keyword]
+            # Most keywords are neither prefixes nor case-sensitive: their
+            # occurrence is one span for all their terms, recorded without
+            # looking at each entry (see _classify).
+            plain = None if any(cased is not None or prefix for _, _, cased, prefix in entries) \
+                else tuple(tid for tid, _, _, _ in entries)
+            automaton.add_word(keyword, (len(keyword), plain, tuple(entries)))
         if keywords:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
@@ -218,13 +240,14 @@ class Classifier:
         return self._classify(item_id, (strip_html(title), strip_html(summary), strip_html(content)), lang)
 
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
-        folded = fold_for_match(_FIELD_SEPARATOR.join(texts))
-        occurrences = self._scan(folded, texts)
+        # This is the hot path (every item of every run): locals instead of
+        # attributes, plain tuples instead of objects, no helper calls where
+        # the common case needs none.
+        text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
+        occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return Classification(item_id, ())
         language = lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
-        text = folded.text
-        rules = self._rules
         plans = self._plans
         scores: dict[int, float] = {}
         found: list[tuple[int, int, int, int, str, float]] = []
@@ -241,10 +264,9 @@ class Classifier:
                 plans[key] = plan
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
-            topic_occ: dict[int, _Occurrences] = {}
-            for rule_index, tids in plan:
-                rule = rules[rule_index]
-                if tids is not None:
+            topic_occ: dict[int, _Occurrences] | None = None
+            for topic, contribution, name, rounded, tids, dynamic in plan:
+                if dynamic is None:
                     # Decided by the terms present alone: the spans are those of `tids`.
                     if len(tids) == 1:
                         for tid in tids:
@@ -252,31 +274,39 @@ class Classifier:
                     else:
                         spans = [span for tid in tids for span in occ[tid]]
                 else:
+                    node, topic_contexts, rule_contexts = dynamic
                     field_occ = occ
-                    if rule.topic_unless_ids and not rule.topic_unless_ids.isdisjoint(occ):
-                        if rule.topic not in topic_occ:
-                            topic_occ[rule.topic] = _cancel(rule.topic_unless, occ, text)
-                        field_occ = topic_occ[rule.topic]
-                    if rule.unless_ids and not rule.unless_ids.isdisjoint(field_occ):
-                        field_occ = _cancel(rule.unless, field_occ, text)
-                    evaluated = _evaluate(rule.node, field_occ, text)
+                    if topic_contexts:
+                        if topic_occ is None:
+                            topic_occ = {}
+                        if topic not in topic_occ:
+                            topic_occ[topic] = _cancel(topic_contexts, occ, text)
+                        field_occ = topic_occ[topic]
+                    if rule_contexts:
+                        field_occ = _cancel(rule_contexts, field_occ, text)
+                    evaluated = _evaluate(node, field_occ, text)
                     if evaluated is None:
                         continue
                     spans = evaluated
-                topic = rule.topic
-                scores[topic] = scores.get(topic, 0.0) + rule.contributions[field_index]
-                name, rounded = rule.name, rule.rounded[field_index]
-                for start, end in set(spans) if len(spans) > 1 else spans:
-                    found.append((field_index, start, end, topic, name, rounded))
-        return self._result(item_id, texts, folded, scores, found)
+                scores[topic] = scores.get(topic, 0.0) + contribution
+                if len(spans) == 1:
+                    span_start, span_end = spans[0]
+                    found.append((field_index, span_start, span_end, topic, name, rounded))
+                else:
+                    for span_start, span_end in set(spans):
+                        found.append((field_index, span_start, span_end, topic, name, rounded))
+        if not scores:
+            return Classification(item_id, ())
+        return self._result(item_id, texts, starts, scores, found)
 
     def _plan(self, field_index: int, language: str, present: frozenset[int]) -> _Plan:
         """What to do in a field where exactly the terms ``present`` occur (memoised by the caller).
 
         Candidate rules in rule order. A rule whose outcome the set of terms
-        decides (no `near`, no `unless` context among the terms) is settled
-        here with the terms whose occurrences explain it; the others are
-        evaluated on the occurrences themselves (step with ``None``).
+        decides (no `near` with both sides present, no `unless` context that
+        can apply) is settled here with the terms whose occurrences explain
+        it; the others are evaluated on the occurrences themselves, with only
+        the contexts that can apply.
         """
         by_term = self._rules_by_term[field_index]
         candidates: set[int] = set()
@@ -284,7 +314,7 @@ class Classifier:
             if tid in by_term:
                 candidates.update(by_term[tid])
         rules = self._rules
-        steps: list[tuple[int, frozenset[int] | None]] = []
+        steps: list[_Step] = []
         for rule_index in sorted(candidates):
             rule = rules[rule_index]
             if rule.lang and language not in rule.lang:
@@ -292,28 +322,37 @@ class Classifier:
             # Necessary conditions: each part of an `all`, each side of a `near`.
             if any(required.isdisjoint(present) for required in rule.required):
                 continue
-            if (rule.positional and _near_may_hold(rule.node, present)) \
-                    or _may_cancel(rule.topic_unless, present) or _may_cancel(rule.unless, present):
-                steps.append((rule_index, None))
+            contribution, rounded = rule.contributions[field_index], rule.rounded[field_index]
+            # Contexts are kept in their written order; those that cannot
+            # cancel anything here would add no span in _cancel.
+            topic_contexts = tuple(c for c in rule.topic_unless if _may_cancel(c, present))
+            rule_contexts = tuple(c for c in rule.unless if _may_cancel(c, present))
+            if topic_contexts or rule_contexts or (rule.positional and _near_may_hold(rule.node, present)):
+                steps.append((rule.topic, contribution, rule.name, rounded, frozenset(),
+                              (rule.node, topic_contexts, rule_contexts)))
                 continue
             tids = _holding(rule.node, present)
             if tids is not None:
-                steps.append((rule_index, frozenset(tids)))
-        return tuple(steps)
+                steps.append((rule.topic, contribution, rule.name, rounded, frozenset(tids), None))
+        plan = tuple(steps)
+        # Many term sets share a plan: keep one copy of each.
+        return self._plan_copies.setdefault(plan, plan)
 
-    def _result(self, item_id: str, texts: tuple[str, str, str], folded: FoldedText, scores: dict[int, float],
-                found: list[tuple[int, int, int, int, str, float]]) -> Classification:
-        starts = _field_starts(texts)
-        if folded.starts:
-            found = [(fi, *folded.original_span(start, end), topic, name, weight)
+    def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
+                scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]]) -> Classification:
+        if starts:
+            found = [(fi, *original_span(starts, start, end), topic, name, weight)
                      for fi, start, end, topic, name, weight in found]
         found.sort()
         ids = self._ids
+        gap = len(_FIELD_SEPARATOR)
+        offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
         matches = []
         for fi, start, end, topic, name, weight in found:
-            offset = starts[fi]
-            matches.append(Match(ids[topic], name, FIELDS[fi], texts[fi][start - offset:end - offset],
-                                 start - offset, end - offset, weight))
+            offset = offsets[fi]
+            start -= offset
+            end -= offset
+            matches.append(Match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight))
         ordered = sorted(scores)
         thresholds = self._thresholds
         return Classification(
@@ -323,29 +362,39 @@ class Classifier:
             tuple(matches),
         )
 
-    # ---------------------------------------------------------------- internals
-
-    def _scan(self, folded: FoldedText, texts: tuple[str, str, str]) -> tuple[_Occurrences, _Occurrences, _Occurrences]:
+    def _scan(self, text: str, starts: tuple[int, ...], encoded: bytes, cased_fold: str,
+              texts: tuple[str, str, str]) -> tuple[_Occurrences, _Occurrences, _Occurrences]:
         """Occurrences of every term, by field index then term id, in joined-folded offsets."""
-        padded = " " + folded.text + " "
+        padded = " " + text + " "
         # Folded offsets where the summary and the content start.
-        second = len(texts[0]) + len(_FIELD_SEPARATOR)
-        third = second + len(texts[1]) + len(_FIELD_SEPARATOR)
-        if folded.starts:
-            count = len(folded.starts)
-            second = folded.starts[second] if second < count else len(folded.text)
-            third = folded.starts[third] if third < count else len(folded.text)
+        gap = len(_FIELD_SEPARATOR)
+        second = len(texts[0]) + gap
+        third = second + len(texts[1]) + gap
+        if starts:
+            count = len(starts)
+            second = starts[second] if second < count else len(text)
+            third = starts[third] if third < count else len(text)
         occurrences: tuple[_Occurrences, _Occurrences, _Occurrences] = ({}, {}, {})
         cased_text: str | None = None  # built on the first case-sensitive candidate
-        for end, entries in self._automaton.iter(padded):
-            for tid, length, cased, prefix in entries:
-                # padded index i is folded index i - 1, so the keyword's
-                # leading space (padded end - length + 1) is where the word
-                # starts in the folded text.
-                start = end - length + 1
+        for end, (length, plain, entries) in self._automaton.iter(padded):
+            # padded index i is folded index i - 1, so the keyword's leading
+            # space (padded end - length + 1) is where the word starts in the
+            # folded text.
+            start = end - length + 1
+            if plain is not None:
+                occ = occurrences[(start >= second) + (start >= third)]
+                span = (start, end - 1)
+                for tid in plain:
+                    spans = occ.get(tid)
+                    if spans is None:
+                        occ[tid] = [span]
+                    else:
+                        spans.append(span)
+                continue
+            for tid, _, cased, prefix in entries:
                 if cased is not None:
                     if cased_text is None:
-                        cased_text = folded.cased_text()
+                        cased_text = cased_fold or case_fold_latin1(encoded)
                     if not cased_text.startswith(cased, start):
                         continue
                 occ = occurrences[(start >= second) + (start >= third)]
@@ -356,12 +405,6 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
-
-
-def _field_starts(texts: tuple[str, str, str]) -> tuple[int, int, int]:
-    gap = len(_FIELD_SEPARATOR)
-    second = len(texts[0]) + gap
-    return (0, second, second + len(texts[1]) + gap)
 
 
 def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:
@@ -405,19 +448,15 @@ def _positive_ids(node: _CNode) -> set[int]:
     return set(node[1]) | set(node[2])
 
 
-def _may_cancel(contexts: tuple[_CNode, ...], present: frozenset[int]) -> bool:
-    """Whether :func:`_cancel` could drop anything where the terms ``present`` occur.
+def _may_cancel(context: _CNode, present: frozenset[int]) -> bool:
+    """Whether an `unless` context can drop anything where the terms ``present`` occur.
 
-    The same test as :func:`_cancel`'s: a term context needs one of its
-    terms, a `near` context both of its sides.
+    The test :func:`_cancel` makes before it looks for spans: a term context
+    needs one of its terms, a `near` context both of its sides.
     """
-    for node in contexts:
-        if node[0] == "set":
-            if not node[1].isdisjoint(present):
-                return True
-        elif not node[1].isdisjoint(present) and not node[2].isdisjoint(present):
-            return True
-    return False
+    if context[0] == "set":
+        return not context[1].isdisjoint(present)
+    return not context[1].isdisjoint(present) and not context[2].isdisjoint(present)
 
 
 def _has_near(node: _CNode) -> bool:

@@ -38,9 +38,12 @@ __all__ = [
     "APOSTROPHES",
     "ELISIONS",
     "FoldedText",
+    "case_fold_latin1",
     "fold",
     "fold_for_match",
+    "fold_parts",
     "normalize",
+    "original_span",
     "strip_html",
     "term_words",
     "word_forms",
@@ -197,19 +200,33 @@ class FoldedText:
         """Offsets in the original text of folded ``[start, end)``."""
         if not self.starts:
             return start, end
-        first = bisect_right(self.starts, start) - 1
-        last = bisect_right(self.starts, end - 1) - 1
-        return max(first, 0), last + 1
+        return original_span(self.starts, start, end)
 
     def cased_text(self) -> str:
         """The whole text folded with its case kept, for ``case: true`` terms (same offsets)."""
         if self.starts:
             return self.cased
-        return self.encoded.translate(_CASE_TABLE).decode("latin-1")
+        return case_fold_latin1(self.encoded)
 
 
-def fold_for_match(text: str) -> FoldedText:
-    """Fold ``text`` for matching (see the module docstring)."""
+def original_span(starts: tuple[int, ...], start: int, end: int) -> tuple[int, int]:
+    """Offsets in the original text of folded ``[start, end)``, given a slow-path fold's ``starts``."""
+    first = bisect_right(starts, start) - 1
+    last = bisect_right(starts, end - 1) - 1
+    return max(first, 0), last + 1
+
+
+def case_fold_latin1(encoded: bytes) -> str:
+    """The case-kept fold of a fast-path text, from its Latin-1 bytes (``fold_parts``'s third part)."""
+    return encoded.translate(_CASE_TABLE).decode("latin-1")
+
+
+def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
+    """The parts of :func:`fold_for_match`'s FoldedText as a plain tuple (the engine's hot path).
+
+    ``(text, starts, encoded, cased)``: ``starts`` and ``cased`` are empty on
+    the fast path, ``encoded`` is empty on the slow path.
+    """
     # ’ is the commonest character outside Latin-1 in French text: swapping it
     # first spares the encoder's error handler most of its work.
     swapped = text.replace("’", "'").replace("œ", "\x9c").replace("Œ", "\x8c")
@@ -217,12 +234,17 @@ def fold_for_match(text: str) -> FoldedText:
     if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
         # Either every character was in Latin-1, or the ones that were not are
         # separators (they became "?", which the table maps to a space).
-        return FoldedText(encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded)
+        return encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded, ""
     lower, starts = _slow_fold(text, keep_case=False)
     cased, cased_starts = _slow_fold(text, keep_case=True)
     if cased_starts != starts:  # a character whose case changes its length: compare lower-case
         cased = lower
-    return FoldedText(lower, starts, b"", cased)
+    return lower, starts, b"", cased
+
+
+def fold_for_match(text: str) -> FoldedText:
+    """Fold ``text`` for matching (see the module docstring)."""
+    return FoldedText(*fold_parts(text))
 
 
 def fold(text: str, keep_case: bool = False) -> str:

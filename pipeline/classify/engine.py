@@ -35,6 +35,7 @@ approach.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
@@ -246,7 +247,7 @@ class Classifier:
         text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
         occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
-            return Classification(item_id, ())
+            return _classification(item_id, (), {}, ())
         language = lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
         plans = self._plans
         scores: dict[int, float] = {}
@@ -296,7 +297,7 @@ class Classifier:
                     for span_start, span_end in set(spans):
                         found.append((field_index, span_start, span_end, topic, name, rounded))
         if not scores:
-            return Classification(item_id, ())
+            return _classification(item_id, (), {}, ())
         return self._result(item_id, texts, starts, scores, found)
 
     def _plan(self, field_index: int, language: str, present: frozenset[int]) -> _Plan:
@@ -352,10 +353,10 @@ class Classifier:
             offset = offsets[fi]
             start -= offset
             end -= offset
-            matches.append(Match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight))
+            matches.append(_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight))
         ordered = sorted(scores)
         thresholds = self._thresholds
-        return Classification(
+        return _classification(
             item_id,
             tuple(ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]),
             {ids[i]: round(scores[i], 2) for i in ordered},
@@ -405,6 +406,41 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
+
+
+def _fills_fields(cls: type, names: tuple[str, ...]) -> bool:
+    """Whether instances of ``cls`` can be made by filling their ``__dict__`` with ``names``.
+
+    True for a plain dataclass with exactly these fields, in this order, and
+    nothing run at construction (no ``__post_init__``, no slots): then the
+    result equals what its constructor makes.
+    """
+    return (dataclasses.is_dataclass(cls) and tuple(f.name for f in dataclasses.fields(cls)) == names
+            and not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls))
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+if _fills_fields(Match, ("topic", "rule", "field", "text", "start", "end", "weight")) and _fills_fields(
+        Classification, ("item_id", "topics", "scores", "matches")):
+    # A frozen dataclass's __init__ sets each field through object.__setattr__,
+    # which costs more than the rest of the classification of a matching item:
+    # filling the instance's dictionary at once makes the same object.
+    def _match(topic: str, rule: str, field: str, text: str, start: int, end: int, weight: float) -> Match:
+        match = _new_object(Match)
+        _set_attribute(match, "__dict__", {"topic": topic, "rule": rule, "field": field, "text": text,
+                                           "start": start, "end": end, "weight": weight})
+        return match
+
+    def _classification(item_id: str, topics: tuple[str, ...], scores: dict[str, float],
+                        matches: tuple[Match, ...]) -> Classification:
+        result = _new_object(Classification)
+        _set_attribute(result, "__dict__", {"item_id": item_id, "topics": topics, "scores": scores,
+                                            "matches": matches})
+        return result
+else:  # the models changed shape: use their constructors
+    _match = Match
+    _classification = Classification
 
 
 def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:
@@ -521,24 +557,33 @@ def _holding(node: _CNode, present: frozenset[int]) -> set[int] | None:
 
 def _words_between(text: str, start: int, end: int) -> int:
     """Words between two occurrences; elided particles (l', d', qu'…) do not count."""
-    return sum(1 for word in text[start:end].split() if word not in ELISIONS)
+    words = text[start:end].split()
+    # map() keeps the count in C: this runs for every pair of a `near`.
+    return len(words) - sum(map(ELISIONS.__contains__, words))
+
+
+def _spans_of(ids: frozenset[int], occ: _Occurrences) -> list[_Span]:
+    """The occurrences of the terms ``ids`` (walks the field's few terms, not the many ids)."""
+    return [span for tid in occ if tid in ids for span in occ[tid]]
 
 
 def _near_pairs(node: _CNode, occ: _Occurrences, text: str) -> list[tuple[_Span, _Span]]:
     _, left_ids, right_ids, within, ordered = node
-    lefts = [s for tid in left_ids & occ.keys() for s in occ[tid]]
+    lefts = _spans_of(left_ids, occ)
     if not lefts:
         return []
-    rights = [s for tid in right_ids & occ.keys() for s in occ[tid]]
+    rights = _spans_of(right_ids, occ)
     pairs: list[tuple[_Span, _Span]] = []
     for left in lefts:
+        left_start, left_end = left
         for right in rights:
-            if left[0] < right[1] and right[0] < left[1]:
+            right_start, right_end = right
+            if left_start < right_end and right_start < left_end:
                 continue  # the same words cannot be both sides
-            if ordered and right[0] < left[1]:
+            if ordered and right_start < left_end:
                 continue
-            first, second = (left, right) if left[0] < right[0] else (right, left)
-            if _words_between(text, first[1], second[0]) <= within:
+            gap = (left_end, right_start) if left_start < right_start else (right_end, left_start)
+            if _words_between(text, *gap) <= within:
                 pairs.append((left, right))
     return pairs
 
@@ -548,14 +593,21 @@ def _cancel(contexts: tuple[_CNode, ...], occ: _Occurrences, text: str) -> _Occu
     spans: list[_Span] = []
     for node in contexts:
         if node[0] == "set":
-            spans.extend(s for tid in node[1] & occ.keys() for s in occ[tid])
+            spans.extend(_spans_of(node[1], occ))
         elif not node[1].isdisjoint(occ) and not node[2].isdisjoint(occ):  # both sides of the `near`
             spans.extend((min(a[0], b[0]), max(a[1], b[1])) for a, b in _near_pairs(node, occ, text))
     if not spans:
         return occ
     kept: _Occurrences = {}
     for tid, found in occ.items():
-        left = [s for s in found if not any(s[0] < c[1] and c[0] < s[1] for c in spans)]
+        left: list[_Span] = []
+        for span in found:
+            start, end = span
+            for context_start, context_end in spans:
+                if start < context_end and context_start < end:
+                    break
+            else:
+                left.append(span)
         if left:
             kept[tid] = left
     return kept
@@ -565,8 +617,8 @@ def _evaluate(node: _CNode, occ: _Occurrences, text: str) -> list[_Span] | None:
     """Spans that make ``node`` true in this field, or None when it is false."""
     kind = node[0]
     if kind == "set":
-        hit = node[1] & occ.keys()
-        return [s for tid in hit for s in occ[tid]] if hit else None
+        # Every term present has at least one occurrence: no span, no term.
+        return _spans_of(node[1], occ) or None
     if kind == "any":
         out: list[_Span] | None = None
         for part in node[1]:

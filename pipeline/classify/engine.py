@@ -168,7 +168,13 @@ class Classifier:
             if isinstance(node, AnyOf):
                 if all(isinstance(p, Term) for p in node.parts):
                     return ("set", frozenset(term_id(t) for t in terms_of(node)))
-                return ("any", tuple(compile_node(p) for p in node.parts))
+                # The plain terms of a mixed `any` are one set part (first):
+                # it holds with the same spans as the terms one by one.
+                # (Parts compiled in writing order: term ids stay those of the rules as written.)
+                compiled = [(term_id(p), None) if isinstance(p, Term) else (-1, compile_node(p)) for p in node.parts]
+                words = frozenset(tid for tid, part in compiled if part is None)
+                others = tuple(part for _, part in compiled if part is not None)
+                return ("any", (("set", words), *others) if words else others)
             if isinstance(node, AllOf):
                 return ("all", tuple(compile_node(p) for p in node.parts))
             if isinstance(node, Not):
@@ -348,19 +354,22 @@ class Classifier:
         ids = self._ids
         gap = len(_FIELD_SEPARATOR)
         offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
-        matches = []
-        for fi, start, end, topic, name, weight in found:
-            offset = offsets[fi]
-            start -= offset
-            end -= offset
-            matches.append(_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight))
-        ordered = sorted(scores)
+        matches = tuple([
+            _match(ids[topic], name, FIELDS[fi], texts[fi][start - offsets[fi]:end - offsets[fi]],
+                   start - offsets[fi], end - offsets[fi], weight)
+            for fi, start, end, topic, name, weight in found
+        ])
         thresholds = self._thresholds
+        if len(scores) == 1:  # the usual case: one topic, nothing to order
+            for topic, score in scores.items():
+                selected = (ids[topic],) if score > 0 and score + 1e-9 >= thresholds[topic] else ()
+                return _classification(item_id, selected, {ids[topic]: round(score, 2)}, matches)
+        ordered = sorted(scores)
         return _classification(
             item_id,
-            tuple(ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]),
+            tuple([ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]]),
             {ids[i]: round(scores[i], 2) for i in ordered},
-            tuple(matches),
+            matches,
         )
 
     def _scan(self, text: str, starts: tuple[int, ...], encoded: bytes, cased_fold: str,

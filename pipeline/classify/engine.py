@@ -77,7 +77,7 @@ _CNode = tuple[Any, ...]
 # field, rule name, contribution as shown in matches, the terms whose
 # occurrences explain the rule, None or what to evaluate on positions: the
 # rule's node, the topic's and the rule's `unless` contexts that can apply).
-_Step = tuple[int, float, str, float, frozenset[int],
+_Step = tuple[int, float, str, float, tuple[int, ...],
               tuple[_CNode, tuple[_CNode, ...], tuple[_CNode, ...]] | None]
 # A field's plan: its candidate rules, in rule order.
 _Plan = tuple[_Step, ...]
@@ -138,7 +138,7 @@ class Classifier:
         # (field index, language, terms present) → plan. Filled as items are
         # classified; plans are immutable, and a plan computed twice by two
         # threads is the same plan, so sharing the classifier stays safe.
-        self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}
+        self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}  # the language as given
         self._plan_copies: dict[_Plan, _Plan] = {}
 
     # ---------------------------------------------------------------- building
@@ -224,12 +224,12 @@ class Classifier:
         automaton = ahocorasick.Automaton()
         for keyword in sorted(keywords):
             entries = keywords[keyword]
-            # Most keywords are neither prefixes nor case-sensitive: their
-            # occurrence is one span for all their terms, recorded without
-            # looking at each entry (see _classify).
-            plain = None if any(cased is not None or prefix for _, _, cased, prefix in entries) \
-                else tuple(tid for tid, _, _, _ in entries)
-            automaton.add_word(keyword, (len(keyword), plain, tuple(entries)))
+            # Most entries are neither prefixes nor case-sensitive: one span
+            # for all of them, recorded without looking at each (see _scan);
+            # the others ("special") need their checks.
+            plain = tuple(tid for tid, _, cased, prefix in entries if cased is None and not prefix)
+            special = tuple(entry for entry in entries if entry[2] is not None or entry[3])
+            automaton.add_word(keyword, (len(keyword), plain, special))
         if keywords:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
@@ -244,7 +244,12 @@ class Classifier:
     def classify_fields(self, item_id: str, title: str, summary: str, content: str = "",
                         lang: str = "fr") -> Classification:
         """Classify raw fields; HTML is stripped first and offsets index the stripped text."""
-        return self._classify(item_id, (strip_html(title), strip_html(summary), strip_html(content)), lang)
+        # strip_html returns plain text as it is: skip the calls for it (the usual case).
+        return self._classify(item_id, (
+            strip_html(title) if "<" in title or "&" in title else title,
+            strip_html(summary) if "<" in summary or "&" in summary else summary,
+            strip_html(content) if "<" in content or "&" in content else content,
+        ), lang)
 
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
         # This is the hot path (every item of every run): locals instead of
@@ -254,18 +259,24 @@ class Classifier:
         occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return _classification(item_id, (), {}, ())
-        language = lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
         plans = self._plans
         scores: dict[int, float] = {}
         found: list[tuple[int, int, int, int, str, float]] = []
+        # Where each field starts in the joined text. On the fast path folded
+        # offsets are the original's, so spans are made field-relative right
+        # away; the slow path maps them back first (in _result).
+        gap = len(_FIELD_SEPARATOR)
+        shifts = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap) if not starts else (0, 0, 0)
         for field_index in (0, 1, 2):
             occ = occurrences[field_index]
             if not occ:
                 continue
-            key = (field_index, language, frozenset(occ))
+            shift = shifts[field_index]
+            # Keyed by the language as given: normalised only when a plan is made.
+            key = (field_index, lang, frozenset(occ))
             plan = plans.get(key)
             if plan is None:
-                plan = self._plan(field_index, language, key[2])
+                plan = self._plan(field_index, _language(lang), key[2])
                 if len(plans) >= _PLAN_CACHE_SIZE:
                     plans.clear()  # bounded memory; a plan is cheap to rebuild
                 plans[key] = plan
@@ -275,11 +286,7 @@ class Classifier:
             for topic, contribution, name, rounded, tids, dynamic in plan:
                 if dynamic is None:
                     # Decided by the terms present alone: the spans are those of `tids`.
-                    if len(tids) == 1:
-                        for tid in tids:
-                            spans = occ[tid]
-                    else:
-                        spans = [span for tid in tids for span in occ[tid]]
+                    spans = occ[tids[0]] if len(tids) == 1 else [span for tid in tids for span in occ[tid]]
                 else:
                     node, topic_contexts, rule_contexts = dynamic
                     field_occ = occ
@@ -298,10 +305,10 @@ class Classifier:
                 scores[topic] = scores.get(topic, 0.0) + contribution
                 if len(spans) == 1:
                     span_start, span_end = spans[0]
-                    found.append((field_index, span_start, span_end, topic, name, rounded))
+                    found.append((field_index, span_start - shift, span_end - shift, topic, name, rounded))
                 else:
                     for span_start, span_end in set(spans):
-                        found.append((field_index, span_start, span_end, topic, name, rounded))
+                        found.append((field_index, span_start - shift, span_end - shift, topic, name, rounded))
         if not scores:
             return _classification(item_id, (), {}, ())
         return self._result(item_id, texts, starts, scores, found)
@@ -335,30 +342,30 @@ class Classifier:
             topic_contexts = tuple(c for c in rule.topic_unless if _may_cancel(c, present))
             rule_contexts = tuple(c for c in rule.unless if _may_cancel(c, present))
             if topic_contexts or rule_contexts or (rule.positional and _near_may_hold(rule.node, present)):
-                steps.append((rule.topic, contribution, rule.name, rounded, frozenset(),
+                steps.append((rule.topic, contribution, rule.name, rounded, (),
                               (rule.node, topic_contexts, rule_contexts)))
                 continue
             tids = _holding(rule.node, present)
             if tids is not None:
-                steps.append((rule.topic, contribution, rule.name, rounded, frozenset(tids), None))
+                steps.append((rule.topic, contribution, rule.name, rounded, tuple(sorted(tids)), None))
         plan = tuple(steps)
         # Many term sets share a plan: keep one copy of each.
         return self._plan_copies.setdefault(plan, plan)
 
     def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
                 scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]]) -> Classification:
-        if starts:
-            found = [(fi, *original_span(starts, start, end), topic, name, weight)
-                     for fi, start, end, topic, name, weight in found]
+        if starts:  # joined folded offsets → field offsets in the original
+            gap = len(_FIELD_SEPARATOR)
+            offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
+            found = [(fi, start - offsets[fi], end - offsets[fi], topic, name, weight)
+                     for fi, (start, end), topic, name, weight in
+                     [(fi, original_span(starts, start, end), topic, name, weight)
+                      for fi, start, end, topic, name, weight in found]]
+        # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        gap = len(_FIELD_SEPARATOR)
-        offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
-        matches = tuple([
-            _match(ids[topic], name, FIELDS[fi], texts[fi][start - offsets[fi]:end - offsets[fi]],
-                   start - offsets[fi], end - offsets[fi], weight)
-            for fi, start, end, topic, name, weight in found
-        ])
+        matches = tuple([_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
+                         for fi, start, end, topic, name, weight in found])
         thresholds = self._thresholds
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():
@@ -386,13 +393,13 @@ class Classifier:
             third = starts[third] if third < count else len(text)
         occurrences: tuple[_Occurrences, _Occurrences, _Occurrences] = ({}, {}, {})
         cased_text: str | None = None  # built on the first case-sensitive candidate
-        for end, (length, plain, entries) in self._automaton.iter(padded):
+        for end, (length, plain, special) in self._automaton.iter(padded):
             # padded index i is folded index i - 1, so the keyword's leading
             # space (padded end - length + 1) is where the word starts in the
             # folded text.
             start = end - length + 1
-            if plain is not None:
-                occ = occurrences[(start >= second) + (start >= third)]
+            occ = occurrences[(start >= second) + (start >= third)]
+            if plain:
                 span = (start, end - 1)
                 for tid in plain:
                     spans = occ.get(tid)
@@ -400,14 +407,14 @@ class Classifier:
                         occ[tid] = [span]
                     else:
                         spans.append(span)
-                continue
-            for tid, _, cased, prefix in entries:
+                if not special:
+                    continue
+            for tid, _, cased, prefix in special:
                 if cased is not None:
                     if cased_text is None:
                         cased_text = cased_fold or case_fold_latin1(encoded)
                     if not cased_text.startswith(cased, start):
                         continue
-                occ = occurrences[(start >= second) + (start >= third)]
                 span = (start, padded.find(" ", end + 1) - 1 if prefix else end - 1)
                 spans = occ.get(tid)
                 if spans is None:
@@ -415,6 +422,11 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
+
+
+def _language(lang: str) -> str:
+    """The language code rules compare with: ``fr-FR`` and ``fr_FR`` are ``fr``."""
+    return lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
 
 
 def _fills_fields(cls: type, names: tuple[str, ...]) -> bool:

@@ -230,7 +230,12 @@ def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
     # ’ is the commonest character outside Latin-1 in French text: swapping it
     # first spares the encoder's error handler most of its work.
     swapped = text.replace("’", "'").replace("œ", "\x9c").replace("Œ", "\x8c")
-    encoded = swapped.encode("latin-1", errors="replace")
+    try:
+        encoded = swapped.encode("latin-1")
+    except UnicodeEncodeError:  # characters outside Latin-1 besides ’ œ Œ (– … € or letters)
+        encoded = swapped.encode("latin-1", errors="replace")
+    else:  # all in Latin-1, the usual case: nothing to check
+        return encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded, ""
     if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
         # Either every character was in Latin-1, or the ones that were not are
         # separators (they became "?", which the table maps to a space).

@@ -583,6 +583,20 @@ def _words_between(text: str, start: int, end: int) -> int:
     return len(words) - sum(map(ELISIONS.__contains__, words))
 
 
+def _at_most_words_between(text: str, start: int, end: int, within: int) -> bool:
+    """``_words_between(text, start, end) <= within``, without splitting a long gap whole.
+
+    Two sides far apart are the common case: the first ``within + 1`` words
+    of the gap, none of them elided, already settle it.
+    """
+    words = text[start:end].split(None, within + 1)
+    if len(words) <= within:
+        return True
+    if len(words) == within + 2 and ELISIONS.isdisjoint(words[:within + 1]):
+        return False  # within + 1 counted words, and more after them
+    return _words_between(text, start, end) <= within
+
+
 def _spans_of(ids: frozenset[int], occ: _Occurrences) -> list[_Span]:
     """The occurrences of the terms ``ids`` (walks the field's few terms, not the many ids)."""
     return [span for tid in occ if tid in ids for span in occ[tid]]
@@ -604,7 +618,7 @@ def _near_pairs(node: _CNode, occ: _Occurrences, text: str) -> list[tuple[_Span,
             if ordered and right_start < left_end:
                 continue
             gap = (left_end, right_start) if left_start < right_start else (right_end, left_start)
-            if _words_between(text, *gap) <= within:
+            if _at_most_words_between(text, *gap, within):
                 pairs.append((left, right))
     return pairs
 

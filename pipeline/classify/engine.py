@@ -364,8 +364,18 @@ class Classifier:
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        matches = tuple([_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
-                         for fi, start, end, topic, name, weight in found])
+        if _FILL_FIELDS:  # _match inlined: a Python call per match is a good part of its cost
+            built: list[Match] = []
+            for fi, start, end, topic, name, weight in found:
+                match = _new_object(Match)
+                _set_attribute(match, "__dict__", {"topic": ids[topic], "rule": name, "field": FIELDS[fi],
+                                                   "text": texts[fi][start:end], "start": start, "end": end,
+                                                   "weight": weight})
+                built.append(match)
+            matches = tuple(built)
+        else:
+            matches = tuple([_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
+                             for fi, start, end, topic, name, weight in found])
         thresholds = self._thresholds
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():
@@ -442,8 +452,9 @@ def _fills_fields(cls: type, names: tuple[str, ...]) -> bool:
 
 _new_object = object.__new__
 _set_attribute = object.__setattr__
-if _fills_fields(Match, ("topic", "rule", "field", "text", "start", "end", "weight")) and _fills_fields(
-        Classification, ("item_id", "topics", "scores", "matches")):
+_FILL_FIELDS = _fills_fields(Match, ("topic", "rule", "field", "text", "start", "end", "weight")) and _fills_fields(
+    Classification, ("item_id", "topics", "scores", "matches"))
+if _FILL_FIELDS:
     # A frozen dataclass's __init__ sets each field through object.__setattr__,
     # which costs more than the rest of the classification of a matching item:
     # filling the instance's dictionary at once makes the same object.

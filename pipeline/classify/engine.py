@@ -403,12 +403,17 @@ class Classifier:
             third = starts[third] if third < count else len(text)
         occurrences: tuple[_Occurrences, _Occurrences, _Occurrences] = ({}, {}, {})
         cased_text: str | None = None  # built on the first case-sensitive candidate
+        # Occurrences come out by end offset, so the field only moves forward.
+        # A keyword (words joined by single spaces) never spans the two
+        # separator characters: its end is in the field its start is in.
+        occ, limit = occurrences[0], second
         for end, (length, plain, special) in self._automaton.iter(padded):
+            if end >= limit:
+                occ, limit = (occurrences[1], third) if end < third else (occurrences[2], len(padded))
             # padded index i is folded index i - 1, so the keyword's leading
             # space (padded end - length + 1) is where the word starts in the
             # folded text.
             start = end - length + 1
-            occ = occurrences[(start >= second) + (start >= third)]
             if plain:
                 span = (start, end - 1)
                 for tid in plain:

@@ -20,6 +20,12 @@ How it works (README.md, "Topic rules", has the editor's view):
 3. Only rules that use a term found in a field are evaluated there. A rule
    that holds in a field adds ``weight × field weight`` to its topic's score,
    once per field; a topic is selected when its score reaches its threshold.
+   Which rules are candidates, and the outcome of every rule that does not
+   depend on positions (no `near` with both sides present, no `unless`
+   context that can apply), follow from the set of terms in the field alone:
+   they are worked out once per (field, language, set of terms) into a
+   *plan*, memoised by the classifier, and an item whose term sets were
+   seen before only collects its spans and evaluates the rest.
 
 Offsets in matches index the field text given to the classifier (after HTML
 stripping in :meth:`Classifier.classify_fields`).
@@ -121,7 +127,9 @@ def _literals(term: Term) -> list[tuple[str, ...]]:
 class Classifier:
     """Keyword-rule classifier compiled from a TopicsConfig. Build it with :meth:`compile`.
 
-    Immutable once built and safe to share between threads.
+    Its rules are immutable once built, and it is safe to share between
+    threads: the only state that changes is the bounded memo of plans, whose
+    entries are immutable and equal whichever thread makes them.
     """
 
     def __init__(self, topics: tuple[TopicRules, ...], terms: tuple[Term, ...],

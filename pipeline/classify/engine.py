@@ -286,7 +286,9 @@ class Classifier:
             if plan is None:
                 plan = self._plan(field_index, _language(lang), key[2])
                 if len(plans) >= _PLAN_CACHE_SIZE:
-                    plans.clear()  # bounded memory; a plan is cheap to rebuild
+                    # Bounded memory; a plan is cheap to rebuild.
+                    plans.clear()
+                    self._plan_copies.clear()
                 plans[key] = plan
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.

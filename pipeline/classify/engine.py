@@ -237,7 +237,10 @@ class Classifier:
             # the others ("special") need their checks.
             plain = tuple(tid for tid, _, cased, prefix in entries if cased is None and not prefix)
             special = tuple(entry for entry in entries if entry[2] is not None or entry[3])
-            automaton.add_word(keyword, (len(keyword), plain, special))
+            # The commonest keyword by far stands for one plain term: its id
+            # (or -1) lets _scan record it with no loop.
+            single = plain[0] if len(plain) == 1 and not special else -1
+            automaton.add_word(keyword, (len(keyword), single, plain, special))
         if keywords:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
@@ -417,13 +420,20 @@ class Classifier:
         # A keyword (words joined by single spaces) never spans the two
         # separator characters: its end is in the field its start is in.
         occ, limit = occurrences[0], second
-        for end, (length, plain, special) in self._automaton.iter(padded):
+        for end, (length, single, plain, special) in self._automaton.iter(padded):
             if end >= limit:
                 occ, limit = (occurrences[1], third) if end < third else (occurrences[2], len(padded))
             # padded index i is folded index i - 1, so the keyword's leading
             # space (padded end - length + 1) is where the word starts in the
             # folded text.
             start = end - length + 1
+            if single >= 0:
+                spans = occ.get(single)
+                if spans is None:
+                    occ[single] = [(start, end - 1)]
+                else:
+                    spans.append((start, end - 1))
+                continue
             if plain:
                 span = (start, end - 1)
                 for tid in plain:

@@ -209,7 +209,7 @@ def _topics_path(args: argparse.Namespace) -> Path:
     return beside if beside.is_file() else here
 
 
-def _workspace(args: argparse.Namespace, need_output: bool = True):  # type: ignore[no-untyped-def]
+def _workspace(args: argparse.Namespace) -> Workspace:
     from pipeline.config import load_config
     from pipeline.config.topics import load_topics
     from pipeline.flow import Workspace
@@ -349,7 +349,7 @@ def _cmd_try_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.classify import Classifier
 
-    ws = _workspace(args, need_output=False)
+    ws = _workspace(args)
     Classifier.compile(ws.topics)  # compiling proves every rule is usable
     config = ws.config
     enabled = [f for f in config.feeds if f.enabled]
@@ -470,7 +470,7 @@ def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _delivery_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    ws = _workspace(args, need_output=False)
+    ws = _workspace(args)
     if ws.config.delivery is None:
         raise PipelineError(f"{ws.config.path}: no `delivery:` section; add one to send issues by email "
                             "(see README, \"Email delivery\")")

@@ -121,7 +121,7 @@ def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, se
 def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime,
                     on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
     """Fetch every feed, parse what came back, store new items and each feed's health."""
-    feeds = [f for f in ws.config.feeds]
+    feeds = list(ws.config.feeds)
     states = store.feed_states(feeds)
     results = fetch_feeds(feeds, ws.config.fetch, states, on_result=on_result)
     seen_at = _seen_at(ws.config, date, now)
@@ -204,9 +204,10 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
     the pages that list issues (index, topics, feed, search) to the caller, who publishes once.
     `featured_before`: the items of every issue before `date`, when the caller already knows them."""
     config = ws.config
+    topic_info = ws.topics.info()
     entries = classified_window(store, classifier, ws.topics, config, date)
     weights = {f.id: f.weight for f in config.feeds}
-    issue = compose_issue(date, entries, ws.topics.info(), config.newsletter, weights,
+    issue = compose_issue(date, entries, topic_info, config.newsletter, weights,
                           already_featured=store.featured_item_ids(before=date) if featured_before is None
                           else featured_before)
     if archive is None:
@@ -218,7 +219,6 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
 
     known_dates = store.issue_dates()
     is_new_date = date not in known_dates
-    topic_info = ws.topics.info()
     links = archive.issue_links(date, known_dates)
     issue_json = issue_to_json(issue)
     render_key = _render_key(issue_json, topic_info, links, config.newsletter, renderer)
@@ -260,11 +260,12 @@ def _rerender_stored(ws: Workspace, store: Store, renderer: Renderer, archive: A
         return
     issue = issue_from_json(stored.issue_json, ws.config.newsletter)
     links = archive.issue_links(date, dates)
-    rendered = renderer.render_issue(issue, ws.topics.info(), links)
+    topic_info = ws.topics.info()
+    rendered = renderer.render_issue(issue, topic_info, links)
     archive.write_issue(rendered)
     # Keep the record true to the pages on disk, so the next rebuild can tell they are current.
     store.update_issue_render(date, _sha(rendered.html), _sha(rendered.text),
-                              _render_key(stored.issue_json, ws.topics.info(), links, ws.config.newsletter, renderer))
+                              _render_key(stored.issue_json, topic_info, links, ws.config.newsletter, renderer))
 
 
 def publish_site(ws: Workspace, store: Store, archive: Archive) -> None:

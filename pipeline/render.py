@@ -193,9 +193,10 @@ class Renderer:
         self.env.globals["palette"] = PALETTE
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over every template file: a changed template means issues need rebuilding."""
+        """sha256 over every template file: a changed template means issues need rebuilding.
+        Computed once per Renderer (one per run), not once per issue built."""
         digest = hashlib.sha256()
         for path in sorted(self.templates_dir.rglob("*")):
             if path.is_file():

@@ -49,9 +49,17 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
+try:  # the optional C accelerator of _scan (see _scan.c); without it the Python scan is used
+    from pipeline.classify._scan import Scanner
+except ImportError:  # pragma: no cover - depends on the build
+    Scanner = None
 from pipeline.classify.normalize import (
+    _CASE_TABLE,
+    _LOWER_TABLE,
     ELISIONS,
     case_fold_latin1,
+    fast_bytes,
+    fold_latin1,
     fold_parts,
     ligature_forms,
     original_span,
@@ -134,11 +142,14 @@ class Classifier:
 
     def __init__(self, topics: tuple[TopicRules, ...], terms: tuple[Term, ...],
                  automaton: ahocorasick.Automaton, rules: tuple[_CompiledRule, ...],
-                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "") -> None:
+                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "",
+                 scanner: Any = None) -> None:
         self.topics = topics
         self.terms = terms
         self.fingerprint = fingerprint
         self._automaton = automaton
+        # The C scan of texts folded on the fast path (all Latin-1), or None.
+        self._scanner = scanner
         self._rules = rules
         self._rules_by_term = rules_by_term
         self._thresholds = tuple(t.threshold for t in topics)
@@ -157,8 +168,13 @@ class Classifier:
         return cls.from_topics(topics.topics, topics.fingerprint)
 
     @classmethod
-    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "") -> Classifier:
-        """Compile rules given as values (tests and tools build them in code)."""
+    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "",
+                    use_accelerator: bool = True) -> Classifier:
+        """Compile rules given as values (tests and tools build them in code).
+
+        ``use_accelerator=False`` keeps the scan in Python even where the C
+        accelerator is built (tests compare both).
+        """
         topic_list = tuple(topics)
         ids: dict[tuple[tuple[str, ...], bool], int] = {}
         terms: list[Term] = []
@@ -244,7 +260,8 @@ class Classifier:
         if keywords:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
-        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint)
+        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint,
+                   _compile_scanner(keywords) if use_accelerator else None)
 
     # ---------------------------------------------------------------- classifying
 
@@ -266,8 +283,19 @@ class Classifier:
         # This is the hot path (every item of every run): locals instead of
         # attributes, plain tuples instead of objects, no helper calls where
         # the common case needs none.
-        text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
-        occurrences = self._scan(text, starts, encoded, cased_fold, texts)
+        joined = _FIELD_SEPARATOR.join(texts)
+        scanner = self._scanner
+        encoded = fast_bytes(joined) if scanner is not None else None
+        text: str | None
+        if encoded is not None:
+            # The C scan folds and searches the Latin-1 bytes itself (same result
+            # as _scan); the folded text is made only if a rule needs positions.
+            text, starts = None, ()
+            second = len(texts[0]) + len(_FIELD_SEPARATOR)
+            occurrences = scanner.scan(encoded, second, second + len(texts[1]) + len(_FIELD_SEPARATOR))
+        else:
+            text, starts, encoded, cased_fold = fold_parts(joined)
+            occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return _classification(item_id, (), {}, ())
         plans = self._plans
@@ -302,6 +330,8 @@ class Classifier:
                     spans = occ[tids[0]] if len(tids) == 1 else [span for tid in tids for span in occ[tid]]
                 else:
                     node, topic_contexts, rule_contexts = dynamic
+                    if text is None:
+                        text = fold_latin1(encoded)
                     field_occ = occ
                     if topic_contexts:
                         if topic_occ is None:
@@ -457,6 +487,33 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
+
+
+def _compile_scanner(keywords: dict[str, list[tuple[int, int, str | None, bool]]]) -> Any:
+    """The C scanner over the same keywords as the automaton, or None when it is not built.
+
+    It only reads fast-path texts, all in Latin-1: a keyword or a case-kept
+    literal outside Latin-1 can never occur in one, and is left out.
+    """
+    if Scanner is None:
+        return None
+    entries: list[tuple[bytes, tuple[int, ...], tuple[tuple[int, bytes | None, bool], ...]]] = []
+    for keyword in sorted(keywords):
+        try:
+            word = keyword.encode("latin-1")
+        except UnicodeEncodeError:
+            continue
+        plain = tuple(tid for tid, _, cased, prefix in keywords[keyword] if cased is None and not prefix)
+        special: list[tuple[int, bytes | None, bool]] = []
+        for tid, _, cased, prefix in keywords[keyword]:
+            if cased is None and not prefix:
+                continue
+            try:
+                special.append((tid, cased.encode("latin-1") if cased is not None else None, prefix))
+            except UnicodeEncodeError:
+                continue
+        entries.append((word, plain, tuple(special)))
+    return Scanner(_LOWER_TABLE, _CASE_TABLE, entries)
 
 
 def _language(lang: str) -> str:

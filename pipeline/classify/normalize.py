@@ -39,8 +39,10 @@ __all__ = [
     "ELISIONS",
     "FoldedText",
     "case_fold_latin1",
+    "fast_bytes",
     "fold",
     "fold_for_match",
+    "fold_latin1",
     "fold_parts",
     "normalize",
     "original_span",
@@ -221,24 +223,38 @@ def case_fold_latin1(encoded: bytes) -> str:
     return encoded.translate(_CASE_TABLE).decode("latin-1")
 
 
+def fast_bytes(text: str) -> bytes | None:
+    """The Latin-1 bytes that the fast path folds (see the module docstring), or None for the slow path.
+
+    Folding them through the lower-case table gives :func:`fold_parts`'s text.
+    """
+    # ’ is the commonest character outside Latin-1 in French text: swapping it
+    # first spares the encoder's error handler most of its work.
+    swapped = text.replace("’", "'").replace("œ", "\x9c").replace("Œ", "\x8c")
+    try:
+        return swapped.encode("latin-1")
+    except UnicodeEncodeError:  # characters outside Latin-1 besides ’ œ Œ (– … € or letters)
+        encoded = swapped.encode("latin-1", errors="replace")
+    if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
+        # Either every character was in Latin-1, or the ones that were not are
+        # separators (they became "?", which the table maps to a space).
+        return encoded
+    return None
+
+
+def fold_latin1(encoded: bytes) -> str:
+    """The folded text of :func:`fast_bytes`'s bytes."""
+    return encoded.translate(_LOWER_TABLE).decode("latin-1")
+
+
 def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
     """The parts of :func:`fold_for_match`'s FoldedText as a plain tuple (the engine's hot path).
 
     ``(text, starts, encoded, cased)``: ``starts`` and ``cased`` are empty on
     the fast path, ``encoded`` is empty on the slow path.
     """
-    # ’ is the commonest character outside Latin-1 in French text: swapping it
-    # first spares the encoder's error handler most of its work.
-    swapped = text.replace("’", "'").replace("œ", "\x9c").replace("Œ", "\x8c")
-    try:
-        encoded = swapped.encode("latin-1")
-    except UnicodeEncodeError:  # characters outside Latin-1 besides ’ œ Œ (– … € or letters)
-        encoded = swapped.encode("latin-1", errors="replace")
-    else:  # all in Latin-1, the usual case: nothing to check
-        return encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded, ""
-    if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
-        # Either every character was in Latin-1, or the ones that were not are
-        # separators (they became "?", which the table maps to a space).
+    encoded = fast_bytes(text)
+    if encoded is not None:
         return encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded, ""
     lower, starts = _slow_fold(text, keep_case=False)
     cased, cased_starts = _slow_fold(text, keep_case=True)

@@ -11,7 +11,6 @@ from setuptools import Extension, setup
 
 ext_modules = []
 if os.environ.get("TECH_MATIN_PURE_PYTHON", "") in ("", "0"):
-    ext_modules.append(Extension("pipeline.classify._scan", ["pipeline/classify/_scan.c"], optional=True,
-                                 extra_compile_args=["-O2"]))
+    ext_modules.append(Extension("pipeline.classify._scan", ["pipeline/classify/_scan.c"], optional=True))
 
 setup(ext_modules=ext_modules)

@@ -25,6 +25,7 @@ typedef struct {
     int32_t *delta;       /* nstates * nclasses transitions */
     int32_t *out_kw;      /* keyword ending at the state, or -1 */
     int32_t *out_link;    /* nearest state on the failure chain with a keyword, or 0 */
+    int32_t *first_out;   /* the state itself if a keyword ends there, else its output link: one load per byte */
     int32_t nstates;
     int32_t nclasses;
     uint8_t raw_class[256]; /* original Latin-1 byte -> class of its folded form */
@@ -49,6 +50,7 @@ Scanner_dealloc(Scanner *self)
     PyMem_Free(self->delta);
     PyMem_Free(self->out_kw);
     PyMem_Free(self->out_link);
+    PyMem_Free(self->first_out);
     PyMem_Free(self->kw_len);
     PyMem_Free(self->kw_plain);
     PyMem_Free(self->kw_special);
@@ -199,6 +201,13 @@ Scanner_init(Scanner *self, PyObject *args, PyObject *kwds)
         }
     }
     PyMem_Free(fails);
+    self->first_out = PyMem_Malloc(sizeof(int32_t) * (size_t)nstates);
+    if (self->first_out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int32_t state = 0; state < nstates; state++)
+        self->first_out[state] = self->out_kw[state] >= 0 ? state : self->out_link[state];
     result = 0;
 done:
     PyMem_Free(queue);
@@ -329,16 +338,17 @@ Scanner_scan(Scanner *self, PyObject *args)
     const int32_t *delta = self->delta;
     const int32_t *out_kw = self->out_kw;
     const int32_t *out_link = self->out_link;
+    const int32_t *first_out = self->first_out;
+    const uint8_t *raw_class = self->raw_class;
     const int32_t nclasses = self->nclasses;
     int field = 0;
     Py_ssize_t limit = second;
     /* The padded text is " " + folded + " ": feed the leading space, then each byte, then the last. */
     int32_t state = delta[self->space_class];
     for (Py_ssize_t end = 1; end <= n + 1; end++) {
-        int32_t cls = end <= n ? self->raw_class[text[end - 1]] : self->space_class;
+        int32_t cls = end <= n ? raw_class[text[end - 1]] : self->space_class;
         state = delta[(size_t)state * nclasses + cls];
-        int32_t hit = out_kw[state] >= 0 ? state : out_link[state];
-        while (hit > 0) {
+        for (int32_t hit = first_out[state]; hit > 0; hit = out_link[hit]) {
             /* Hits come out by end offset, so the field only moves forward. */
             if (end >= limit && field < 2) {
                 if (end < third) {
@@ -352,7 +362,6 @@ Scanner_scan(Scanner *self, PyObject *args)
             }
             if (report(self, text, n, out_kw[hit], end, fields[field]) < 0)
                 goto done;
-            hit = out_link[hit];
         }
     }
     result = PyTuple_Pack(3, fields[0], fields[1], fields[2]);
@@ -370,6 +379,83 @@ Scanner_states(Scanner *self, void *closure)
     (void)closure;
     return PyLong_FromLong(self->nstates);
 }
+
+/* Interned attribute names of pipeline.models.Match, in field order. */
+static PyObject *match_keys[7];
+
+/* build_matches(found, texts, topic_ids, field_names, match_type) -> tuple of Match.
+ *
+ * `found` is the engine's sorted list of (field index, start, end, topic index, rule name, weight).
+ * Each Match is made as engine._match makes it: a new instance whose __dict__ is filled at once
+ * (engine.py only calls this when Match is a plain dataclass, see _fills_fields there). */
+static PyObject *
+build_matches(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *found, *texts, *topic_ids, *field_names;
+    PyTypeObject *match_type;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &found, &PyTuple_Type, &texts, &PyTuple_Type, &topic_ids,
+                          &PyTuple_Type, &field_names, &PyType_Type, &match_type))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(found);
+    PyObject *matches = PyTuple_New(count);
+    if (matches == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(found, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) {
+            PyErr_SetString(PyExc_TypeError, "build_matches: entries must be 6-tuples");
+            goto fail;
+        }
+        Py_ssize_t field = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0));
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        Py_ssize_t topic = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+        if (PyErr_Occurred())
+            goto fail;
+        if (field < 0 || field >= PyTuple_GET_SIZE(texts) || field >= PyTuple_GET_SIZE(field_names) || topic < 0
+            || topic >= PyTuple_GET_SIZE(topic_ids)) {
+            PyErr_SetString(PyExc_IndexError, "build_matches: field or topic index out of range");
+            goto fail;
+        }
+        PyObject *text = PyTuple_GET_ITEM(texts, field);
+        if (!PyUnicode_Check(text) || start < 0 || end < start || end > PyUnicode_GET_LENGTH(text)) {
+            PyErr_SetString(PyExc_IndexError, "build_matches: span outside its field");
+            goto fail;
+        }
+        PyObject *values[7];
+        values[0] = Py_NewRef(PyTuple_GET_ITEM(topic_ids, topic));
+        values[1] = Py_NewRef(PyTuple_GET_ITEM(entry, 4));
+        values[2] = Py_NewRef(PyTuple_GET_ITEM(field_names, field));
+        values[3] = PyUnicode_Substring(text, start, end);
+        values[4] = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        values[5] = Py_NewRef(PyTuple_GET_ITEM(entry, 2));
+        values[6] = Py_NewRef(PyTuple_GET_ITEM(entry, 5));
+        PyObject *attributes = values[3] != NULL ? PyDict_New() : NULL;
+        int status = attributes != NULL ? 0 : -1;
+        for (int k = 0; k < 7 && status == 0; k++)
+            status = PyDict_SetItem(attributes, match_keys[k], values[k]);
+        for (int k = 0; k < 7; k++)
+            Py_XDECREF(values[k]);
+        PyObject *match = status == 0 ? match_type->tp_alloc(match_type, 0) : NULL;
+        if (match != NULL && PyObject_GenericSetDict(match, attributes, NULL) < 0)
+            Py_CLEAR(match);
+        Py_XDECREF(attributes);
+        if (match == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(matches, i, match);
+    }
+    return matches;
+fail:
+    Py_DECREF(matches);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"build_matches", build_matches, METH_VARARGS,
+     "build_matches(found, texts, topic_ids, field_names, match_type) -> tuple of Match (see engine._result)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
@@ -401,6 +487,7 @@ static struct PyModuleDef scan_module = {
     .m_name = "pipeline.classify._scan",
     .m_doc = "C accelerator of the rules engine's keyword scan (optional: engine.py has the same in Python).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC
@@ -408,6 +495,11 @@ PyInit__scan(void)
 {
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;
+    static const char *names[7] = {"topic", "rule", "field", "text", "start", "end", "weight"};
+    for (int k = 0; k < 7; k++) {
+        if (match_keys[k] == NULL && (match_keys[k] = PyUnicode_InternFromString(names[k])) == NULL)
+            return NULL;
+    }
     PyObject *module = PyModule_Create(&scan_module);
     if (module == NULL)
         return NULL;

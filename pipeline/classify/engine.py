@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
-try:  # the optional C accelerator of _scan (see _scan.c); without it the Python scan is used
-    from pipeline.classify._scan import Scanner
+try:  # the optional C accelerator (see _scan.c); without it the same work is done in Python
+    from pipeline.classify._scan import Scanner, build_matches
 except ImportError:  # pragma: no cover - depends on the build
-    Scanner = None
+    Scanner = build_matches = None
 from pipeline.classify.normalize import (
     _CASE_TABLE,
     _LOWER_TABLE,
@@ -407,7 +407,9 @@ class Classifier:
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        if _FILL_FIELDS:  # _match inlined: a Python call per match is a good part of its cost
+        if _BUILD_MATCHES is not None:
+            matches = _BUILD_MATCHES(found, texts, ids, FIELDS, Match)
+        elif _FILL_FIELDS:  # _match inlined: a Python call per match is a good part of its cost
             built: list[Match] = []
             for fi, start, end, topic, name, weight in found:
                 match = _new_object(Match)
@@ -555,6 +557,8 @@ if _FILL_FIELDS:
 else:  # the models changed shape: use their constructors
     _match = Match
     _classification = Classification
+# The C loop makes Matches as _match does, so only when _match fills them.
+_BUILD_MATCHES = build_matches if _FILL_FIELDS else None
 
 
 def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:

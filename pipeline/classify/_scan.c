@@ -451,7 +451,422 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- positional rules
+ *
+ * cancel() and evaluate() are engine._cancel and engine._evaluate (with _spans_of, _near_pairs and
+ * _words_between), line for line: same results, same list orders. Nodes are the engine's compiled
+ * tuples: ("set", ids) ("any", parts) ("all", parts) ("not", part) ("near", left, right, within,
+ * ordered); occurrences are {term id: [(start, end), ...]}; text is the folded text, whose only
+ * separator is the space. */
+
+static PyObject *elisions; /* frozenset of elided particles (normalize.ELISIONS), set by configure() */
+static Py_ssize_t longest_elision;
+
+static PyObject *
+configure(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyFrozenSet_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "configure() expects the frozenset of elisions");
+        return NULL;
+    }
+    Py_ssize_t longest = 0;
+    PyObject *iterator = PyObject_GetIter(arg);
+    if (iterator == NULL)
+        return NULL;
+    PyObject *word;
+    while ((word = PyIter_Next(iterator)) != NULL) {
+        int is_text = PyUnicode_Check(word);
+        if (is_text && PyUnicode_GET_LENGTH(word) > longest)
+            longest = PyUnicode_GET_LENGTH(word);
+        Py_DECREF(word);
+        if (!is_text) {
+            Py_DECREF(iterator);
+            PyErr_SetString(PyExc_TypeError, "elisions must be strings");
+            return NULL;
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_XSETREF(elisions, Py_NewRef(arg));
+    longest_elision = longest;
+    Py_RETURN_NONE;
+}
+
+/* list.extend(items) with the public API. */
+static int
+extend(PyObject *list, PyObject *items)
+{
+    Py_ssize_t size = PyList_GET_SIZE(list);
+    return PyList_SetSlice(list, size, size, items);
+}
+
+static int
+kind_is(PyObject *node, const char *kind)
+{
+    PyObject *name = PyTuple_GET_ITEM(node, 0);
+    return PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, kind) == 0;
+}
+
+/* _spans_of: the occurrences of the terms `ids`, in the order of `occ`. New reference. */
+static PyObject *
+spans_of(PyObject *ids, PyObject *occ)
+{
+    PyObject *spans = PyList_New(0);
+    if (spans == NULL)
+        return NULL;
+    Py_ssize_t position = 0;
+    PyObject *tid, *found;
+    while (PyDict_Next(occ, &position, &tid, &found)) {
+        int present = PySet_Contains(ids, tid);
+        if (present < 0)
+            goto fail;
+        if (present && extend(spans, found) < 0)
+            goto fail;
+    }
+    return spans;
+fail:
+    Py_DECREF(spans);
+    return NULL;
+}
+
+/* _words_between(text, start, end) <= within, stopping as soon as the count is over. -1 on error. */
+static int
+at_most_words_between(PyObject *text, Py_ssize_t start, Py_ssize_t end, Py_ssize_t within)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (end > length)
+        end = length;
+    Py_ssize_t counted = 0, i = start;
+    while (i < end) {
+        while (i < end && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            i++;
+        if (i >= end)
+            break;
+        Py_ssize_t word_start = i;
+        while (i < end && !Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            i++;
+        int elided = 0;
+        if (elisions != NULL && i - word_start <= longest_elision) {
+            PyObject *word = PyUnicode_Substring(text, word_start, i);
+            if (word == NULL)
+                return -1;
+            elided = PySet_Contains(elisions, word);
+            Py_DECREF(word);
+            if (elided < 0)
+                return -1;
+        }
+        if (!elided && ++counted > within)
+            return 0;
+    }
+    return 1;
+}
+
+static int
+span_bounds(PyObject *span, Py_ssize_t *start, Py_ssize_t *end)
+{
+    if (!PyTuple_Check(span) || PyTuple_GET_SIZE(span) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a span must be a (start, end) tuple");
+        return -1;
+    }
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(span, 0));
+    *end = PyLong_AsSsize_t(PyTuple_GET_ITEM(span, 1));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* _near_pairs: list of (left span, right span). New reference. */
+static PyObject *
+near_pairs(PyObject *node, PyObject *occ, PyObject *text)
+{
+    if (PyTuple_GET_SIZE(node) != 5) {
+        PyErr_SetString(PyExc_ValueError, "a near node has 5 parts");
+        return NULL;
+    }
+    Py_ssize_t within = PyLong_AsSsize_t(PyTuple_GET_ITEM(node, 3));
+    int ordered = PyObject_IsTrue(PyTuple_GET_ITEM(node, 4));
+    if ((within == -1 && PyErr_Occurred()) || ordered < 0)
+        return NULL;
+    PyObject *pairs = PyList_New(0);
+    PyObject *lefts = spans_of(PyTuple_GET_ITEM(node, 1), occ);
+    PyObject *rights = NULL;
+    if (pairs == NULL || lefts == NULL)
+        goto fail;
+    if (PyList_GET_SIZE(lefts) == 0)
+        goto done;
+    rights = spans_of(PyTuple_GET_ITEM(node, 2), occ);
+    if (rights == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lefts); i++) {
+        PyObject *left = PyList_GET_ITEM(lefts, i);
+        Py_ssize_t left_start, left_end;
+        if (span_bounds(left, &left_start, &left_end) < 0)
+            goto fail;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(rights); j++) {
+            PyObject *right = PyList_GET_ITEM(rights, j);
+            Py_ssize_t right_start, right_end;
+            if (span_bounds(right, &right_start, &right_end) < 0)
+                goto fail;
+            if (left_start < right_end && right_start < left_end)
+                continue; /* the same words cannot be both sides */
+            if (ordered && right_start < left_end)
+                continue;
+            int close = left_start < right_start ? at_most_words_between(text, left_end, right_start, within)
+                                                 : at_most_words_between(text, right_end, left_start, within);
+            if (close < 0)
+                goto fail;
+            if (close) {
+                PyObject *pair = PyTuple_Pack(2, left, right);
+                if (pair == NULL || PyList_Append(pairs, pair) < 0) {
+                    Py_XDECREF(pair);
+                    goto fail;
+                }
+                Py_DECREF(pair);
+            }
+        }
+    }
+done:
+    Py_DECREF(lefts);
+    Py_XDECREF(rights);
+    return pairs;
+fail:
+    Py_XDECREF(pairs);
+    Py_XDECREF(lefts);
+    Py_XDECREF(rights);
+    return NULL;
+}
+
+/* _evaluate: the spans that make `node` true, or None (new references). */
+static PyObject *
+evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
+{
+    if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 2) {
+        PyErr_SetString(PyExc_TypeError, "not a compiled rule node");
+        return NULL;
+    }
+    if (kind_is(node, "set")) {
+        PyObject *spans = spans_of(PyTuple_GET_ITEM(node, 1), occ);
+        if (spans != NULL && PyList_GET_SIZE(spans) == 0) {
+            Py_DECREF(spans);
+            Py_RETURN_NONE;
+        }
+        return spans;
+    }
+    if (kind_is(node, "any") || kind_is(node, "all")) {
+        int every = kind_is(node, "all");
+        PyObject *parts = PyTuple_GET_ITEM(node, 1);
+        if (!PyTuple_Check(parts)) {
+            PyErr_SetString(PyExc_TypeError, "the parts of a node must be a tuple");
+            return NULL;
+        }
+        PyObject *out = every ? PyList_New(0) : Py_NewRef(Py_None);
+        if (out == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++) {
+            PyObject *spans = evaluate_node(PyTuple_GET_ITEM(parts, i), occ, text);
+            if (spans == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (spans == Py_None) {
+                Py_DECREF(spans);
+                if (every) {
+                    Py_DECREF(out);
+                    Py_RETURN_NONE;
+                }
+                continue;
+            }
+            if (out == Py_None) {
+                Py_SETREF(out, spans);
+                continue;
+            }
+            if (!every) { /* out + spans: a new list (out may be a part's own list) */
+                PyObject *joined = PySequence_Concat(out, spans);
+                Py_DECREF(spans);
+                Py_SETREF(out, joined);
+                if (out == NULL)
+                    return NULL;
+                continue;
+            }
+            int status = extend(out, spans);
+            Py_DECREF(spans);
+            if (status < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    if (kind_is(node, "not")) {
+        PyObject *spans = evaluate_node(PyTuple_GET_ITEM(node, 1), occ, text);
+        if (spans == NULL)
+            return NULL;
+        int held = spans != Py_None;
+        Py_DECREF(spans);
+        if (held)
+            Py_RETURN_NONE;
+        return PyList_New(0);
+    }
+    if (kind_is(node, "near")) {
+        PyObject *pairs = near_pairs(node, occ, text);
+        if (pairs == NULL)
+            return NULL;
+        Py_ssize_t count = PyList_GET_SIZE(pairs);
+        if (count == 0) {
+            Py_DECREF(pairs);
+            Py_RETURN_NONE;
+        }
+        PyObject *spans = PyList_New(2 * count);
+        if (spans != NULL) {
+            for (Py_ssize_t i = 0; i < count; i++) {
+                PyObject *pair = PyList_GET_ITEM(pairs, i);
+                PyList_SET_ITEM(spans, 2 * i, Py_NewRef(PyTuple_GET_ITEM(pair, 0)));
+                PyList_SET_ITEM(spans, 2 * i + 1, Py_NewRef(PyTuple_GET_ITEM(pair, 1)));
+            }
+        }
+        Py_DECREF(pairs);
+        return spans;
+    }
+    PyErr_SetString(PyExc_ValueError, "unknown rule node kind");
+    return NULL;
+}
+
+static PyObject *
+evaluate(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *node, *occ, *text;
+    if (!PyArg_ParseTuple(args, "O!O!U", &PyTuple_Type, &node, &PyDict_Type, &occ, &text))
+        return NULL;
+    return evaluate_node(node, occ, text);
+}
+
+/* _cancel: `occ` without the occurrences that overlap an `unless` context (the same dict when none does). */
+static PyObject *
+cancel(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *contexts, *occ, *text;
+    if (!PyArg_ParseTuple(args, "O!O!U", &PyTuple_Type, &contexts, &PyDict_Type, &occ, &text))
+        return NULL;
+    PyObject *spans = PyList_New(0);
+    PyObject *kept = NULL;
+    if (spans == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(contexts); i++) {
+        PyObject *node = PyTuple_GET_ITEM(contexts, i);
+        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 2) {
+            PyErr_SetString(PyExc_TypeError, "not a compiled context");
+            goto fail;
+        }
+        if (kind_is(node, "set")) {
+            PyObject *found = spans_of(PyTuple_GET_ITEM(node, 1), occ);
+            int status = found != NULL ? extend(spans, found) : -1;
+            Py_XDECREF(found);
+            if (status < 0)
+                goto fail;
+            continue;
+        }
+        if (PyTuple_GET_SIZE(node) != 5) {
+            PyErr_SetString(PyExc_ValueError, "a near context has 5 parts");
+            goto fail;
+        }
+        /* both sides of the `near` present: not node[1].isdisjoint(occ) and not node[2].isdisjoint(occ) */
+        int sides = 0;
+        for (int side = 1; side <= 2; side++) {
+            Py_ssize_t position = 0;
+            PyObject *tid, *found;
+            while (PyDict_Next(occ, &position, &tid, &found)) {
+                int present = PySet_Contains(PyTuple_GET_ITEM(node, side), tid);
+                if (present < 0)
+                    goto fail;
+                if (present) {
+                    sides++;
+                    break;
+                }
+            }
+        }
+        if (sides < 2)
+            continue;
+        PyObject *pairs = near_pairs(node, occ, text);
+        if (pairs == NULL)
+            goto fail;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(pairs); j++) {
+            PyObject *pair = PyList_GET_ITEM(pairs, j);
+            Py_ssize_t a_start, a_end, b_start, b_end;
+            if (span_bounds(PyTuple_GET_ITEM(pair, 0), &a_start, &a_end) < 0
+                || span_bounds(PyTuple_GET_ITEM(pair, 1), &b_start, &b_end) < 0) {
+                Py_DECREF(pairs);
+                goto fail;
+            }
+            PyObject *span = make_span(a_start < b_start ? a_start : b_start, a_end > b_end ? a_end : b_end);
+            if (span == NULL || PyList_Append(spans, span) < 0) {
+                Py_XDECREF(span);
+                Py_DECREF(pairs);
+                goto fail;
+            }
+            Py_DECREF(span);
+        }
+        Py_DECREF(pairs);
+    }
+    if (PyList_GET_SIZE(spans) == 0) {
+        Py_DECREF(spans);
+        return Py_NewRef(occ);
+    }
+    Py_ssize_t ncontexts = PyList_GET_SIZE(spans);
+    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (size_t)ncontexts);
+    if (bounds == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t c = 0; c < ncontexts; c++) {
+        if (span_bounds(PyList_GET_ITEM(spans, c), &bounds[2 * c], &bounds[2 * c + 1]) < 0) {
+            PyMem_Free(bounds);
+            goto fail;
+        }
+    }
+    kept = PyDict_New();
+    Py_ssize_t position = 0;
+    PyObject *tid, *found;
+    while (kept != NULL && PyDict_Next(occ, &position, &tid, &found)) {
+        PyObject *left = PyList_New(0);
+        if (left == NULL) {
+            Py_CLEAR(kept);
+            break;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(found); k++) {
+            PyObject *span = PyList_GET_ITEM(found, k);
+            Py_ssize_t start, end;
+            if (span_bounds(span, &start, &end) < 0) {
+                Py_CLEAR(kept);
+                break;
+            }
+            int overlaps = 0;
+            for (Py_ssize_t c = 0; c < ncontexts && !overlaps; c++)
+                overlaps = start < bounds[2 * c + 1] && bounds[2 * c] < end;
+            if (!overlaps && PyList_Append(left, span) < 0) {
+                Py_CLEAR(kept);
+                break;
+            }
+        }
+        if (kept != NULL && PyList_GET_SIZE(left) > 0 && PyDict_SetItem(kept, tid, left) < 0)
+            Py_CLEAR(kept);
+        Py_DECREF(left);
+    }
+    PyMem_Free(bounds);
+    Py_DECREF(spans);
+    return kept;
+fail:
+    Py_DECREF(spans);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_O, "configure(elisions): the particles that gaps of `near` do not count"},
+    {"evaluate", evaluate, METH_VARARGS, "evaluate(node, occurrences, text): engine._evaluate in C"},
+    {"cancel", cancel, METH_VARARGS, "cancel(contexts, occurrences, text): engine._cancel in C"},
     {"build_matches", build_matches, METH_VARARGS,
      "build_matches(found, texts, topic_ids, field_names, match_type) -> tuple of Match (see engine._result)"},
     {NULL, NULL, 0, NULL},

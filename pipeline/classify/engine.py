@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any
 import ahocorasick
 
 try:  # the optional C accelerator (see _scan.c); without it the same work is done in Python
-    from pipeline.classify._scan import Scanner, build_matches
+    from pipeline.classify import _scan as _accelerator
 except ImportError:  # pragma: no cover - depends on the build
-    Scanner = build_matches = None
+    _accelerator = None
 from pipeline.classify.normalize import (
     _CASE_TABLE,
     _LOWER_TABLE,
@@ -150,6 +150,13 @@ class Classifier:
         self._automaton = automaton
         # The C scan of texts folded on the fast path (all Latin-1), or None.
         self._scanner = scanner
+        # With the accelerator, the C versions of _cancel, _evaluate and of the
+        # Match loop of _result (same results; the Python ones are the reference).
+        accelerated = scanner is not None and _accelerator is not None
+        self._cancel = _accelerator.cancel if accelerated else _cancel
+        self._evaluate = _accelerator.evaluate if accelerated else _evaluate
+        # The C loop makes Matches as _match does, so only when _match fills them.
+        self._build_matches = _accelerator.build_matches if accelerated and _FILL_FIELDS else None
         self._rules = rules
         self._rules_by_term = rules_by_term
         self._thresholds = tuple(t.threshold for t in topics)
@@ -337,11 +344,11 @@ class Classifier:
                         if topic_occ is None:
                             topic_occ = {}
                         if topic not in topic_occ:
-                            topic_occ[topic] = _cancel(topic_contexts, occ, text)
+                            topic_occ[topic] = self._cancel(topic_contexts, occ, text)
                         field_occ = topic_occ[topic]
                     if rule_contexts:
-                        field_occ = _cancel(rule_contexts, field_occ, text)
-                    evaluated = _evaluate(node, field_occ, text)
+                        field_occ = self._cancel(rule_contexts, field_occ, text)
+                    evaluated = self._evaluate(node, field_occ, text)
                     if evaluated is None:
                         continue
                     spans = evaluated
@@ -407,8 +414,9 @@ class Classifier:
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        if _BUILD_MATCHES is not None:
-            matches = _BUILD_MATCHES(found, texts, ids, FIELDS, Match)
+        build_matches = self._build_matches
+        if build_matches is not None:
+            matches = build_matches(found, texts, ids, FIELDS, Match)
         elif _FILL_FIELDS:  # _match inlined: a Python call per match is a good part of its cost
             built: list[Match] = []
             for fi, start, end, topic, name, weight in found:
@@ -497,7 +505,7 @@ def _compile_scanner(keywords: dict[str, list[tuple[int, int, str | None, bool]]
     It only reads fast-path texts, all in Latin-1: a keyword or a case-kept
     literal outside Latin-1 can never occur in one, and is left out.
     """
-    if Scanner is None:
+    if _accelerator is None:
         return None
     entries: list[tuple[bytes, tuple[int, ...], tuple[tuple[int, bytes | None, bool], ...]]] = []
     for keyword in sorted(keywords):
@@ -515,7 +523,7 @@ def _compile_scanner(keywords: dict[str, list[tuple[int, int, str | None, bool]]
             except UnicodeEncodeError:
                 continue
         entries.append((word, plain, tuple(special)))
-    return Scanner(_LOWER_TABLE, _CASE_TABLE, entries)
+    return _accelerator.Scanner(_LOWER_TABLE, _CASE_TABLE, entries)
 
 
 def _language(lang: str) -> str:
@@ -557,8 +565,8 @@ if _FILL_FIELDS:
 else:  # the models changed shape: use their constructors
     _match = Match
     _classification = Classification
-# The C loop makes Matches as _match does, so only when _match fills them.
-_BUILD_MATCHES = build_matches if _FILL_FIELDS else None
+if _accelerator is not None:
+    _accelerator.configure(ELISIONS)
 
 
 def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:

@@ -216,6 +216,26 @@ done:
     return result;
 }
 
+/* Argument checks for METH_FASTCALL functions (PyArg_ParseTuple costs more than the work of a call). */
+static int
+arg_count(const char *function, Py_ssize_t given, Py_ssize_t wanted)
+{
+    if (given == wanted)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", function, wanted, given);
+    return -1;
+}
+
+static int
+arg_type(const char *function, int position, PyObject *value, PyTypeObject *type)
+{
+    if (PyObject_TypeCheck(value, type))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() argument %d must be %s, not %s", function, position, type->tp_name,
+                 Py_TYPE(value)->tp_name);
+    return -1;
+}
+
 /* Append span to occurrences[tid] (a new list when the term has none yet). */
 static int
 record(PyObject *occurrences, PyObject *tid, PyObject *span)
@@ -319,18 +339,20 @@ report(Scanner *self, const uint8_t *text, Py_ssize_t n, int32_t keyword, Py_ssi
  * the folded offsets where the summary and the content start. Spans are folded offsets, which on
  * this path are the original's. */
 static PyObject *
-Scanner_scan(Scanner *self, PyObject *args)
+Scanner_scan(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer buffer;
-    Py_ssize_t second, third;
     if (self->delta == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Scanner is not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*nn", &buffer, &second, &third))
+    if (arg_count("scan", nargs, 3) < 0 || arg_type("scan", 1, args[0], &PyBytes_Type) < 0)
         return NULL;
-    const uint8_t *text = (const uint8_t *)buffer.buf;
-    Py_ssize_t n = buffer.len;
+    Py_ssize_t second = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t third = PyLong_AsSsize_t(args[2]);
+    if ((second == -1 || third == -1) && PyErr_Occurred())
+        return NULL;
+    const uint8_t *text = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
     PyObject *result = NULL;
     PyObject *fields[3] = {PyDict_New(), PyDict_New(), PyDict_New()};
     if (!fields[0] || !fields[1] || !fields[2])
@@ -369,7 +391,6 @@ done:
     Py_XDECREF(fields[0]);
     Py_XDECREF(fields[1]);
     Py_XDECREF(fields[2]);
-    PyBuffer_Release(&buffer);
     return result;
 }
 
@@ -380,8 +401,9 @@ Scanner_states(Scanner *self, void *closure)
     return PyLong_FromLong(self->nstates);
 }
 
-/* Interned attribute names of pipeline.models.Match, in field order. */
+/* Interned attribute names of pipeline.models.Match, in field order, and a dict of them (values None). */
 static PyObject *match_keys[7];
+static PyObject *match_template;
 
 /* build_matches(found, texts, topic_ids, field_names, match_type) -> tuple of Match.
  *
@@ -389,14 +411,17 @@ static PyObject *match_keys[7];
  * Each Match is made as engine._match makes it: a new instance whose __dict__ is filled at once
  * (engine.py only calls this when Match is a plain dataclass, see _fills_fields there). */
 static PyObject *
-build_matches(PyObject *module, PyObject *args)
+build_matches(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    PyObject *found, *texts, *topic_ids, *field_names;
-    PyTypeObject *match_type;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &found, &PyTuple_Type, &texts, &PyTuple_Type, &topic_ids,
-                          &PyTuple_Type, &field_names, &PyType_Type, &match_type))
+    if (arg_count("build_matches", nargs, 5) < 0 || arg_type("build_matches", 1, args[0], &PyList_Type) < 0
+        || arg_type("build_matches", 2, args[1], &PyTuple_Type) < 0
+        || arg_type("build_matches", 3, args[2], &PyTuple_Type) < 0
+        || arg_type("build_matches", 4, args[3], &PyTuple_Type) < 0
+        || arg_type("build_matches", 5, args[4], &PyType_Type) < 0)
         return NULL;
+    PyObject *found = args[0], *texts = args[1], *topic_ids = args[2], *field_names = args[3];
+    PyTypeObject *match_type = (PyTypeObject *)args[4];
     Py_ssize_t count = PyList_GET_SIZE(found);
     PyObject *matches = PyTuple_New(count);
     if (matches == NULL)
@@ -431,7 +456,8 @@ build_matches(PyObject *module, PyObject *args)
         values[4] = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
         values[5] = Py_NewRef(PyTuple_GET_ITEM(entry, 2));
         values[6] = Py_NewRef(PyTuple_GET_ITEM(entry, 5));
-        PyObject *attributes = values[3] != NULL ? PyDict_New() : NULL;
+        /* A copy of a dict with the same keys: replacing values never resizes it. */
+        PyObject *attributes = values[3] != NULL ? PyDict_Copy(match_template) : NULL;
         int status = attributes != NULL ? 0 : -1;
         for (int k = 0; k < 7 && status == 0; k++)
             status = PyDict_SetItem(attributes, match_keys[k], values[k]);
@@ -459,6 +485,7 @@ fail:
  * ordered); occurrences are {term id: [(start, end), ...]}; text is the folded text, whose only
  * separator is the space. */
 
+static PyObject *zero_score; /* 0.0, what scores.get(topic, 0.0) starts from */
 static PyObject *elisions; /* frozenset of elided particles (normalize.ELISIONS), set by configure() */
 static Py_ssize_t longest_elision;
 
@@ -734,23 +761,23 @@ evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
 }
 
 static PyObject *
-evaluate(PyObject *module, PyObject *args)
+evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    PyObject *node, *occ, *text;
-    if (!PyArg_ParseTuple(args, "O!O!U", &PyTuple_Type, &node, &PyDict_Type, &occ, &text))
+    if (arg_count("evaluate", nargs, 3) < 0 || arg_type("evaluate", 1, args[0], &PyTuple_Type) < 0
+        || arg_type("evaluate", 2, args[1], &PyDict_Type) < 0 || arg_type("evaluate", 3, args[2], &PyUnicode_Type) < 0)
         return NULL;
-    return evaluate_node(node, occ, text);
+    return evaluate_node(args[0], args[1], args[2]);
 }
 
 /* _cancel: `occ` without the occurrences that overlap an `unless` context (the same dict when none does). */
 static PyObject *
-cancel(PyObject *module, PyObject *args)
+cancel_contexts(PyObject *contexts, PyObject *occ, PyObject *text)
 {
-    (void)module;
-    PyObject *contexts, *occ, *text;
-    if (!PyArg_ParseTuple(args, "O!O!U", &PyTuple_Type, &contexts, &PyDict_Type, &occ, &text))
+    if (!PyTuple_Check(contexts) || !PyDict_Check(occ)) {
+        PyErr_SetString(PyExc_TypeError, "cancel: expected a tuple of contexts and a dict of occurrences");
         return NULL;
+    }
     PyObject *spans = PyList_New(0);
     PyObject *kept = NULL;
     if (spans == NULL)
@@ -863,17 +890,241 @@ fail:
     return NULL;
 }
 
+static PyObject *
+cancel(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (arg_count("cancel", nargs, 3) < 0 || arg_type("cancel", 1, args[0], &PyTuple_Type) < 0
+        || arg_type("cancel", 2, args[1], &PyDict_Type) < 0 || arg_type("cancel", 3, args[2], &PyUnicode_Type) < 0)
+        return NULL;
+    return cancel_contexts(args[0], args[1], args[2]);
+}
+
+/* Append (field, start - shift, end - shift, topic, name, rounded) to `found`. */
+static int
+add_found(PyObject *found, PyObject *field, Py_ssize_t shift, PyObject *span, PyObject *topic, PyObject *name,
+          PyObject *rounded)
+{
+    Py_ssize_t start, end;
+    if (span_bounds(span, &start, &end) < 0)
+        return -1;
+    PyObject *entry = PyTuple_New(6);
+    if (entry == NULL)
+        return -1;
+    PyObject *first = PyLong_FromSsize_t(start - shift);
+    PyObject *last = PyLong_FromSsize_t(end - shift);
+    if (first == NULL || last == NULL) {
+        Py_XDECREF(first);
+        Py_XDECREF(last);
+        Py_DECREF(entry);
+        return -1;
+    }
+    PyTuple_SET_ITEM(entry, 0, Py_NewRef(field));
+    PyTuple_SET_ITEM(entry, 1, first);
+    PyTuple_SET_ITEM(entry, 2, last);
+    PyTuple_SET_ITEM(entry, 3, Py_NewRef(topic));
+    PyTuple_SET_ITEM(entry, 4, Py_NewRef(name));
+    PyTuple_SET_ITEM(entry, 5, Py_NewRef(rounded));
+    int status = PyList_Append(found, entry);
+    Py_DECREF(entry);
+    return status;
+}
+
+/* run_plan(plan, occ, field_index, shift, scores, found, text, encoded, lower_table) -> text
+ *
+ * The loop over a field's plan in Classifier._classify, step for step: scores and found are
+ * updated in place, in the same order. `text` is the folded text, or None to fold `encoded`
+ * (Latin-1) with `lower_table` on the first step that needs positions; the folded text (or None
+ * when no step needed it) is returned for the next field. */
+static PyObject *
+run_plan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (arg_count("run_plan", nargs, 9) < 0 || arg_type("run_plan", 1, args[0], &PyTuple_Type) < 0
+        || arg_type("run_plan", 2, args[1], &PyDict_Type) < 0 || arg_type("run_plan", 5, args[4], &PyDict_Type) < 0
+        || arg_type("run_plan", 6, args[5], &PyList_Type) < 0 || arg_type("run_plan", 8, args[7], &PyBytes_Type) < 0
+        || arg_type("run_plan", 9, args[8], &PyBytes_Type) < 0)
+        return NULL;
+    PyObject *plan = args[0], *occ = args[1], *field = args[2], *scores = args[4], *found = args[5];
+    PyObject *text = args[6], *encoded = args[7], *lower_table = args[8];
+    Py_ssize_t shift = PyLong_AsSsize_t(args[3]);
+    if (shift == -1 && PyErr_Occurred())
+        return NULL;
+    if (text != Py_None && !PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "run_plan() argument 7 must be str or None");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(lower_table) != 256) {
+        PyErr_SetString(PyExc_ValueError, "run_plan() argument 9 must be a 256-byte table");
+        return NULL;
+    }
+    Py_INCREF(text);
+    PyObject *topic_occ = NULL; /* topic -> occurrences left once its contexts are applied */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
+        PyObject *step = PyTuple_GET_ITEM(plan, i);
+        if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) != 6) {
+            PyErr_SetString(PyExc_TypeError, "run_plan: a step is a 6-tuple");
+            goto fail;
+        }
+        PyObject *topic = PyTuple_GET_ITEM(step, 0);
+        PyObject *contribution = PyTuple_GET_ITEM(step, 1);
+        PyObject *name = PyTuple_GET_ITEM(step, 2);
+        PyObject *rounded = PyTuple_GET_ITEM(step, 3);
+        PyObject *tids = PyTuple_GET_ITEM(step, 4);
+        PyObject *dynamic = PyTuple_GET_ITEM(step, 5);
+        PyObject *spans; /* new reference */
+        if (dynamic == Py_None) {
+            /* Decided by the terms present alone: the spans are those of `tids`. */
+            if (!PyTuple_Check(tids) || PyTuple_GET_SIZE(tids) == 0) {
+                PyErr_SetString(PyExc_TypeError, "run_plan: a settled step names its terms");
+                goto fail;
+            }
+            if (PyTuple_GET_SIZE(tids) == 1) {
+                spans = PyDict_GetItemWithError(occ, PyTuple_GET_ITEM(tids, 0));
+                if (spans == NULL) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetObject(PyExc_KeyError, PyTuple_GET_ITEM(tids, 0));
+                    goto fail;
+                }
+                Py_INCREF(spans);
+            }
+            else {
+                spans = PyList_New(0);
+                if (spans == NULL)
+                    goto fail;
+                for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tids); t++) {
+                    PyObject *some = PyDict_GetItemWithError(occ, PyTuple_GET_ITEM(tids, t));
+                    if (some == NULL) {
+                        if (!PyErr_Occurred())
+                            PyErr_SetObject(PyExc_KeyError, PyTuple_GET_ITEM(tids, t));
+                        Py_DECREF(spans);
+                        goto fail;
+                    }
+                    if (extend(spans, some) < 0) {
+                        Py_DECREF(spans);
+                        goto fail;
+                    }
+                }
+            }
+        }
+        else {
+            if (!PyTuple_Check(dynamic) || PyTuple_GET_SIZE(dynamic) != 3) {
+                PyErr_SetString(PyExc_TypeError, "run_plan: positions are (node, topic contexts, rule contexts)");
+                goto fail;
+            }
+            PyObject *node = PyTuple_GET_ITEM(dynamic, 0);
+            PyObject *topic_contexts = PyTuple_GET_ITEM(dynamic, 1);
+            PyObject *rule_contexts = PyTuple_GET_ITEM(dynamic, 2);
+            if (text == Py_None) { /* normalize.fold_latin1(encoded) */
+                Py_ssize_t length = PyBytes_GET_SIZE(encoded);
+                const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(encoded);
+                const uint8_t *table = (const uint8_t *)PyBytes_AS_STRING(lower_table);
+                uint8_t max_char = 0;
+                for (Py_ssize_t k = 0; k < length; k++)
+                    max_char |= table[raw[k]];
+                PyObject *folded = PyUnicode_New(length, max_char);
+                if (folded == NULL)
+                    goto fail;
+                Py_UCS1 *out = PyUnicode_1BYTE_DATA(folded);
+                for (Py_ssize_t k = 0; k < length; k++)
+                    out[k] = table[raw[k]];
+                Py_SETREF(text, folded);
+            }
+            PyObject *field_occ = Py_NewRef(occ);
+            if (PyTuple_Check(topic_contexts) && PyTuple_GET_SIZE(topic_contexts) > 0) {
+                if (topic_occ == NULL && (topic_occ = PyDict_New()) == NULL) {
+                    Py_DECREF(field_occ);
+                    goto fail;
+                }
+                PyObject *cached = PyDict_GetItemWithError(topic_occ, topic);
+                if (cached == NULL) {
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(field_occ);
+                        goto fail;
+                    }
+                    cached = cancel_contexts(topic_contexts, occ, text);
+                    if (cached == NULL || PyDict_SetItem(topic_occ, topic, cached) < 0) {
+                        Py_XDECREF(cached);
+                        Py_DECREF(field_occ);
+                        goto fail;
+                    }
+                    Py_DECREF(cached); /* the cache holds it */
+                }
+                Py_SETREF(field_occ, Py_NewRef(cached));
+            }
+            if (PyTuple_Check(rule_contexts) && PyTuple_GET_SIZE(rule_contexts) > 0) {
+                PyObject *left = cancel_contexts(rule_contexts, field_occ, text);
+                Py_SETREF(field_occ, left);
+                if (field_occ == NULL)
+                    goto fail;
+            }
+            spans = evaluate_node(node, field_occ, text);
+            Py_DECREF(field_occ);
+            if (spans == NULL)
+                goto fail;
+            if (spans == Py_None) {
+                Py_DECREF(spans);
+                continue;
+            }
+        }
+        /* scores[topic] = scores.get(topic, 0.0) + contribution */
+        PyObject *score = PyDict_GetItemWithError(scores, topic);
+        if (score == NULL && PyErr_Occurred()) {
+            Py_DECREF(spans);
+            goto fail;
+        }
+        PyObject *total = PyNumber_Add(score != NULL ? score : zero_score, contribution);
+        int status = total != NULL ? PyDict_SetItem(scores, topic, total) : -1;
+        Py_XDECREF(total);
+        if (status < 0 || !PyList_Check(spans)) {
+            if (status == 0)
+                PyErr_SetString(PyExc_TypeError, "run_plan: spans must be a list");
+            Py_DECREF(spans);
+            goto fail;
+        }
+        Py_ssize_t count = PyList_GET_SIZE(spans);
+        for (Py_ssize_t k = 0; k < count && status == 0; k++) {
+            PyObject *span = PyList_GET_ITEM(spans, k);
+            /* each distinct span once (set(spans) in Python; the engine sorts `found` afterwards) */
+            int seen = 0;
+            Py_ssize_t start = 0, end = 0;
+            if (k > 0 && span_bounds(span, &start, &end) < 0)
+                status = -1;
+            for (Py_ssize_t j = 0; j < k && !seen && status == 0; j++) {
+                Py_ssize_t other_start = 0, other_end = 0;
+                if (span_bounds(PyList_GET_ITEM(spans, j), &other_start, &other_end) < 0)
+                    status = -1;
+                else
+                    seen = other_start == start && other_end == end;
+            }
+            if (status == 0 && !seen)
+                status = add_found(found, field, shift, span, topic, name, rounded);
+        }
+        Py_DECREF(spans);
+        if (status < 0)
+            goto fail;
+    }
+    Py_XDECREF(topic_occ);
+    return text;
+fail:
+    Py_XDECREF(topic_occ);
+    Py_XDECREF(text);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"run_plan", (PyCFunction)(void (*)(void))run_plan, METH_FASTCALL, "run_plan(plan, occ, field_index, shift, scores, found, text, encoded, "
+                                         "lower_table) -> text: the plan loop of Classifier._classify"},
     {"configure", configure, METH_O, "configure(elisions): the particles that gaps of `near` do not count"},
-    {"evaluate", evaluate, METH_VARARGS, "evaluate(node, occurrences, text): engine._evaluate in C"},
-    {"cancel", cancel, METH_VARARGS, "cancel(contexts, occurrences, text): engine._cancel in C"},
-    {"build_matches", build_matches, METH_VARARGS,
+    {"evaluate", (PyCFunction)(void (*)(void))evaluate, METH_FASTCALL, "evaluate(node, occurrences, text): engine._evaluate in C"},
+    {"cancel", (PyCFunction)(void (*)(void))cancel, METH_FASTCALL, "cancel(contexts, occurrences, text): engine._cancel in C"},
+    {"build_matches", (PyCFunction)(void (*)(void))build_matches, METH_FASTCALL,
      "build_matches(found, texts, topic_ids, field_names, match_type) -> tuple of Match (see engine._result)"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef Scanner_methods[] = {
-    {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
+    {"scan", (PyCFunction)(void (*)(void))Scanner_scan, METH_FASTCALL,
      "scan(encoded, second, third) -> occurrences of every term by field: ({term id: [(start, end)]}, ...)"},
     {NULL, NULL, 0, NULL},
 };
@@ -910,10 +1161,19 @@ PyInit__scan(void)
 {
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;
+    if (zero_score == NULL && (zero_score = PyFloat_FromDouble(0.0)) == NULL)
+        return NULL;
     static const char *names[7] = {"topic", "rule", "field", "text", "start", "end", "weight"};
     for (int k = 0; k < 7; k++) {
         if (match_keys[k] == NULL && (match_keys[k] = PyUnicode_InternFromString(names[k])) == NULL)
             return NULL;
+    }
+    if (match_template == NULL) {
+        if ((match_template = PyDict_New()) == NULL)
+            return NULL;
+        for (int k = 0; k < 7; k++)
+            if (PyDict_SetItem(match_template, match_keys[k], Py_None) < 0)
+                return NULL;
     }
     PyObject *module = PyModule_Create(&scan_module);
     if (module == NULL)

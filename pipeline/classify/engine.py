@@ -157,6 +157,7 @@ class Classifier:
         self._evaluate = _accelerator.evaluate if accelerated else _evaluate
         # The C loop makes Matches as _match does, so only when _match fills them.
         self._build_matches = _accelerator.build_matches if accelerated and _FILL_FIELDS else None
+        self._run_plan = _accelerator.run_plan if accelerated else None
         self._rules = rules
         self._rules_by_term = rules_by_term
         self._thresholds = tuple(t.threshold for t in topics)
@@ -306,6 +307,7 @@ class Classifier:
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return _classification(item_id, (), {}, ())
         plans = self._plans
+        run_plan = self._run_plan
         scores: dict[int, float] = {}
         found: list[tuple[int, int, int, int, str, float]] = []
         # Where each field starts in the joined text. On the fast path folded
@@ -328,6 +330,9 @@ class Classifier:
                     plans.clear()
                     self._plan_copies.clear()
                 plans[key] = plan
+            if run_plan is not None:  # the loop below, in C
+                text = run_plan(plan, occ, field_index, shift, scores, found, text, encoded, _LOWER_TABLE)
+                continue
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] | None = None

@@ -36,6 +36,15 @@ typedef struct {
     Py_ssize_t *kw_len;
     PyObject **kw_plain;    /* tuple of term ids (ints) recorded with the keyword's span */
     PyObject **kw_special;  /* tuple of (term id, case-kept literal bytes or None, is prefix) */
+    /* What classify() needs of the classifier (see bind()); NULL until bound. */
+    PyObject *plans;          /* dict: (field index, language, frozenset of term ids) -> plan */
+    PyObject *topic_ids;      /* tuple of str */
+    PyObject *thresholds;     /* tuple of numbers */
+    PyObject *field_names;    /* tuple of 3 str */
+    PyObject *match_type;
+    PyObject *classification_type;
+    PyObject *lower_table;    /* bytes: the folding table, for run_plan's lazy fold */
+    PyObject *round_function; /* builtins.round */
 } Scanner;
 
 static void
@@ -47,6 +56,14 @@ Scanner_dealloc(Scanner *self)
             Py_XDECREF(self->kw_special[i]);
         }
     }
+    Py_XDECREF(self->plans);
+    Py_XDECREF(self->topic_ids);
+    Py_XDECREF(self->thresholds);
+    Py_XDECREF(self->field_names);
+    Py_XDECREF(self->match_type);
+    Py_XDECREF(self->classification_type);
+    Py_XDECREF(self->lower_table);
+    Py_XDECREF(self->round_function);
     PyMem_Free(self->delta);
     PyMem_Free(self->out_kw);
     PyMem_Free(self->out_link);
@@ -333,6 +350,8 @@ report(Scanner *self, const uint8_t *text, Py_ssize_t n, int32_t keyword, Py_ssi
     return 0;
 }
 
+static int scan_impl(Scanner *self, PyObject *encoded, Py_ssize_t second, Py_ssize_t third, PyObject **fields);
+
 /* scan(encoded, second, third) -> (title, summary, content) occurrences: {term id: [(start, end)]}.
  *
  * `encoded` is the Latin-1 text of the joined fields (ligatures swapped); `second` and `third` are
@@ -351,12 +370,27 @@ Scanner_scan(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t third = PyLong_AsSsize_t(args[2]);
     if ((second == -1 || third == -1) && PyErr_Occurred())
         return NULL;
-    const uint8_t *text = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    PyObject *result = NULL;
-    PyObject *fields[3] = {PyDict_New(), PyDict_New(), PyDict_New()};
+    PyObject *fields[3];
+    if (scan_impl(self, args[0], second, third, fields) < 0)
+        return NULL;
+    PyObject *result = PyTuple_Pack(3, fields[0], fields[1], fields[2]);
+    Py_DECREF(fields[0]);
+    Py_DECREF(fields[1]);
+    Py_DECREF(fields[2]);
+    return result;
+}
+
+/* The scan proper: fields[0..2] receive new dicts, or the function fails with -1 and none. */
+static int
+scan_impl(Scanner *self, PyObject *encoded, Py_ssize_t second, Py_ssize_t third, PyObject **fields)
+{
+    const uint8_t *text = (const uint8_t *)PyBytes_AS_STRING(encoded);
+    Py_ssize_t n = PyBytes_GET_SIZE(encoded);
+    fields[0] = PyDict_New();
+    fields[1] = PyDict_New();
+    fields[2] = PyDict_New();
     if (!fields[0] || !fields[1] || !fields[2])
-        goto done;
+        goto fail;
     const int32_t *delta = self->delta;
     const int32_t *out_kw = self->out_kw;
     const int32_t *out_link = self->out_link;
@@ -383,15 +417,15 @@ Scanner_scan(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
                 }
             }
             if (report(self, text, n, out_kw[hit], end, fields[field]) < 0)
-                goto done;
+                goto fail;
         }
     }
-    result = PyTuple_Pack(3, fields[0], fields[1], fields[2]);
-done:
-    Py_XDECREF(fields[0]);
-    Py_XDECREF(fields[1]);
-    Py_XDECREF(fields[2]);
-    return result;
+    return 0;
+fail:
+    Py_CLEAR(fields[0]);
+    Py_CLEAR(fields[1]);
+    Py_CLEAR(fields[2]);
+    return -1;
 }
 
 static PyObject *
@@ -410,6 +444,9 @@ static PyObject *match_template;
  * `found` is the engine's sorted list of (field index, start, end, topic index, rule name, weight).
  * Each Match is made as engine._match makes it: a new instance whose __dict__ is filled at once
  * (engine.py only calls this when Match is a plain dataclass, see _fills_fields there). */
+static PyObject *build_matches_impl(PyObject *found, PyObject *texts, PyObject *topic_ids, PyObject *field_names,
+                                    PyTypeObject *match_type);
+
 static PyObject *
 build_matches(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -420,8 +457,13 @@ build_matches(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         || arg_type("build_matches", 4, args[3], &PyTuple_Type) < 0
         || arg_type("build_matches", 5, args[4], &PyType_Type) < 0)
         return NULL;
-    PyObject *found = args[0], *texts = args[1], *topic_ids = args[2], *field_names = args[3];
-    PyTypeObject *match_type = (PyTypeObject *)args[4];
+    return build_matches_impl(args[0], args[1], args[2], args[3], (PyTypeObject *)args[4]);
+}
+
+static PyObject *
+build_matches_impl(PyObject *found, PyObject *texts, PyObject *topic_ids, PyObject *field_names,
+                   PyTypeObject *match_type)
+{
     Py_ssize_t count = PyList_GET_SIZE(found);
     PyObject *matches = PyTuple_New(count);
     if (matches == NULL)
@@ -529,11 +571,24 @@ extend(PyObject *list, PyObject *items)
     return PyList_SetSlice(list, size, size, items);
 }
 
-static int
-kind_is(PyObject *node, const char *kind)
+enum node_kind { NODE_SET, NODE_ANY, NODE_ALL, NODE_NOT, NODE_NEAR, NODE_UNKNOWN };
+static const char *node_kind_names[5] = {"set", "any", "all", "not", "near"};
+static PyObject *node_kind_interned[5];
+
+/* The kind of a compiled node. engine.py's kind names are interned string constants, so a pointer
+ * comparison settles it; a string comparison is the fallback (a node built some other way). */
+static enum node_kind
+kind_of(PyObject *node)
 {
     PyObject *name = PyTuple_GET_ITEM(node, 0);
-    return PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, kind) == 0;
+    for (int k = 0; k < 5; k++)
+        if (name == node_kind_interned[k])
+            return (enum node_kind)k;
+    if (PyUnicode_Check(name))
+        for (int k = 0; k < 5; k++)
+            if (PyUnicode_CompareWithASCIIString(name, node_kind_names[k]) == 0)
+                return (enum node_kind)k;
+    return NODE_UNKNOWN;
 }
 
 /* _spans_of: the occurrences of the terms `ids`, in the order of `occ`. New reference. */
@@ -673,7 +728,8 @@ evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "not a compiled rule node");
         return NULL;
     }
-    if (kind_is(node, "set")) {
+    enum node_kind kind = kind_of(node);
+    if (kind == NODE_SET) {
         PyObject *spans = spans_of(PyTuple_GET_ITEM(node, 1), occ);
         if (spans != NULL && PyList_GET_SIZE(spans) == 0) {
             Py_DECREF(spans);
@@ -681,8 +737,8 @@ evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
         }
         return spans;
     }
-    if (kind_is(node, "any") || kind_is(node, "all")) {
-        int every = kind_is(node, "all");
+    if (kind == NODE_ANY || kind == NODE_ALL) {
+        int every = kind == NODE_ALL;
         PyObject *parts = PyTuple_GET_ITEM(node, 1);
         if (!PyTuple_Check(parts)) {
             PyErr_SetString(PyExc_TypeError, "the parts of a node must be a tuple");
@@ -726,7 +782,7 @@ evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
         }
         return out;
     }
-    if (kind_is(node, "not")) {
+    if (kind == NODE_NOT) {
         PyObject *spans = evaluate_node(PyTuple_GET_ITEM(node, 1), occ, text);
         if (spans == NULL)
             return NULL;
@@ -736,7 +792,7 @@ evaluate_node(PyObject *node, PyObject *occ, PyObject *text)
             Py_RETURN_NONE;
         return PyList_New(0);
     }
-    if (kind_is(node, "near")) {
+    if (kind == NODE_NEAR) {
         PyObject *pairs = near_pairs(node, occ, text);
         if (pairs == NULL)
             return NULL;
@@ -788,7 +844,7 @@ cancel_contexts(PyObject *contexts, PyObject *occ, PyObject *text)
             PyErr_SetString(PyExc_TypeError, "not a compiled context");
             goto fail;
         }
-        if (kind_is(node, "set")) {
+        if (kind_of(node) == NODE_SET) {
             PyObject *found = spans_of(PyTuple_GET_ITEM(node, 1), occ);
             int status = found != NULL ? extend(spans, found) : -1;
             Py_XDECREF(found);
@@ -936,6 +992,9 @@ add_found(PyObject *found, PyObject *field, Py_ssize_t shift, PyObject *span, Py
  * updated in place, in the same order. `text` is the folded text, or None to fold `encoded`
  * (Latin-1) with `lower_table` on the first step that needs positions; the folded text (or None
  * when no step needed it) is returned for the next field. */
+static PyObject *run_plan_impl(PyObject *plan, PyObject *occ, PyObject *field, Py_ssize_t shift, PyObject *scores,
+                               PyObject *found, PyObject *text, PyObject *encoded, PyObject *lower_table);
+
 static PyObject *
 run_plan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -958,7 +1017,14 @@ run_plan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "run_plan() argument 9 must be a 256-byte table");
         return NULL;
     }
-    Py_INCREF(text);
+    return run_plan_impl(plan, occ, field, shift, scores, found, Py_NewRef(text), encoded, lower_table);
+}
+
+/* run_plan's work; takes over the reference to `text` and returns a new one (NULL on error). */
+static PyObject *
+run_plan_impl(PyObject *plan, PyObject *occ, PyObject *field, Py_ssize_t shift, PyObject *scores, PyObject *found,
+              PyObject *text, PyObject *encoded, PyObject *lower_table)
+{
     PyObject *topic_occ = NULL; /* topic -> occurrences left once its contexts are applied */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
         PyObject *step = PyTuple_GET_ITEM(plan, i);
@@ -1112,6 +1178,194 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- a whole item
+ *
+ * Scanner.classify is Classifier._classify and _result for a fast-path text, with the same calls
+ * in the same order: scan, per field the plan (made by the classifier's Python callback on a memo
+ * miss) and run_plan, then the sorted matches, the selected topics and the rounded scores. */
+
+static PyObject *classification_keys[4];
+
+/* A Classification as engine._classification makes it (its __dict__ filled at once). */
+static PyObject *
+new_classification(Scanner *self, PyObject *item_id, PyObject *topics, PyObject *scores, PyObject *matches)
+{
+    PyObject *attributes = PyDict_New();
+    if (attributes == NULL)
+        return NULL;
+    PyObject *values[4] = {item_id, topics, scores, matches};
+    for (int k = 0; k < 4; k++) {
+        if (PyDict_SetItem(attributes, classification_keys[k], values[k]) < 0) {
+            Py_DECREF(attributes);
+            return NULL;
+        }
+    }
+    PyTypeObject *type = (PyTypeObject *)self->classification_type;
+    PyObject *result = type->tp_alloc(type, 0);
+    if (result != NULL && PyObject_GenericSetDict(result, attributes, NULL) < 0)
+        Py_CLEAR(result);
+    Py_DECREF(attributes);
+    return result;
+}
+
+static PyObject *
+empty_classification(Scanner *self, PyObject *item_id)
+{
+    PyObject *topics = PyTuple_New(0);
+    PyObject *scores = PyDict_New();
+    PyObject *matches = PyTuple_New(0);
+    PyObject *result = topics && scores && matches ? new_classification(self, item_id, topics, scores, matches) : NULL;
+    Py_XDECREF(topics);
+    Py_XDECREF(scores);
+    Py_XDECREF(matches);
+    return result;
+}
+
+/* bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round) */
+static PyObject *
+Scanner_bind(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (arg_count("bind", nargs, 8) < 0 || arg_type("bind", 1, args[0], &PyDict_Type) < 0
+        || arg_type("bind", 2, args[1], &PyTuple_Type) < 0 || arg_type("bind", 3, args[2], &PyTuple_Type) < 0
+        || arg_type("bind", 4, args[3], &PyTuple_Type) < 0 || arg_type("bind", 5, args[4], &PyType_Type) < 0
+        || arg_type("bind", 6, args[5], &PyType_Type) < 0 || arg_type("bind", 7, args[6], &PyBytes_Type) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2]) || PyTuple_GET_SIZE(args[3]) != 3
+        || PyBytes_GET_SIZE(args[6]) != 256) {
+        PyErr_SetString(PyExc_ValueError, "bind(): one threshold per topic, three field names, a 256-byte table");
+        return NULL;
+    }
+    Py_XSETREF(self->plans, Py_NewRef(args[0]));
+    Py_XSETREF(self->topic_ids, Py_NewRef(args[1]));
+    Py_XSETREF(self->thresholds, Py_NewRef(args[2]));
+    Py_XSETREF(self->field_names, Py_NewRef(args[3]));
+    Py_XSETREF(self->match_type, Py_NewRef(args[4]));
+    Py_XSETREF(self->classification_type, Py_NewRef(args[5]));
+    Py_XSETREF(self->lower_table, Py_NewRef(args[6]));
+    Py_XSETREF(self->round_function, Py_NewRef(args[7]));
+    Py_RETURN_NONE;
+}
+
+/* classify(item_id, texts, lang, encoded, make_plan) -> Classification */
+static PyObject *
+Scanner_classify(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (self->plans == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "classify(): bind() first");
+        return NULL;
+    }
+    if (arg_count("classify", nargs, 5) < 0 || arg_type("classify", 2, args[1], &PyTuple_Type) < 0
+        || arg_type("classify", 4, args[3], &PyBytes_Type) < 0)
+        return NULL;
+    PyObject *item_id = args[0], *texts = args[1], *lang = args[2], *encoded = args[3], *make_plan = args[4];
+    if (PyTuple_GET_SIZE(texts) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(texts, 0))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(texts, 1)) || !PyUnicode_Check(PyTuple_GET_ITEM(texts, 2))) {
+        PyErr_SetString(PyExc_TypeError, "classify(): texts must be three strings");
+        return NULL;
+    }
+    Py_ssize_t gap = 2; /* len(_FIELD_SEPARATOR) */
+    Py_ssize_t title_length = PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(texts, 0));
+    Py_ssize_t summary_length = PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(texts, 1));
+    Py_ssize_t second = title_length + gap;
+    Py_ssize_t third = second + summary_length + gap;
+    PyObject *fields[3];
+    if (scan_impl(self, encoded, second, third, fields) < 0)
+        return NULL;
+    PyObject *result = NULL, *scores = NULL, *found = NULL, *text = Py_NewRef(Py_None);
+    PyObject *matches = NULL, *topic_keys = NULL, *selected = NULL, *rounded_scores = NULL;
+    if (PyDict_GET_SIZE(fields[0]) == 0 && PyDict_GET_SIZE(fields[1]) == 0 && PyDict_GET_SIZE(fields[2]) == 0) {
+        result = empty_classification(self, item_id);
+        goto done;
+    }
+    scores = PyDict_New();
+    found = PyList_New(0);
+    if (scores == NULL || found == NULL)
+        goto done;
+    Py_ssize_t shifts[3] = {0, second, third};
+    for (int index = 0; index < 3; index++) {
+        PyObject *occ = fields[index];
+        if (PyDict_GET_SIZE(occ) == 0)
+            continue;
+        PyObject *field = PyLong_FromLong(index);
+        PyObject *present = field != NULL ? PyFrozenSet_New(occ) : NULL;
+        PyObject *key = present != NULL ? PyTuple_Pack(3, field, lang, present) : NULL;
+        Py_XDECREF(present);
+        PyObject *plan = key != NULL ? PyDict_GetItemWithError(self->plans, key) : NULL;
+        if (plan != NULL)
+            Py_INCREF(plan);
+        else if (key != NULL && !PyErr_Occurred())
+            plan = PyObject_CallFunctionObjArgs(make_plan, field, lang, key, NULL);
+        Py_XDECREF(key);
+        if (plan != NULL && !PyTuple_Check(plan)) {
+            PyErr_SetString(PyExc_TypeError, "classify(): a plan must be a tuple");
+            Py_CLEAR(plan);
+        }
+        if (plan == NULL) {
+            Py_XDECREF(field);
+            goto done;
+        }
+        text = run_plan_impl(plan, occ, field, shifts[index], scores, found, text, encoded, self->lower_table);
+        Py_DECREF(plan);
+        Py_DECREF(field);
+        if (text == NULL)
+            goto done;
+    }
+    if (PyDict_GET_SIZE(scores) == 0) {
+        result = empty_classification(self, item_id);
+        goto done;
+    }
+    if (PyList_Sort(found) < 0)
+        goto done;
+    matches = build_matches_impl(found, texts, self->topic_ids, self->field_names, (PyTypeObject *)self->match_type);
+    topic_keys = PyDict_Keys(scores);
+    selected = PyList_New(0);
+    rounded_scores = PyDict_New();
+    if (matches == NULL || topic_keys == NULL || selected == NULL || rounded_scores == NULL
+        || PyList_Sort(topic_keys) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(topic_keys); i++) {
+        PyObject *topic = PyList_GET_ITEM(topic_keys, i);
+        Py_ssize_t position = PyLong_AsSsize_t(topic);
+        if (position == -1 && PyErr_Occurred())
+            goto done;
+        if (position < 0 || position >= PyTuple_GET_SIZE(self->topic_ids)) {
+            PyErr_SetString(PyExc_IndexError, "classify(): topic index out of range");
+            goto done;
+        }
+        PyObject *score = PyDict_GetItemWithError(scores, topic); /* borrowed */
+        if (score == NULL)
+            goto done;
+        double value = PyFloat_AsDouble(score);
+        double threshold = PyFloat_AsDouble(PyTuple_GET_ITEM(self->thresholds, position));
+        if (PyErr_Occurred())
+            goto done;
+        PyObject *topic_id = PyTuple_GET_ITEM(self->topic_ids, position);
+        /* score > 0 and score + 1e-9 >= threshold, as engine._result */
+        if (value > 0 && value + 1e-9 >= threshold && PyList_Append(selected, topic_id) < 0)
+            goto done;
+        PyObject *rounded = PyObject_CallFunction(self->round_function, "Oi", score, 2);
+        int status = rounded != NULL ? PyDict_SetItem(rounded_scores, topic_id, rounded) : -1;
+        Py_XDECREF(rounded);
+        if (status < 0)
+            goto done;
+    }
+    Py_SETREF(selected, PyList_AsTuple(selected));
+    if (selected != NULL)
+        result = new_classification(self, item_id, selected, rounded_scores, matches);
+done:
+    Py_XDECREF(fields[0]);
+    Py_XDECREF(fields[1]);
+    Py_XDECREF(fields[2]);
+    Py_XDECREF(scores);
+    Py_XDECREF(found);
+    Py_XDECREF(text);
+    Py_XDECREF(matches);
+    Py_XDECREF(topic_keys);
+    Py_XDECREF(selected);
+    Py_XDECREF(rounded_scores);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"run_plan", (PyCFunction)(void (*)(void))run_plan, METH_FASTCALL, "run_plan(plan, occ, field_index, shift, scores, found, text, encoded, "
                                          "lower_table) -> text: the plan loop of Classifier._classify"},
@@ -1124,6 +1378,10 @@ static PyMethodDef module_methods[] = {
 };
 
 static PyMethodDef Scanner_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))Scanner_bind, METH_FASTCALL,
+     "bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round)"},
+    {"classify", (PyCFunction)(void (*)(void))Scanner_classify, METH_FASTCALL,
+     "classify(item_id, texts, lang, encoded, make_plan) -> Classification: Classifier._classify in C"},
     {"scan", (PyCFunction)(void (*)(void))Scanner_scan, METH_FASTCALL,
      "scan(encoded, second, third) -> occurrences of every term by field: ({term id: [(start, end)]}, ...)"},
     {NULL, NULL, 0, NULL},
@@ -1163,11 +1421,19 @@ PyInit__scan(void)
         return NULL;
     if (zero_score == NULL && (zero_score = PyFloat_FromDouble(0.0)) == NULL)
         return NULL;
+    for (int k = 0; k < 5; k++)
+        if (node_kind_interned[k] == NULL && (node_kind_interned[k] = PyUnicode_InternFromString(node_kind_names[k])) == NULL)
+            return NULL;
     static const char *names[7] = {"topic", "rule", "field", "text", "start", "end", "weight"};
     for (int k = 0; k < 7; k++) {
         if (match_keys[k] == NULL && (match_keys[k] = PyUnicode_InternFromString(names[k])) == NULL)
             return NULL;
     }
+    static const char *classification_names[4] = {"item_id", "topics", "scores", "matches"};
+    for (int k = 0; k < 4; k++)
+        if (classification_keys[k] == NULL
+            && (classification_keys[k] = PyUnicode_InternFromString(classification_names[k])) == NULL)
+            return NULL;
     if (match_template == NULL) {
         if ((match_template = PyDict_New()) == NULL)
             return NULL;

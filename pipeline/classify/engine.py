@@ -167,6 +167,12 @@ class Classifier:
         # threads is the same plan, so sharing the classifier stays safe.
         self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}  # the language as given
         self._plan_copies: dict[_Plan, _Plan] = {}
+        # Fast-path items classified whole in C (Scanner.classify: _classify and
+        # _result step for step), when Match and Classification can be filled.
+        self._classify_fast = None
+        if accelerated and _FILL_FIELDS:
+            scanner.bind(self._plans, self._ids, self._thresholds, FIELDS, Match, Classification, _LOWER_TABLE, round)
+            self._classify_fast = scanner.classify
 
     # ---------------------------------------------------------------- building
 
@@ -295,6 +301,8 @@ class Classifier:
         scanner = self._scanner
         encoded = fast_bytes(joined) if scanner is not None else None
         text: str | None
+        if encoded is not None and self._classify_fast is not None:
+            return self._classify_fast(item_id, texts, lang, encoded, self._memo_plan)
         if encoded is not None:
             # The C scan folds and searches the Latin-1 bytes itself (same result
             # as _scan); the folded text is made only if a rule needs positions.
@@ -324,12 +332,7 @@ class Classifier:
             key = (field_index, lang, frozenset(occ))
             plan = plans.get(key)
             if plan is None:
-                plan = self._plan(field_index, _language(lang), key[2])
-                if len(plans) >= _PLAN_CACHE_SIZE:
-                    # Bounded memory; a plan is cheap to rebuild.
-                    plans.clear()
-                    self._plan_copies.clear()
-                plans[key] = plan
+                plan = self._memo_plan(field_index, lang, key)
             if run_plan is not None:  # the loop below, in C
                 text = run_plan(plan, occ, field_index, shift, scores, found, text, encoded, _LOWER_TABLE)
                 continue
@@ -367,6 +370,16 @@ class Classifier:
         if not scores:
             return _classification(item_id, (), {}, ())
         return self._result(item_id, texts, starts, scores, found)
+
+    def _memo_plan(self, field_index: int, lang: str, key: tuple[int, str, frozenset[int]]) -> _Plan:
+        """The plan for ``key`` (field index, language as given, terms present), made and memoised."""
+        plan = self._plan(field_index, _language(lang), key[2])
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            # Bounded memory; a plan is cheap to rebuild.
+            self._plans.clear()
+            self._plan_copies.clear()
+        self._plans[key] = plan
+        return plan
 
     def _plan(self, field_index: int, language: str, present: frozenset[int]) -> _Plan:
         """What to do in a field where exactly the terms ``present`` occur (memoised by the caller).

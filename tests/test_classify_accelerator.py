@@ -191,3 +191,11 @@ def test_accelerator_refuses_bad_arguments_without_crashing(engines: tuple[Class
                                   "content"), engine_module.Match)
     with pytest.raises(RuntimeError):
         accelerator.Scanner.__new__(accelerator.Scanner).scan(b"x", 1, 2)
+    # __init__ failing half-way (a repeated keyword) leaves a scanner that refuses to scan.
+    broken = accelerator.Scanner.__new__(accelerator.Scanner)
+    with pytest.raises(ValueError, match="repeats"):
+        broken.__init__(*tables, [(b" a ", (), ()), (b" a ", (), ())])
+    with pytest.raises(RuntimeError):
+        broken.scan(b"a", 1, 2)
+    with pytest.raises(RuntimeError):
+        broken.classify("id", ("a", "", ""), "fr", b"a", lambda *key: ())

@@ -36,6 +36,7 @@ typedef struct {
     int32_t *first_out;   /* the state itself if a keyword ends there, else its output link: one load per byte */
     int32_t nstates;
     int32_t nclasses;
+    int ready;              /* set once __init__ has built everything: scan() refuses to run before */
     uint8_t raw_class[256]; /* original Latin-1 byte -> class of its folded form */
     uint8_t lower[256];     /* original byte -> folded lower-case byte */
     uint8_t cased[256];     /* original byte -> folded case-kept byte */
@@ -233,6 +234,7 @@ Scanner_init(Scanner *self, PyObject *args, PyObject *kwds)
     }
     for (int32_t state = 0; state < nstates; state++)
         self->first_out[state] = self->out_kw[state] >= 0 ? state : self->out_link[state];
+    self->ready = 1;
     result = 0;
 done:
     PyMem_Free(queue);
@@ -368,7 +370,7 @@ static int scan_impl(Scanner *self, PyObject *encoded, Py_ssize_t second, Py_ssi
 static PyObject *
 Scanner_scan(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (self->delta == NULL) {
+    if (!self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Scanner is not initialised");
         return NULL;
     }
@@ -1258,8 +1260,8 @@ Scanner_bind(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Scanner_classify(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (self->plans == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "classify(): bind() first");
+    if (self->plans == NULL || !self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "classify(): initialise and bind() first");
         return NULL;
     }
     if (arg_count("classify", nargs, 5) < 0 || arg_type("classify", 2, args[1], &PyTuple_Type) < 0

@@ -199,3 +199,26 @@ def test_accelerator_refuses_bad_arguments_without_crashing(engines: tuple[Class
         broken.scan(b"a", 1, 2)
     with pytest.raises(RuntimeError):
         broken.classify("id", ("a", "", ""), "fr", b"a", lambda *key: ())
+
+
+def test_pure_python_switch_gives_the_same_cli_output(tmp_path: Path) -> None:
+    # TECH_MATIN_PURE_PYTHON=1 at run time leaves the built accelerator unused: the command's
+    # output is the same, byte for byte, on the held-out items (HTML, English, traps).
+    import subprocess
+
+    source = REPO / "tests" / "fixtures" / "heldout" / "set_b.jsonl"
+    outputs = []
+    for pure in ("", "1"):
+        env = {**os.environ, "TECH_MATIN_PURE_PYTHON": pure}
+        probe = subprocess.run([sys.executable, "-c", "from pipeline.classify import Classifier; "
+                                "from pipeline.config.topics import load_topics; "
+                                f"print(Classifier.compile(load_topics({str(REPO / 'topics.yaml')!r})).accelerated)"],
+                               env=env, capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == ("False" if pure else "True")
+        done = subprocess.run([sys.executable, "-m", "pipeline", "classify", str(source),
+                               "--topics", str(REPO / "topics.yaml")],
+                              env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count("\n") == 90

@@ -46,6 +46,7 @@ approach.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
@@ -53,10 +54,6 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
-try:  # the optional C accelerator (see _scan.c); without it the same work is done in Python
-    from pipeline.classify import _scan as _accelerator
-except ImportError:  # pragma: no cover - depends on the build
-    _accelerator = None
 from pipeline.classify.normalize import (
     _CASE_TABLE,
     _LOWER_TABLE,
@@ -72,6 +69,15 @@ from pipeline.classify.normalize import (
 )
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Near, Node, Not, Term, TopicRules, terms_of
 from pipeline.models import Classification, Item, Match
+
+# The optional C accelerator (see _scan.c); without it the same work is done in Python.
+# TECH_MATIN_PURE_PYTHON=1 also leaves a built one unused (to rule it out when in doubt).
+_accelerator: Any = None
+if os.environ.get("TECH_MATIN_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from pipeline.classify import _scan as _accelerator
+    except ImportError:  # pragma: no cover - depends on the build
+        _accelerator = None
 
 if TYPE_CHECKING:
     from pipeline.config.topics import TopicsConfig

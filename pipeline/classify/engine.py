@@ -60,7 +60,6 @@ from pipeline.classify.normalize import (
     ELISIONS,
     case_fold_latin1,
     fast_bytes,
-    fold_latin1,
     fold_parts,
     ligature_forms,
     original_span,
@@ -105,6 +104,9 @@ _Step = tuple[int, float, str, float, tuple[int, ...],
               tuple[_CNode, tuple[_CNode, ...], tuple[_CNode, ...]] | None]
 # A field's plan: its candidate rules, in rule order.
 _Plan = tuple[_Step, ...]
+# A keyword, its plain term ids and its special entries (term id, keyword
+# length, case-kept literal or None, is prefix).
+_KeywordEntries = tuple[str, tuple[int, ...], tuple[tuple[int, int, str | None, bool], ...]]
 # Distinct (field, language, term set) keys kept before the memo starts
 # again: plans are shared, so an entry costs about its key (a few hundred
 # bytes), tens of MB at most.
@@ -160,11 +162,9 @@ class Classifier:
         self._automaton = automaton
         # The C scan of texts folded on the fast path (all Latin-1), or None.
         self._scanner = scanner
-        # With the accelerator, the C versions of _cancel, _evaluate and of the
-        # Match loop of _result (same results; the Python ones are the reference).
+        # With the accelerator, the C versions of the plan loop and of the Match
+        # loop of _result (same results; the Python ones are the reference).
         accelerated = scanner is not None and _accelerator is not None
-        self._cancel = _accelerator.cancel if accelerated else _cancel
-        self._evaluate = _accelerator.evaluate if accelerated else _evaluate
         # The C loop makes Matches as _match does, so only when _match fills them.
         self._build_matches = _accelerator.build_matches if accelerated and _FILL_FIELDS else None
         self._run_plan = _accelerator.run_plan if accelerated else None
@@ -274,14 +274,16 @@ class Classifier:
                 entry = (tid, len(keyword), cased, prefix)
                 if entry not in keywords.setdefault(keyword, []):
                     keywords[keyword].append(entry)
+        # Most entries are neither prefixes nor case-sensitive: one span for
+        # all of them, recorded without looking at each (see _scan); the
+        # others ("special") need their checks.
+        split: list[_KeywordEntries] = [
+            (keyword, tuple(tid for tid, _, cased, prefix in entries if cased is None and not prefix),
+             tuple(entry for entry in entries if entry[2] is not None or entry[3]))
+            for keyword, entries in sorted(keywords.items())
+        ]
         automaton = ahocorasick.Automaton()
-        for keyword in sorted(keywords):
-            entries = keywords[keyword]
-            # Most entries are neither prefixes nor case-sensitive: one span
-            # for all of them, recorded without looking at each (see _scan);
-            # the others ("special") need their checks.
-            plain = tuple(tid for tid, _, cased, prefix in entries if cased is None and not prefix)
-            special = tuple(entry for entry in entries if entry[2] is not None or entry[3])
+        for keyword, plain, special in split:
             # The commonest keyword by far stands for one plain term: its id
             # (or -1) lets _scan record it with no loop.
             single = plain[0] if len(plain) == 1 and not special else -1
@@ -290,7 +292,7 @@ class Classifier:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
         return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint,
-                   _compile_scanner(keywords) if use_accelerator else None)
+                   _compile_scanner(split) if use_accelerator else None)
 
     # ---------------------------------------------------------------- classifying
 
@@ -359,19 +361,19 @@ class Classifier:
                     # Decided by the terms present alone: the spans are those of `tids`.
                     spans = occ[tids[0]] if len(tids) == 1 else [span for tid in tids for span in occ[tid]]
                 else:
+                    # (Only without the accelerator, so the text is folded already.)
+                    assert text is not None
                     node, topic_contexts, rule_contexts = dynamic
-                    if text is None:
-                        text = fold_latin1(encoded)
                     field_occ = occ
                     if topic_contexts:
                         if topic_occ is None:
                             topic_occ = {}
                         if topic not in topic_occ:
-                            topic_occ[topic] = self._cancel(topic_contexts, occ, text)
+                            topic_occ[topic] = _cancel(topic_contexts, occ, text)
                         field_occ = topic_occ[topic]
                     if rule_contexts:
-                        field_occ = self._cancel(rule_contexts, field_occ, text)
-                    evaluated = self._evaluate(node, field_occ, text)
+                        field_occ = _cancel(rule_contexts, field_occ, text)
+                    evaluated = _evaluate(node, field_occ, text)
                     if evaluated is None:
                         continue
                     spans = evaluated
@@ -532,8 +534,8 @@ class Classifier:
         return occurrences
 
 
-def _compile_scanner(keywords: dict[str, list[tuple[int, int, str | None, bool]]]) -> Any:
-    """The C scanner over the same keywords as the automaton, or None when it is not built.
+def _compile_scanner(split: list[_KeywordEntries]) -> Any:
+    """The C scanner over the automaton's keywords, or None when it is not built.
 
     It only reads fast-path texts, all in Latin-1: a keyword or a case-kept
     literal outside Latin-1 can never occur in one, and is left out.
@@ -541,21 +543,18 @@ def _compile_scanner(keywords: dict[str, list[tuple[int, int, str | None, bool]]
     if _accelerator is None:
         return None
     entries: list[tuple[bytes, tuple[int, ...], tuple[tuple[int, bytes | None, bool], ...]]] = []
-    for keyword in sorted(keywords):
+    for keyword, plain, special in split:
         try:
             word = keyword.encode("latin-1")
         except UnicodeEncodeError:
             continue
-        plain = tuple(tid for tid, _, cased, prefix in keywords[keyword] if cased is None and not prefix)
-        special: list[tuple[int, bytes | None, bool]] = []
-        for tid, _, cased, prefix in keywords[keyword]:
-            if cased is None and not prefix:
-                continue
+        checked: list[tuple[int, bytes | None, bool]] = []
+        for tid, _, cased, prefix in special:
             try:
-                special.append((tid, cased.encode("latin-1") if cased is not None else None, prefix))
+                checked.append((tid, cased.encode("latin-1") if cased is not None else None, prefix))
             except UnicodeEncodeError:
                 continue
-        entries.append((word, plain, tuple(special)))
+        entries.append((word, plain, tuple(checked)))
     return _accelerator.Scanner(_LOWER_TABLE, _CASE_TABLE, entries)
 
 

@@ -255,7 +255,7 @@ def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
     """
     encoded = fast_bytes(text)
     if encoded is not None:
-        return encoded.translate(_LOWER_TABLE).decode("latin-1"), (), encoded, ""
+        return fold_latin1(encoded), (), encoded, ""
     lower, starts = _slow_fold(text, keep_case=False)
     cased, cased_starts = _slow_fold(text, keep_case=True)
     if cased_starts != starts:  # a character whose case changes its length: compare lower-case

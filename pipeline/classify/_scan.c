@@ -54,6 +54,7 @@ typedef struct {
     PyObject *classification_type;
     PyObject *lower_table;    /* bytes: the folding table, for run_plan's lazy fold */
     PyObject *round_function; /* builtins.round */
+    Py_ssize_t separator_length; /* len(engine._FIELD_SEPARATOR), between the joined fields */
 } Scanner;
 
 static void
@@ -1231,11 +1232,12 @@ empty_classification(Scanner *self, PyObject *item_id)
     return result;
 }
 
-/* bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round) */
+/* bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round,
+ *      separator_length) */
 static PyObject *
 Scanner_bind(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (arg_count("bind", nargs, 8) < 0 || arg_type("bind", 1, args[0], &PyDict_Type) < 0
+    if (arg_count("bind", nargs, 9) < 0 || arg_type("bind", 1, args[0], &PyDict_Type) < 0
         || arg_type("bind", 2, args[1], &PyTuple_Type) < 0 || arg_type("bind", 3, args[2], &PyTuple_Type) < 0
         || arg_type("bind", 4, args[3], &PyTuple_Type) < 0 || arg_type("bind", 5, args[4], &PyType_Type) < 0
         || arg_type("bind", 6, args[5], &PyType_Type) < 0 || arg_type("bind", 7, args[6], &PyBytes_Type) < 0)
@@ -1243,6 +1245,13 @@ Scanner_bind(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2]) || PyTuple_GET_SIZE(args[3]) != 3
         || PyBytes_GET_SIZE(args[6]) != 256) {
         PyErr_SetString(PyExc_ValueError, "bind(): one threshold per topic, three field names, a 256-byte table");
+        return NULL;
+    }
+    Py_ssize_t separator_length = PyLong_AsSsize_t(args[8]);
+    if (separator_length == -1 && PyErr_Occurred())
+        return NULL;
+    if (separator_length < 0) {
+        PyErr_SetString(PyExc_ValueError, "bind(): the separator length cannot be negative");
         return NULL;
     }
     Py_XSETREF(self->plans, Py_NewRef(args[0]));
@@ -1253,6 +1262,7 @@ Scanner_bind(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(self->classification_type, Py_NewRef(args[5]));
     Py_XSETREF(self->lower_table, Py_NewRef(args[6]));
     Py_XSETREF(self->round_function, Py_NewRef(args[7]));
+    self->separator_length = separator_length;
     Py_RETURN_NONE;
 }
 
@@ -1273,7 +1283,7 @@ Scanner_classify(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "classify(): texts must be three strings");
         return NULL;
     }
-    Py_ssize_t gap = 2; /* len(_FIELD_SEPARATOR) */
+    Py_ssize_t gap = self->separator_length;
     Py_ssize_t title_length = PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(texts, 0));
     Py_ssize_t summary_length = PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(texts, 1));
     Py_ssize_t second = title_length + gap;
@@ -1389,7 +1399,8 @@ static PyMethodDef module_methods[] = {
 
 static PyMethodDef Scanner_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))Scanner_bind, METH_FASTCALL,
-     "bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round)"},
+     "bind(plans, topic_ids, thresholds, field_names, match_type, classification_type, lower_table, round, "
+     "separator_length)"},
     {"classify", (PyCFunction)(void (*)(void))Scanner_classify, METH_FASTCALL,
      "classify(item_id, texts, lang, encoded, make_plan) -> Classification: Classifier._classify in C"},
     {"scan", (PyCFunction)(void (*)(void))Scanner_scan, METH_FASTCALL,

@@ -181,7 +181,8 @@ class Classifier:
         # _result step for step), when Match and Classification can be filled.
         self._classify_fast = None
         if accelerated and _FILL_FIELDS:
-            scanner.bind(self._plans, self._ids, self._thresholds, FIELDS, Match, Classification, _LOWER_TABLE, round)
+            scanner.bind(self._plans, self._ids, self._thresholds, FIELDS, Match, Classification, _LOWER_TABLE, round,
+                         len(_FIELD_SEPARATOR))
             self._classify_fast = scanner.classify
 
     @property

@@ -32,3 +32,11 @@ class ConfigError(PipelineError):
         where = f"{self.path}:{line}" if line else f"{self.path}"
         what = f"{key}: {message}" if key else message
         super().__init__(f"{where}: {what}")
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """A one-line reason for an exception that a per-item boundary (one feed of a run) caught
+    without expecting it: its type says what broke, its first line where."""
+    text = str(exc).strip()
+    first = text.splitlines()[0][:200] if text else ""
+    return f"unexpected error: {type(exc).__name__}" + (f": {first}" if first else "")

@@ -41,6 +41,7 @@ from urllib.request import url2pathname
 
 import httpx
 
+from pipeline.errors import unexpected_error
 from pipeline.models import FeedSource, FeedState, FetchResult, FetchSettings, FetchStatus
 
 __all__ = ["ACCEPT", "fetch_feeds", "fetch_feeds_async", "skip_reason"]
@@ -217,6 +218,7 @@ class _Fetcher:
                 limits=self._limits,
                 verify=self._tls,
                 follow_redirects=False,
+                event_hooks={"response": [_refuse_bad_redirect]},
             )
             self._clients[host] = client
         return client
@@ -228,16 +230,25 @@ class _Fetcher:
 
     async def fetch(self, feed: FeedSource, state: FeedState | None) -> FetchResult:
         url = state.url if state is not None and state.url else feed.url
+        try:
+            result = await self._fetch_one(feed, url, state)
+        except Exception as exc:
+            # The per-feed boundary: whatever one feed's server or URL provokes (an exception a
+            # library raises that nobody listed, or a bug of ours) fails that feed alone, with a
+            # one-line reason that the report and the feed's health keep. Cancellation and
+            # KeyboardInterrupt are not Exceptions and still stop the run.
+            result = FetchResult(feed=feed, status=FetchStatus.FAILED, url=url, error=unexpected_error(exc))
+        if self._on_result is not None:
+            self._on_result(result)  # outside the boundary: a failing callback is the caller's bug
+        return result
+
+    async def _fetch_one(self, feed: FeedSource, url: str, state: FeedState | None) -> FetchResult:
         reason = skip_reason(feed, state, self._settings)
         if reason is not None:
-            result = FetchResult(feed=feed, status=FetchStatus.SKIPPED, url=url, error=reason)
-        elif urlsplit(url).scheme.lower() == "file":
-            result = await self._fetch_file(feed, url)
-        else:
-            result = await self._fetch_http(feed, url, state)
-        if self._on_result is not None:
-            self._on_result(result)
-        return result
+            return FetchResult(feed=feed, status=FetchStatus.SKIPPED, url=url, error=reason)
+        if urlsplit(url).scheme.lower() == "file":
+            return await self._fetch_file(feed, url)
+        return await self._fetch_http(feed, url, state)
 
     @asynccontextmanager
     async def _slot(self, host: str) -> AsyncIterator[None]:
@@ -334,17 +345,13 @@ class _Fetcher:
                 return _failed(f"invalid URL {current}: {exc}")
             try:
                 response = await client.send(request, stream=True)
+            except _RefusedRedirect as exc:
+                return _failed(str(exc), final_url=current)
             except (httpx.HTTPError, OSError) as exc:
                 return _transport_failure(exc, settings, final_url=current)
             try:
-                location = response.headers.get("location")
-                if response.status_code in _REDIRECT_CODES and location:
-                    try:
-                        target = str(response.url.join(location.strip()).copy_with(fragment=None))
-                    except (httpx.InvalidURL, ValueError):
-                        return _failed(f"redirect to an invalid URL: {location[:200]}", final_url=current)
-                    if urlsplit(target).scheme.lower() not in ("http", "https"):
-                        return _failed(f"redirect to a non-HTTP URL: {target[:200]}", final_url=current)
+                target = _redirect_target(response)
+                if target is not None:
                     hops += 1
                     if target in visited:
                         return _failed("redirect loop", final_url=target, http_status=response.status_code)
@@ -490,6 +497,32 @@ class _Fetcher:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+class _RefusedRedirect(Exception):
+    """A redirect whose Location cannot or must not be followed; its str() is the reason."""
+
+
+def _redirect_target(response: httpx.Response) -> str | None:
+    """Where a redirect leads (absolute, without fragment), None when `response` is no redirect.
+    Raises _RefusedRedirect for a target we must not follow: not a URL, or not http(s)."""
+    location = response.headers.get("location")
+    if response.status_code not in _REDIRECT_CODES or not location:
+        return None
+    try:
+        target = str(response.url.join(location.strip()).copy_with(fragment=None))
+    except (httpx.InvalidURL, ValueError):
+        raise _RefusedRedirect(f"redirect to an invalid URL: {location[:200]}") from None
+    if urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise _RefusedRedirect(f"redirect to a non-HTTP URL: {target[:200]}")
+    return target
+
+
+async def _refuse_bad_redirect(response: httpx.Response) -> None:
+    """httpx builds the next request of a redirect from Location even when it does not follow it,
+    and raises InvalidURL on `mailto:`, `javascript:`, `about:` or `data:` targets: this response
+    hook runs first and names the problem instead."""
+    _redirect_target(response)
 
 
 class _Decoder:

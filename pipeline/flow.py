@@ -19,7 +19,7 @@ from pipeline.archive import Archive, ArchiveEntry
 from pipeline.classify import Classifier
 from pipeline.compose import compose_issue, issue_window
 from pipeline.config.topics import TopicsConfig
-from pipeline.errors import PipelineError, RunFailed
+from pipeline.errors import PipelineError, RunFailed, unexpected_error
 from pipeline.fetch import fetch_feeds
 from pipeline.lock import BuildLock, build_lock
 from pipeline.models import (
@@ -30,6 +30,7 @@ from pipeline.models import (
     Issue,
     Item,
     NewsletterSettings,
+    ParseResult,
     RenderedIssue,
     StoredItem,
     TopicInfo,
@@ -133,7 +134,10 @@ def fetch_and_store(ws: Workspace, store: Store, date: dt.date, now: dt.datetime
         parse_error: str | None = None
         warnings: tuple[str, ...] = ()
         if result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED):
-            parsed = parse_feed(result, seen_at)
+            try:
+                parsed = parse_feed(result, seen_at)
+            except Exception as exc:  # one feed's body, whatever it provokes, fails that feed alone
+                parsed = ParseResult(feed=result.feed, items=(), error=f"could not parse: {unexpected_error(exc)}")
             parse_error = parsed.error
             warnings = parsed.warnings
             items = parsed.items[:budget]

@@ -275,6 +275,50 @@ def test_too_many_redirects_fails(httpserver: HTTPServer) -> None:
     assert len(httpserver.log) == 6
 
 
+@pytest.mark.parametrize("location", ["mailto:webmaster@example.org", "javascript:alert(1)", "about:blank",
+                                      "data:text/plain,hello", "ftp://example.org/feed.xml"])
+def test_redirect_to_a_non_http_url_fails_that_feed_alone(httpserver: HTTPServer, location: str) -> None:
+    # httpx raises InvalidURL (not an HTTPError) on the first four: it once ended the whole run.
+    httpserver.expect_request("/moved").respond_with_data("", status=302, headers={"Location": location})
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS)
+    bad, good = fetch_feeds([feed(httpserver.url_for("/moved"), "bad"), feed(httpserver.url_for("/feed.xml"), "ok")],
+                            FAST, {})
+
+    assert bad.status is FetchStatus.FAILED
+    assert bad.error == f"redirect to a non-HTTP URL: {location}"
+    assert bad.body is None and bad.permanent_redirect is None
+    assert good.status is FetchStatus.NEW and good.body == RSS
+    assert [entry[0].path for entry in httpserver.log].count("/moved") == 1  # not retried
+
+
+def test_redirect_to_an_unparsable_url_fails_without_retrying(raw_server: RawServer) -> None:
+    def moved(handler: BaseHTTPRequestHandler, server: RawServer) -> None:
+        handler.send_response(301)
+        handler.send_header("Location", "http://[::1/feed")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    raw_server.routes["/moved"] = moved
+    result = fetch_one(raw_server.url("/moved"))
+
+    assert result.status is FetchStatus.FAILED
+    assert result.error == "redirect to an invalid URL: http://[::1/feed"
+    assert raw_server.hits["/moved"] == 1  # a broken Location does not mend itself: no retry
+
+
+def test_any_exception_of_one_feed_fails_that_feed_alone(httpserver: HTTPServer, tmp_path: Path) -> None:
+    # A NUL byte in a file: URL makes open() raise ValueError, which no except clause of the
+    # fetch stage names: the per-feed boundary turns it into that feed's one-line failure.
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS)
+    strange = (tmp_path / "a\0b.xml").as_uri()
+    bad, good = fetch_feeds([feed(strange, "bad"), feed(httpserver.url_for("/feed.xml"), "ok")], FAST, {})
+
+    assert bad.status is FetchStatus.FAILED
+    assert bad.error is not None and bad.error.startswith("unexpected error: ValueError: ")
+    assert "\n" not in bad.error
+    assert good.status is FetchStatus.NEW
+
+
 # ---------------------------------------------------------------- errors and retries
 
 

@@ -25,7 +25,59 @@ class YamlList(list[Any]):
     item_lines: list[int]
 
 
-def _construct(node: yaml.Node, path: Path) -> Any:
+# Limits that keep a hostile file (`try-rules` reads candidate files others supply) from
+# exhausting the stack or memory. Real config files nest under 12 levels and expand to a few
+# thousand values; aliases are allowed (topics.yaml reuses word lists), their expansion is not.
+MAX_DEPTH = 64
+MAX_VALUES = 50_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer with three refusals, each raised while composing (before any
+    expansion is built): nesting deeper than MAX_DEPTH (aliases included: an alias puts its
+    anchor's whole subtree where it stands), an alias to a node that contains it (`&r [*r]`),
+    and a document whose aliases would expand to more than MAX_VALUES values (nested anchors:
+    "billion laughs"). Composing stays linear in the size of the text, since an alias is
+    composed as a reference to its anchor's node."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        super().__init__(text)
+        self.path = path
+        self._depth = 0
+        # For each finished node: how many values and how many levels it expands to.
+        self._sizes: dict[yaml.Node, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            line = self.peek_event().start_mark.line + 1
+            node: yaml.Node = super().compose_node(parent, index)
+            if node not in self._sizes:  # its anchor is still open: the alias is inside it
+                raise ConfigError(self.path, "recursive YAML alias (an anchor used inside itself)", line)
+            if self._depth + self._sizes[node][1] > MAX_DEPTH:
+                raise ConfigError(self.path, f"nested more than {MAX_DEPTH} levels deep once its aliases "
+                                  "are expanded", line)
+            return node
+        line = self.peek_event().start_mark.line + 1
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise ConfigError(self.path, f"nested more than {MAX_DEPTH} levels deep", line)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        values = 1 + sum(self._sizes[child][0] for child in children)
+        levels = 1 + max((self._sizes[child][1] for child in children), default=0)
+        if values > MAX_VALUES:
+            raise ConfigError(self.path, f"YAML aliases expand to more than {MAX_VALUES:,} values "
+                              "(nested anchors?)", line)
+        self._sizes[node] = (values, levels)
+        return node
+
+
+def _construct(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Any:
     if isinstance(node, yaml.MappingNode):
         out = YamlMap()
         out.line = node.start_mark.line + 1
@@ -33,29 +85,26 @@ def _construct(node: yaml.Node, path: Path) -> Any:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError(path, "mapping keys must be plain strings", key_node.start_mark.line + 1)
-            key = str(_scalar(key_node, path))
+            key = str(_scalar(key_node, path, loader))
             if key in out:
                 raise ConfigError(path, "duplicate key", key_node.start_mark.line + 1, key)
-            out[key] = _construct(value_node, path)
+            out[key] = _construct(value_node, path, loader)
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        seq = YamlList(_construct(child, path) for child in node.value)
+        seq = YamlList(_construct(child, path, loader) for child in node.value)
         seq.line = node.start_mark.line + 1
         seq.item_lines = [child.start_mark.line + 1 for child in node.value]
         return seq
-    return _scalar(node, path)
+    return _scalar(node, path, loader)
 
 
-def _scalar(node: yaml.Node, path: Path) -> Any:
-    # Reuse PyYAML's safe resolver so that `true`, `1.5` and dates get their usual types.
-    loader = yaml.SafeLoader("")
+def _scalar(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Any:
+    # PyYAML's safe resolver and constructors, so that `true`, `1.5` and dates get their usual types.
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"bad value: {exc}", node.start_mark.line + 1) from None
-    finally:
-        loader.dispose()
 
 
 def load_yaml(path: Path) -> Any:
@@ -70,8 +119,12 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror}") from None
+    loader = _BoundedLoader(text, path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(path, "file is empty")
+        return _construct(node, path, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -79,9 +132,8 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(path, f"YAML syntax error: {problem}", line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"YAML error: {exc}") from None
-    if node is None:
-        raise ConfigError(path, "file is empty")
-    return _construct(node, path)
+    finally:
+        loader.dispose()
 
 
 def check_keys(path: Path, mapping: YamlMap, allowed: set[str], where: str) -> None:

@@ -47,7 +47,7 @@ from pipeline.cli import _workspace, build_parser, main
 from pipeline.flow import build_issue, rebuild, run
 from pipeline.models import Item
 from pipeline.render import Renderer
-from pipeline.store import Store
+from pipeline.store import StoreTarget, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
@@ -237,7 +237,7 @@ def naive_rebuild(config: Path, folder: Path, dates: list[dt.date]) -> int:
     classifier, renderer = Classifier.compile(ws.topics), Renderer(ws.templates_dir)
     archive = NaiveArchive(ws.output_dir, renderer, ws.config.newsletter.base_url, ws.config.newsletter.name)
     now = dt.datetime.now(dt.UTC)
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         for date in dates:
             build_issue(ws, store, classifier, renderer, date, now, archive=archive, publish=True)
     return len(archive.written)
@@ -260,7 +260,7 @@ def main_bench() -> int:
         config = write_config(folder)
         db = folder / "data" / "bench.sqlite3"
         started = time.perf_counter()
-        with Store(db) as store:
+        with open_store(StoreTarget(db)) as store:
             for date in dates:
                 store.upsert_items(make_items(rng, date, options.per_day))
             items = store.item_count()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+from pipeline.store import StoreError
 
 if TYPE_CHECKING:
     from pipeline.flow import RunReport, Workspace
@@ -363,12 +363,12 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.render import Renderer, french_date
-    from pipeline.store import Store
+    from pipeline.store import StoreTarget, open_store
 
     ws = _workspace(args)
     if not ws.db_path.exists():
         raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         if args.archive_command == "list":
             issues = store.issues()
             templates = Renderer(ws.templates_dir).fingerprint
@@ -406,24 +406,25 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.store import Store
+    from pipeline.store import StoreTarget, open_store
 
     ws = _workspace(args)
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         known = {f.id for f in ws.config.feeds}
         if args.feeds_command == "list":
-            health = {row["feed_id"]: row for row in store.feed_health()}
+            health = {h.feed_id: h for h in store.feed_health()}
             last_new = store.last_new_item()
             for feed in ws.config.feeds:
-                row = health.get(feed.id)
-                if row is None:
+                known_health = health.get(feed.id)
+                if known_health is None:
                     print(f"{feed.id:<28} never fetched", file=out)
                     continue
-                state = "disabled" if row["disabled"] else (row["last_status"] or "?")
+                state = "disabled" if known_health.disabled else (known_health.last_status or "?")
                 newest = f"{last_new[feed.id]:%Y-%m-%d}" if feed.id in last_new else "-"
-                print(f"{feed.id:<28} {state:<10} failures={row['consecutive_failures']:<3} "
-                      f"last_success={row['last_success'] or '-':<26} items={row['items_seen']:<5} "
-                      f"newest_item={newest:<10} {row['last_error'] or ''}", file=out)
+                success = known_health.last_success.isoformat() if known_health.last_success else "-"
+                print(f"{feed.id:<28} {state:<10} failures={known_health.consecutive_failures:<3} "
+                      f"last_success={success:<26} items={known_health.items_seen:<5} "
+                      f"newest_item={newest:<10} {known_health.last_error or ''}", file=out)
             return EXIT_OK
         ids = list(args.ids) or None
         for feed_id in ids or []:
@@ -507,13 +508,13 @@ def _cmd_subscribers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import datetime as _dt
 
     from pipeline.deliver import add_recipient, load_recipients, remove_recipient
-    from pipeline.store import Store
+    from pipeline.store import StoreTarget, open_store
 
     ws = _delivery_workspace(args)
     path = ws.config.delivery.recipients
     known = [t.id for t in ws.topics.info()]
     now = _dt.datetime.now(_dt.UTC)
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         if args.subscribers_command == "list":
             suppressed = store.suppressions()
             recipients = load_recipients(path, known)
@@ -573,7 +574,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except sqlite3.Error as exc:  # database locked, disk full, corrupt file: the store is left as it was
+    except StoreError as exc:  # database locked, disk full, corrupt file: the store is left as it was
         print(f"pipeline: error: database: {exc}", file=err)
         return EXIT_FAILED
     except OSError as exc:  # disk full, read-only folder, permissions

@@ -65,7 +65,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.flow import Workspace, load_stored_issue, render_stored_issue
 from pipeline.models import DeliverySettings, Issue, RenderedIssue
 from pipeline.render import french_date
-from pipeline.store import DeliveryRecord, Store
+from pipeline.store import DeliveryRecord, DeliveryStatus, Store, StoreTarget, open_store
 
 RECIPIENT_FIELDS = ("email", "name", "topics")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -683,7 +683,7 @@ def deliver_issue(ws: Workspace, date: dt.date, *, dry_run: bool = False, outbox
     if dry_run:
         outbox = Path(outbox) if outbox else ws.db_path.parent / "outbox"
         report.outbox = outbox / date.isoformat()
-        with Store(ws.db_path) as store:
+        with open_store(StoreTarget(ws.db_path)) as store:
             plan = _plan(store, date, recipients, topics, report, resend_uncertain)
         written = _write_outbox(outbox, plan, issue, rendered, settings, secret, clock())
         for path, (_, recipient) in zip(written, plan, strict=True):
@@ -694,7 +694,7 @@ def deliver_issue(ws: Workspace, date: dt.date, *, dry_run: bool = False, outbox
 
     credentials = credentials_from_env(settings, env)
     with _locked(ws.db_path.with_name(ws.db_path.name + ".send-lock"), "another `pipeline send` on this database"), \
-            Store(ws.db_path) as store:
+            open_store(StoreTarget(ws.db_path)) as store:
         store.durable_commits()
         plan = _plan(store, date, recipients, topics, report, resend_uncertain)
         transport = SmtpTransport(settings, credentials)
@@ -719,11 +719,11 @@ def _plan(store: Store, date: dt.date, recipients: Sequence[Recipient], topics: 
     plan: list[tuple[int, Recipient]] = []
     for position, recipient in enumerate(recipients, start=1):
         record: DeliveryRecord | None = records.get(recipient.key)
-        if record is not None and record.status == "sent":
+        if record is not None and record.status is DeliveryStatus.SENT:
             report.already_sent += 1
-        elif record is not None and record.status == "failed-permanent":
+        elif record is not None and record.status is DeliveryStatus.FAILED_PERMANENT:
             report.suppressed += 1
-        elif (record is not None and record.status == "sending" and record.handed_over is not None
+        elif (record is not None and record.status is DeliveryStatus.SENDING and record.handed_over is not None
               and not resend_uncertain):
             report.uncertain.append((recipient.email, record.message_id))
         elif recipient.key in suppressed:
@@ -751,7 +751,7 @@ def _send_one(store: Store, transport: SmtpTransport, pacer: _Pacer, issue: Issu
                                    on_handover=lambda: store.mark_handed_over(date, recipient.key, clock()))
         except _Refused as refusal:
             if refusal.permanent:
-                store.finish_delivery(date, recipient.key, "failed-permanent", refusal.reply, clock(),
+                store.finish_delivery(date, recipient.key, DeliveryStatus.FAILED_PERMANENT, refusal.reply, clock(),
                                       suppress_reason="bounced" if settings.suppress_bounces else None)
                 report.failed_permanent += 1
                 emit(DeliveryEvent(recipient.email, "failed-permanent", refusal.reply))
@@ -764,13 +764,13 @@ def _send_one(store: Store, transport: SmtpTransport, pacer: _Pacer, issue: Issu
             emit(DeliveryEvent(recipient.email, "uncertain", f"{broken} (Message-ID {record.message_id})"))
             return True
         else:
-            store.finish_delivery(date, recipient.key, "sent", reply, clock())
+            store.finish_delivery(date, recipient.key, DeliveryStatus.SENT, reply, clock())
             report.sent += 1
             emit(DeliveryEvent(recipient.email, "sent", reply))
             return True
         # A temporary failure: nothing was accepted, so another try can never make a duplicate.
         if retries >= settings.max_retries:
-            store.finish_delivery(date, recipient.key, "failed-temporary", problem, clock())
+            store.finish_delivery(date, recipient.key, DeliveryStatus.FAILED_TEMPORARY, problem, clock())
             report.failed_temporary += 1
             emit(DeliveryEvent(recipient.email, "failed-temporary", problem))
             if connection:  # the server is gone: leave the others for a resume instead of waiting on each

@@ -37,7 +37,18 @@ from pipeline.models import (
 )
 from pipeline.parse import parse_feed
 from pipeline.render import IssueLinks, Renderer
-from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
+from pipeline.store import (
+    FeedOutcome,
+    RunOutcome,
+    Store,
+    StoredIssue,
+    StoreTarget,
+    featured_item_ids,
+    issue_from_json,
+    issue_stories,
+    issue_to_json,
+    open_store,
+)
 
 
 @dataclass(frozen=True)
@@ -175,21 +186,6 @@ def classified_window(store: Store, classifier: Classifier, topics: TopicsConfig
     return [StoredItem(item=i, classification=known[i.id]) for i in items]
 
 
-def _story_rows(issue: Issue) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    parts = [("lead", [issue.lead] if issue.lead else [])]
-    parts += [(f"section:{s.topic}", list(s.stories)) for s in issue.sections]
-    parts += [("further", list(issue.further_reading))]
-    for part, stories in parts:
-        for story in stories:
-            rows.append({
-                "story_id": story.id, "part": part, "topic": story.primary_topic, "topics": list(story.topics),
-                "kicker": story.kicker, "title": story.title, "text": story.text, "source": story.source,
-                "url": story.url, "item_ids": list(story.item_ids),
-            })
-    return rows
-
-
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -235,7 +231,7 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
         rendered = renderer.render_issue(issue, topic_info, links)
         archive.write_issue(rendered)
         html_sha, text_sha = _sha(rendered.html), _sha(rendered.text)
-    item_ids = [i for story in issue.stories() for i in story.item_ids]
+    item_ids = featured_item_ids(issue)
     record = StoredIssue(
         date=date, built_at=now, rules_fingerprint=ws.topics.fingerprint,
         templates_fingerprint=renderer.fingerprint, html_sha256=html_sha, text_sha256=text_sha,
@@ -243,7 +239,7 @@ def build_issue(ws: Workspace, store: Store, classifier: Classifier, renderer: R
     )
     if previous is None or dataclasses.replace(previous, built_at=now) != record:
         # An identical record is not written again: a rebuild with nothing changed writes nothing.
-        store.save_issue(record, _story_rows(issue), item_ids)
+        store.save_issue(record, issue_stories(issue), item_ids)
     all_dates = sorted({*known_dates, date})
     if is_new_date:
         # A new issue changes its neighbours' previous/next links.
@@ -290,7 +286,7 @@ def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = No
     classifier = Classifier.compile(ws.topics)
     renderer = Renderer(ws.templates_dir)
     wait = ws.config.schedule.lock_timeout_seconds if lock_timeout is None else lock_timeout
-    with build_lock(ws.db_path, wait, f"pipeline run {date}", held=lock), Store(ws.db_path) as store:
+    with build_lock(ws.db_path, wait, f"pipeline run {date}", held=lock), open_store(StoreTarget(ws.db_path)) as store:
         run_id = store.start_run("run", date, now)
         status = "failed"
         try:
@@ -308,7 +304,7 @@ def run(ws: Workspace, date: dt.date | None = None, now: dt.datetime | None = No
             status = "ok"
         finally:
             report.duration = time.monotonic() - started
-            store.finish_run(run_id, status, summarize(report), _report_json(report),
+            store.finish_run(run_id, status, summarize(report), _outcome(report),
                              dt.datetime.now(dt.UTC))
     return report
 
@@ -325,7 +321,7 @@ def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | N
     results: list[BuildResult] = []
     wait = ws.config.schedule.lock_timeout_seconds if lock_timeout is None else lock_timeout
     what = "--all" if dates is None else " ".join(d.isoformat() for d in dates)
-    with build_lock(ws.db_path, wait, f"pipeline rebuild {what}"), Store(ws.db_path) as store:
+    with build_lock(ws.db_path, wait, f"pipeline rebuild {what}"), open_store(StoreTarget(ws.db_path)) as store:
         # Oldest first: an issue never repeats items featured in earlier ones, so those must be final.
         targets = sorted(set(dates)) if dates is not None else store.issue_dates()
         if dates is None and not targets:
@@ -348,10 +344,10 @@ def rebuild(ws: Workspace, dates: Sequence[dt.date] | None, now: dt.datetime | N
                 result = build_issue(ws, store, classifier, renderer, date, now, skip_empty=skip_empty,
                                      archive=archive, publish=False, featured_before=featured)
             except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
-                store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", {},
+                store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None,
                                  dt.datetime.now(dt.UTC))
                 raise
-            store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", {},
+            store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", None,
                              dt.datetime.now(dt.UTC))
             results.append(result)
             if featured is not None:
@@ -373,17 +369,13 @@ def summarize(report: RunReport) -> str:
             f"{report.new_items} new items, {stories} stories, {report.duration:.1f} s, {where}")
 
 
-def _report_json(report: RunReport) -> dict[str, object]:
-    return {
-        "date": report.date.isoformat(),
-        "new_items": report.new_items,
-        "feeds": [
-            {"feed": f.feed_id, "status": f.status, "error": f.error, "new_items": f.new_items,
-             "elapsed": round(f.elapsed, 3), "moved_to": f.moved_to}
-            for f in report.feeds
-        ],
-        "stories": report.build.stories if report.build else 0,
-    }
+def _outcome(report: RunReport) -> RunOutcome:
+    return RunOutcome(
+        date=report.date, new_items=report.new_items,
+        feeds=tuple(FeedOutcome(feed_id=f.feed_id, status=f.status, error=f.error, new_items=f.new_items,
+                                elapsed=f.elapsed, moved_to=f.moved_to) for f in report.feeds),
+        stories=report.build.stories if report.build else 0,
+    )
 
 
 # ---------------------------------------------------------------- stored issues for email delivery
@@ -395,7 +387,7 @@ def load_stored_issue(ws: Workspace, date: dt.date) -> Issue:
                             "first")
     if not ws.db_path.exists():  # opening a Store would create an empty database
         raise missing
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         stored = store.issue(date)
     if stored is None:
         raise missing
@@ -452,7 +444,7 @@ def preview_rules(ws: Workspace, candidate: TopicsConfig, since: dt.date | None 
     end = (dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=zone) if until
            else dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
     changes: list[RuleChange] = []
-    with Store(ws.db_path) as store:
+    with open_store(StoreTarget(ws.db_path)) as store:
         items = store.items_between(start, end)
     for item in items:
         before, after = current.classify(item), proposed.classify(item)

@@ -48,7 +48,7 @@ from pipeline.deliver import DeliveryReport, deliver_issue, summarize_delivery
 from pipeline.errors import PipelineError
 from pipeline.lock import BuildLock
 from pipeline.models import ScheduleSettings
-from pipeline.store import Store
+from pipeline.store import StoreTarget, open_store
 
 Clock = Callable[[], dt.datetime]
 Runner = Callable[..., flow.RunReport]  # flow.run's signature
@@ -331,7 +331,7 @@ class DailyScheduler:
         """Under the build lock: look in the store, and build only if the issue is not there."""
         lock = BuildLock.for_database(ws.db_path)
         with lock.hold(self.plan.lock_timeout_seconds, f"pipeline schedule {date} ({reason})"):
-            with Store(ws.db_path) as store:
+            with open_store(StoreTarget(ws.db_path)) as store:
                 built = store.issue(date) is not None
                 stored_failures = store.failed_runs("run", date) if self.failures_from_store else []
             if self.failures_from_store:

@@ -24,10 +24,10 @@ import pytest
 from pipeline.archive import FEED_ENTRIES, Archive, ArchiveEntry, atomic_write
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.flow import _story_rows
 from pipeline.models import Issue, MenuTeaser, NewsletterSettings, Section, Story, TopicInfo
 from pipeline.render import Renderer
-from pipeline.store import MIGRATIONS, Store, StoredIssue, issue_to_json
+from pipeline.store import Store, StoredIssue, StoreTarget, issue_stories, issue_to_json, open_store
+from pipeline.store.sqlite.schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -221,12 +221,12 @@ def save(store: Store, one: Issue) -> None:
         StoredIssue(date=one.date, built_at=dt.datetime(2025, 5, 7, tzinfo=dt.UTC), rules_fingerprint="r",
                     templates_fingerprint="t", html_sha256="h", text_sha256="x", story_count=len(stories),
                     issue_json=issue_to_json(one)),
-        _story_rows(one), [i for s in stories for i in s.item_ids],
+        issue_stories(one), [i for s in stories for i in s.item_ids],
     )
 
 
 def test_store_search_folds_accents_ranks_and_snippets(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
         for one in SPRING:
             save(store, one)
         hits = store.search_stories("reglement")
@@ -247,7 +247,7 @@ def test_store_search_folds_accents_ranks_and_snippets(tmp_path: Path) -> None:
 
 
 def test_a_rebuilt_issue_replaces_its_rows_in_the_search_index(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
         save(store, SPRING[1])
         assert store.search_stories("llama")
         save(store, issue(SPRING[1].date, story("b9", "Autre chose", ("rgpd",))))
@@ -267,7 +267,7 @@ def test_search_migration_indexes_issues_stored_before_it(tmp_path: Path) -> Non
                " 'Le Conseil d’État et la sécurité', 'txt', 'Src', NULL, '[]')")
     db.commit()
     db.close()
-    with Store(path) as store:
+    with open_store(StoreTarget(path)) as store:
         assert store.schema_version == len(MIGRATIONS)
         (hit,) = store.search_stories("securite")
         assert hit.date == dt.date(2025, 3, 4) and hit.title.startswith("Le Conseil")

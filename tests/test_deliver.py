@@ -45,7 +45,7 @@ from pipeline.deliver import (
 )
 from pipeline.errors import ConfigError
 from pipeline.models import DeliverySettings
-from pipeline.store import Store, issue_from_json
+from pipeline.store import StoreTarget, issue_from_json, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = REPO / "topics.yaml"
@@ -193,7 +193,7 @@ def built_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = main(["run", "--config", str(config), "--topics", str(TOPICS), "--date", DATE, "--db", str(db),
                  "--output", str(folder / "output")], out=open(os.devnull, "w"), err=open(os.devnull, "w"))  # noqa: SIM115
     assert code == 0, "the real pipeline could not build the test issue"
-    with Store(db) as store:
+    with open_store(StoreTarget(db)) as store:
         stored = store.issue(dt_date(DATE))
         assert stored is not None and stored.story_count >= 2
     return db
@@ -239,11 +239,11 @@ class Site:
         return ["--config", str(self.config), "--topics", str(TOPICS), "--db", str(self.db), *extra]
 
     def deliveries(self) -> dict[str, Any]:
-        with Store(self.db) as store:
+        with open_store(StoreTarget(self.db)) as store:
             return store.deliveries(dt_date(DATE))
 
     def suppressions(self) -> dict[str, Any]:
-        with Store(self.db) as store:
+        with open_store(StoreTarget(self.db)) as store:
             return store.suppressions()
 
 
@@ -302,7 +302,7 @@ def test_each_reader_gets_one_message_of_two_parts_addressed_to_them_alone(site:
 
     messages = smtp.inbox.messages
     assert sorted(m.rcpt_tos[0] for m in messages) == sorted(r[0] for r in READERS[:3])
-    with Store(site.db) as store:
+    with open_store(StoreTarget(site.db)) as store:
         stored = store.issue(dt_date(DATE))
         assert stored is not None
         issue = issue_from_json(stored.issue_json, load_config(site.config).newsletter)
@@ -487,7 +487,7 @@ def test_a_crash_before_the_hand_over_is_resent_and_an_uncertain_one_only_on_req
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC)
-    with Store(site.db) as store:  # what two crashed sends leave behind
+    with open_store(StoreTarget(site.db)) as store:  # what two crashed sends leave behind
         store.begin_delivery(dt_date(DATE), before, "<crashed-before@techmatin.example.org>", now)
         store.begin_delivery(dt_date(DATE), after, "<crashed-after@techmatin.example.org>", now)
         store.mark_handed_over(dt_date(DATE), after, now)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import MIGRATIONS, Store
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.sqlite.schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -112,17 +113,17 @@ def test_store_from_the_first_schema_upgrades_in_place(tmp_path: Path) -> None:
     shutil.copy(FIXTURE_V1, path)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
-    with Store(path) as store:
+    with SqliteStore(path) as store:
         assert store.schema_version == len(MIGRATIONS)
         assert store.integrity_ok()
         assert {i.id for i in store.all_items()} == {"i1", "i2"}
         state = store.feed_states([])  # no configured feed: nothing asked, nothing lost
         assert state == {}
-        assert [row["feed_id"] for row in store.feed_health()] == ["cnil"]
+        assert [health.feed_id for health in store.feed_health()] == ["cnil"]
         assert [i.date.isoformat() for i in store.issues()] == ["2025-05-06"]
         hits = store.search_stories("courtier donnees")  # stories stored before search existed
         assert [h.date.isoformat() if hasattr(h.date, "isoformat") else h.date for h in hits] == ["2025-05-06"]
-    with Store(path) as store:  # opening again is a no-op
+    with SqliteStore(path) as store:  # opening again is a no-op
         assert store.schema_version == len(MIGRATIONS)
 
 
@@ -130,9 +131,9 @@ def test_interrupted_migration_leaves_the_old_schema(tmp_path: Path, monkeypatch
     path = tmp_path / "old.sqlite3"
     shutil.copy(FIXTURE_V1, path)
     broken = (*MIGRATIONS[:1], "CREATE TABLE half (x INTEGER); THIS IS NOT SQL")
-    monkeypatch.setattr("pipeline.store.MIGRATIONS", broken)
+    monkeypatch.setattr("pipeline.store.sqlite.schema.MIGRATIONS", broken)
     with pytest.raises(Exception):  # noqa: B017 - any failure; what matters is what is left behind
-        Store(path)
+        SqliteStore(path)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -141,6 +142,6 @@ def test_interrupted_migration_leaves_the_old_schema(tmp_path: Path, monkeypatch
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_wal_mode_is_on(tmp_path: Path) -> None:
-    Store(tmp_path / "db.sqlite3").close()
+    SqliteStore(tmp_path / "db.sqlite3").close()
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -262,7 +262,7 @@ def test_run_wide_item_limit_cuts_and_reports(tmp_path: Path, cli, monkeypatch: 
                  "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
     assert result.code == 0, result.err
     assert "run limit of 20 items reached" in result.err
-    from pipeline.store import Store
+    from pipeline.store import StoreTarget, open_store
 
-    with Store(tmp_path / "db.sqlite3") as store:
+    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
         assert store.item_count() == 20

@@ -27,7 +27,7 @@ from pipeline.cli import main
 from pipeline.compose import cluster
 from pipeline.config.sources import load_config
 from pipeline.models import Classification, StoredItem
-from pipeline.store import Store, issue_from_json
+from pipeline.store import StoreTarget, issue_from_json, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -107,7 +107,7 @@ def flat(text: str) -> str:
 
 def stored_issue(demo: DemoBuild):  # -> Issue
     config = load_config(DEMO)
-    with Store(demo.db) as store:
+    with open_store(StoreTarget(demo.db)) as store:
         stored = store.issue(DATE)
         items = {i.id: i for i in store.all_items()}
     assert stored is not None
@@ -289,7 +289,7 @@ def test_an_empty_day_gives_a_short_issue_and_skip_empty_writes_nothing(tmp_path
 def test_clustering_of_all_81_demo_items_matches_the_labels(demo: DemoBuild) -> None:
     """Independent of the rules: every labelled item with its labelled topics, all days at once."""
     truth = labels()
-    with Store(demo.db) as store:
+    with open_store(StoreTarget(demo.db)) as store:
         items = list(store.all_items())
     assert len(items) == len(truth)
     entries = []

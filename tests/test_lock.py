@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.errors import RunFailed
 from pipeline.lock import BuildLock, build_lock, lock_path_for
-from pipeline.store import Store
+from pipeline.store import StoreTarget, open_store
 from tests.localfeed import write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_manual_run_waits_for_another_process_then_exits_1_with_one_line(tmp_pat
     # The waiting run touched nothing: no run recorded, no issue written.
     assert not (tmp_path / "out" / "2025-05-06").exists()
     if db.exists():
-        with Store(db) as store:
+        with open_store(StoreTarget(db)) as store:
             assert store.runs() == []
 
     helper.kill()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.store import Store
+from pipeline.store import StoreTarget, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -130,11 +130,11 @@ def test_rebuild_after_a_rule_change_reflects_the_new_rules(archive: Path, tmp_p
     assert code == 0, err
     page = html.read_text(encoding="utf-8")
     assert "MÉDIAS |" not in page
-    with Store(archive / "db.sqlite3") as store:
+    with open_store(StoreTarget(archive / "db.sqlite3")) as store:
         stored = store.issue(dt.date(2025, 5, 6))
         assert stored is not None
         issue = json.loads(stored.issue_json)
-        assert all(s["topic"] != "media_partnership" for s in store.issue_stories(stored.date))
+        assert all(s.topic != "media_partnership" for s in store.issue_stories(stored.date))
     assert "media_partnership" not in json.dumps(issue["sections"])
     # The listing pages follow; an issue not rebuilt keeps its page.
     assert (archive / "out" / "topics" / "media_partnership.html").read_bytes() != media_page_before
@@ -231,8 +231,8 @@ def test_an_incremental_run_rewrites_only_what_the_new_issue_changes(archive: Pa
     assert code == 0, err
     after = snapshot(out_dir)
     rewritten = {name for name in after if before.get(name) is None or after[name][1:] != before[name][1:]}
-    with Store(archive / "db.sqlite3") as store:
-        new_topics = {t for s in store.issue_stories(dt.date(2025, 5, 7)) for t in s["topics"]}
+    with open_store(StoreTarget(archive / "db.sqlite3")) as store:
+        new_topics = {t for s in store.issue_stories(dt.date(2025, 5, 7)) for t in s.topics}
     assert new_topics, "the demo's 2025-05-07 issue has stories"
     expected = {
         "2025-05-07/index.html", "2025-05-07/digest.txt",

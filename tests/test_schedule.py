@@ -48,7 +48,8 @@ from pipeline.schedule import (
     parse_cron,
     scheduled_time,
 )
-from pipeline.store import Store
+from pipeline.store import StoreTarget, open_store
+from pipeline.store.sqlite import SqliteStore
 from tests.localfeed import RSS, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +91,9 @@ def make_scheduler(config: Path, the_plan: SchedulePlan, clock: Callable[[], dt.
 
 
 def runs_of(db: Path) -> list[tuple[str, str | None, str]]:
-    with Store(db) as store:
-        return [(r.kind, r.issue_date, r.status) for r in reversed(store.runs(100))]
+    with open_store(StoreTarget(db)) as store:
+        return [(r.kind, r.issue_date.isoformat() if r.issue_date else None, r.status)
+                for r in reversed(store.runs(100))]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -253,7 +255,7 @@ def test_catch_up_builds_a_missed_morning_at_start(tmp_path: Path) -> None:
     scheduler, log = make_scheduler(config, plan(), clock)
     decision = scheduler.tick("start")
     assert (decision.action, decision.date) == (Action.BUILT, dt.date(2025, 5, 6)), log.getvalue()
-    with Store(db) as store:
+    with open_store(StoreTarget(db)) as store:
         issue = store.issue(dt.date(2025, 5, 6))
         assert issue is not None and issue.built_at == clock.now.astimezone(UTC)
         assert issue.story_count >= 1  # the CNIL item of the 5th is in the 6 May issue
@@ -270,7 +272,7 @@ def test_catch_up_does_not_rebuild_an_issue_that_exists(tmp_path: Path) -> None:
     db = tmp_path / "data" / "archive.sqlite3"
     # A manual run built today's issue at 06:40; the scheduler starts at 07:00.
     flow.run(workspace(config), date=dt.date(2025, 5, 6), now=dt.datetime(2025, 5, 6, 6, 40, tzinfo=PARIS))
-    with Store(db) as store:
+    with open_store(StoreTarget(db)) as store:
         before = store.issue(dt.date(2025, 5, 6))
     index = tmp_path / "out" / "2025-05-06" / "index.html"
     mtime = index.stat().st_mtime_ns
@@ -279,7 +281,7 @@ def test_catch_up_does_not_rebuild_an_issue_that_exists(tmp_path: Path) -> None:
     for reason in ("start", "scheduled", "watch"):
         assert scheduler.tick(reason).action is Action.DONE
     assert runs_of(db) == [("run", "2025-05-06", "ok")]  # still only the manual run
-    with Store(db) as store:
+    with open_store(StoreTarget(db)) as store:
         assert store.issue(dt.date(2025, 5, 6)) == before
     assert index.stat().st_mtime_ns == mtime
     assert "already built; nothing to catch up" in log.getvalue()
@@ -376,7 +378,7 @@ def test_unexpected_exception_is_logged_with_traceback_and_retried(tmp_path: Pat
     text = log.getvalue()
     assert f"FAILED {today} (start, attempt 1 of 2): unexpected error: ZeroDivisionError('a bug in a stage')" in text
     assert "Traceback (most recent call last):" in text and "ZeroDivisionError: a bug in a stage" in text
-    with Store(tmp_path / "data" / "archive.sqlite3") as store:
+    with open_store(StoreTarget(tmp_path / "data" / "archive.sqlite3")) as store:
         assert store.issue(today) is not None
 
 
@@ -517,7 +519,7 @@ def test_sigterm_during_a_build_finishes_it_and_exits_0(tmp_path: Path, schedule
     db = tmp_path / "data" / "archive.sqlite3"
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with Store(db) as store:
+    with open_store(StoreTarget(db)) as store:
         assert store.issue(today) is not None  # the build finished
         assert [r.status for r in store.runs()] == ["ok"]  # no run left 'running'
     issue_dir = tmp_path / "out" / today.isoformat()
@@ -536,7 +538,7 @@ def test_sigint_when_idle_exits_0_and_prints_the_next_run(tmp_path: Path, schedu
     tomorrow = dt.datetime.now(UTC).date() + dt.timedelta(days=1)
     assert f"next scheduled run: {tomorrow} 00:00:00 UTC" in out
     read_until(lines, "SIGINT: stopping", seen)
-    with Store(tmp_path / "data" / "archive.sqlite3") as store:
+    with SqliteStore(tmp_path / "data" / "archive.sqlite3") as store:
         assert store.integrity_ok()
 
 

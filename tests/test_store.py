@@ -23,7 +23,8 @@ from pipeline.models import (
     SourceRef,
     Story,
 )
-from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
+from pipeline.store import StoredIssue, issue_from_json, issue_to_json
+from pipeline.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
 FEED = FeedSource(id="f1", name="Feed One", url="https://example.org/rss")
@@ -35,7 +36,7 @@ def item(identifier: str, published: dt.datetime | None, title: str = "Titre") -
 
 
 def test_upsert_counts_only_new_items_and_keeps_first_seen(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         assert store.upsert_items([item("a", T0), item("b", None)]) == 2
         later = Item(**{**item("a", T0).__dict__, "title": "Titre corrigé", "first_seen": T0 + dt.timedelta(days=3)})
         assert store.upsert_items([later]) == 0
@@ -44,14 +45,14 @@ def test_upsert_counts_only_new_items_and_keeps_first_seen(tmp_path: Path) -> No
 
 
 def test_undated_items_count_from_first_seen(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         store.upsert_items([item("dated", T0 - dt.timedelta(days=2)), item("undated", None)])
         window = store.items_between(T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
         assert [i.id for i in window] == ["undated"]
 
 
 def test_feed_health_and_conditional_state(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         ok = FetchResult(feed=FEED, status=FetchStatus.NEW, url=FEED.url, body=b"x", etag='"v1"',
                          last_modified="Mon, 05 May 2025 08:00:00 GMT")
         store.record_fetch(ok, new_items=3, at=T0)
@@ -73,7 +74,7 @@ def test_feed_health_and_conditional_state(tmp_path: Path) -> None:
 
 
 def test_reenable_resets_failures(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         failed = FetchResult(feed=FEED, status=FetchStatus.FAILED, url=FEED.url, error="boom")
         for _ in range(5):
             store.record_fetch(failed, 0, T0)
@@ -82,7 +83,7 @@ def test_reenable_resets_failures(tmp_path: Path) -> None:
 
 
 def test_classifications_are_keyed_by_rules_fingerprint(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         store.upsert_items([item("a", T0)])
         c = Classification(item_id="a", topics=("rgpd",), scores={"rgpd": 3.0},
                            matches=(Match("rgpd", "cnil", "title", "CNIL", 0, 4),))
@@ -106,7 +107,7 @@ def test_issue_round_trips_through_json() -> None:
 
 
 def test_saved_issue_marks_items_as_featured(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         issue = sample_issue()
         record = StoredIssue(date=issue.date, built_at=T0, rules_fingerprint="r", templates_fingerprint="t",
                              html_sha256="h", text_sha256="x", story_count=1, issue_json=issue_to_json(issue))
@@ -119,7 +120,7 @@ def test_saved_issue_marks_items_as_featured(tmp_path: Path) -> None:
 
 
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite3") as store:
+    with SqliteStore(tmp_path / "db.sqlite3") as store:
         bad = Item(**{**item("z", T0).__dict__, "first_seen": None})
         with pytest.raises(ValueError):
             store.upsert_items([item("y", T0), bad])
@@ -129,15 +130,15 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    Store(path).close()
+    SqliteStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(PipelineError, match="newer than this program"):
-        Store(path)
+        SqliteStore(path)
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(PipelineError, match="cannot open the database"):
-        Store(path)
+        SqliteStore(path)

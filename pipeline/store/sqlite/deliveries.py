@@ -1,0 +1,81 @@
+"""Email deliveries (`deliveries`, one row per issue and recipient) and the `suppressions` list.
+
+A delivery row is written BEFORE its message is sent, and `handed_over` just before the end of
+the message data goes to the SMTP server (see records.DeliveryRecord). No foreign key to
+issues: rebuilding an issue replaces its row, never its deliveries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
+from pipeline.store.sqlite.base import SqliteBase
+
+
+def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+    return DeliveryRecord(
+        issue_date=dt.date.fromisoformat(row["issue_date"]), email=row["email"], status=DeliveryStatus(row["status"]),
+        attempts=row["attempts"], message_id=row["message_id"],
+        first_attempt=dt.datetime.fromisoformat(row["first_attempt"]),
+        updated=dt.datetime.fromisoformat(row["updated"]), handed_over=from_iso(row["handed_over"]),
+        reply=row["reply"],
+    )
+
+
+def _suppression(row: sqlite3.Row) -> Suppression:
+    return Suppression(email=row["email"], reason=row["reason"], detail=row["detail"],
+                       created=dt.datetime.fromisoformat(row["created"]))
+
+
+class SqliteDeliveries(SqliteBase):
+    def deliveries(self, date: dt.date) -> dict[str, DeliveryRecord]:
+        rows = self._rows("SELECT * FROM deliveries WHERE issue_date = ? ORDER BY email", (date.isoformat(),))
+        return {row["email"]: _delivery(row) for row in rows}
+
+    def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO deliveries (issue_date, email, status, attempts, message_id, first_attempt, updated)"
+                " VALUES (?, ?, 'sending', 1, ?, ?, ?)"
+                " ON CONFLICT(issue_date, email) DO UPDATE SET status = 'sending', attempts = attempts + 1,"
+                " updated = excluded.updated, handed_over = NULL, reply = NULL",
+                (date.isoformat(), email, message_id, to_iso(at), to_iso(at)),
+            )
+            row = db.execute("SELECT * FROM deliveries WHERE issue_date = ? AND email = ?",
+                             (date.isoformat(), email)).fetchone()
+        return _delivery(row)
+
+    def mark_handed_over(self, date: dt.date, email: str, at: dt.datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET handed_over = ?, updated = ? WHERE issue_date = ? AND email = ?",
+                       (to_iso(at), to_iso(at), date.isoformat(), email))
+
+    def finish_delivery(self, date: dt.date, email: str, status: DeliveryStatus, reply: str | None,
+                        at: dt.datetime, suppress_reason: str | None = None) -> None:
+        if status is DeliveryStatus.SENDING:
+            raise ValueError("a delivery finishes as sent, failed-permanent or failed-temporary, not sending")
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET status = ?, reply = ?, updated = ? WHERE issue_date = ? AND email = ?",
+                       (str(status), reply, to_iso(at), date.isoformat(), email))
+            if suppress_reason:
+                db.execute("INSERT OR IGNORE INTO suppressions (email, reason, detail, created) VALUES (?,?,?,?)",
+                           (email, suppress_reason, reply, to_iso(at)))
+
+    def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:
+        with self._transaction() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO suppressions (email, reason, detail, created) VALUES (?,?,?,?)",
+                (email, reason, detail, to_iso(at)),
+            ).rowcount == 1
+
+    def unsuppress(self, email: str) -> Suppression | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM suppressions WHERE email = ?", (email,)).fetchone()
+            db.execute("DELETE FROM suppressions WHERE email = ?", (email,))
+        return _suppression(row) if row else None
+
+    def suppressions(self) -> dict[str, Suppression]:
+        return {row["email"]: _suppression(row) for row in self._rows("SELECT * FROM suppressions ORDER BY email")}

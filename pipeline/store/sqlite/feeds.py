@@ -1,0 +1,107 @@
+"""Feeds' HTTP state (redirects, ETag, Last-Modified) and health, in the `feeds` table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from pipeline.models import FeedSource, FeedState, FetchResult, FetchStatus
+from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.records import FeedHealth
+from pipeline.store.sqlite.base import SqliteBase
+
+
+def _health(row: sqlite3.Row) -> FeedHealth:
+    return FeedHealth(
+        feed_id=row["feed_id"], config_url=row["config_url"], url=row["url"], etag=row["etag"],
+        last_modified=row["last_modified"], consecutive_failures=row["consecutive_failures"],
+        last_status=row["last_status"], last_error=row["last_error"], last_attempt=from_iso(row["last_attempt"]),
+        last_success=from_iso(row["last_success"]), items_seen=row["items_seen"], disabled=bool(row["disabled"]),
+    )
+
+
+class SqliteFeeds(SqliteBase):
+    def feed_states(self, feeds: Sequence[FeedSource]) -> dict[str, FeedState]:
+        rows = {row["feed_id"]: row for row in self._rows("SELECT * FROM feeds")}
+        states: dict[str, FeedState] = {}
+        for feed in feeds:
+            row = rows.get(feed.id)
+            if row is None:
+                states[feed.id] = FeedState(feed_id=feed.id)
+                continue
+            same_config = row["config_url"] == feed.url
+            states[feed.id] = FeedState(
+                feed_id=feed.id,
+                url=row["url"] if same_config else None,
+                etag=row["etag"] if same_config else None,
+                last_modified=row["last_modified"] if same_config else None,
+                consecutive_failures=row["consecutive_failures"],
+                last_status=row["last_status"],
+                last_error=row["last_error"],
+                last_success=from_iso(row["last_success"]),
+                items_seen=row["items_seen"],
+                disabled=bool(row["disabled"]),
+            )
+        return states
+
+    def record_fetch(self, result: FetchResult, new_items: int, at: dt.datetime,
+                     parse_error: str | None = None) -> None:
+        failed = result.status is FetchStatus.FAILED or parse_error is not None
+        error = result.error or parse_error
+        status = "failed" if failed else str(result.status)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO feeds (feed_id, config_url) VALUES (?, ?) "
+                "ON CONFLICT(feed_id) DO UPDATE SET "
+                "  url = CASE WHEN config_url = excluded.config_url THEN url END,"
+                "  etag = CASE WHEN config_url = excluded.config_url THEN etag END,"
+                "  last_modified = CASE WHEN config_url = excluded.config_url THEN last_modified END,"
+                "  config_url = excluded.config_url",
+                (result.feed.id, result.feed.url),
+            )
+            if result.status is FetchStatus.SKIPPED:
+                db.execute("UPDATE feeds SET last_status = 'skipped', last_attempt = ? WHERE feed_id = ?",
+                           (to_iso(at), result.feed.id))
+                return
+            if failed:
+                db.execute(
+                    "UPDATE feeds SET consecutive_failures = consecutive_failures + 1, last_status = ?,"
+                    " last_error = ?, last_attempt = ? WHERE feed_id = ?",
+                    (status, error, to_iso(at), result.feed.id),
+                )
+                return
+            db.execute(
+                "UPDATE feeds SET consecutive_failures = 0, last_status = ?, last_error = NULL,"
+                " last_attempt = ?, last_success = ?, items_seen = items_seen + ?,"
+                " etag = COALESCE(?, CASE WHEN ? THEN etag END),"
+                " last_modified = COALESCE(?, CASE WHEN ? THEN last_modified END),"
+                " url = COALESCE(?, url) WHERE feed_id = ?",
+                (
+                    status, to_iso(at), to_iso(at), new_items,
+                    result.etag, result.status is FetchStatus.UNCHANGED,
+                    result.last_modified, result.status is FetchStatus.UNCHANGED,
+                    result.permanent_redirect, result.feed.id,
+                ),
+            )
+
+    def set_feeds_enabled(self, feed_ids: Iterable[str] | None, enabled: bool) -> int:
+        with self._transaction() as db:
+            if enabled:
+                sql = "UPDATE feeds SET disabled = 0, consecutive_failures = 0"
+            else:
+                sql = "UPDATE feeds SET disabled = 1"
+            if feed_ids is None:
+                return db.execute(sql).rowcount
+            ids = list(feed_ids)
+            marks = ",".join("?" * len(ids))
+            return db.execute(f"{sql} WHERE feed_id IN ({marks})", ids).rowcount
+
+    def feed_health(self) -> list[FeedHealth]:
+        return [_health(row) for row in self._rows("SELECT * FROM feeds ORDER BY feed_id")]
+
+    def last_new_item(self) -> dict[str, dt.datetime]:
+        return {
+            row[0]: dt.datetime.fromisoformat(row[1])
+            for row in self._rows("SELECT feed_id, max(first_seen) FROM items GROUP BY feed_id")
+        }

@@ -1,0 +1,105 @@
+"""Items (`items` table) and their classifications (`classifications`, keyed by rules fingerprint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from pipeline.models import Classification, Item, Match
+from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.sqlite.base import SqliteBase
+
+_MATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Match))
+_CHUNK = 500  # ids per `IN (…)` query, well under SQLite's limit of bound parameters
+
+
+def _item(row: sqlite3.Row) -> Item:
+    return Item(
+        id=row["id"], feed_id=row["feed_id"], source=row["source"], title=row["title"], url=row["url"],
+        summary=row["summary"], content=row["content"], guid=row["guid"], language=row["language"],
+        published=from_iso(row["published"]), author=row["author"],
+        categories=tuple(json.loads(row["categories"])), first_seen=from_iso(row["first_seen"]),
+    )
+
+
+class SqliteItems(SqliteBase):
+    def upsert_items(self, items: Iterable[Item]) -> int:
+        new = 0
+        with self._transaction() as db:
+            for item in items:
+                if item.first_seen is None:
+                    raise ValueError(f"item {item.id} has no first_seen time")
+                effective = item.published or item.first_seen
+                values = (
+                    item.feed_id, item.source, item.guid, item.url, item.title, item.summary, item.content,
+                    item.language, to_iso(item.published), item.author,
+                    json.dumps(list(item.categories), ensure_ascii=False),
+                )
+                existing = db.execute("SELECT first_seen FROM items WHERE id = ?", (item.id,)).fetchone()
+                if existing is None:
+                    db.execute(
+                        "INSERT INTO items (feed_id, source, guid, url, title, summary, content, language,"
+                        " published, author, categories, id, first_seen, effective_time)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (*values, item.id, to_iso(item.first_seen), to_iso(effective)),
+                    )
+                    new += 1
+                else:
+                    db.execute(
+                        "UPDATE items SET feed_id=?, source=?, guid=?, url=?, title=?, summary=?, content=?,"
+                        " language=?, published=?, author=?, categories=?, effective_time=? WHERE id=?",
+                        (*values, to_iso(item.published) or existing["first_seen"], item.id),
+                    )
+        return new
+
+    def items_between(self, start: dt.datetime, end: dt.datetime) -> list[Item]:
+        rows = self._rows(
+            "SELECT * FROM items WHERE effective_time >= ? AND effective_time < ? ORDER BY effective_time, id",
+            (to_iso(start), to_iso(end)),
+        )
+        return [_item(row) for row in rows]
+
+    def count_items_between(self, start: dt.datetime, end: dt.datetime) -> int:
+        return self._count("SELECT count(*) FROM items WHERE effective_time >= ? AND effective_time < ?",
+                           (to_iso(start), to_iso(end)))
+
+    def item_count(self) -> int:
+        return self._count("SELECT count(*) FROM items")
+
+    def all_items(self) -> list[Item]:
+        return [_item(row) for row in self._rows("SELECT * FROM items ORDER BY effective_time, id")]
+
+    def save_classifications(self, classifications: Iterable[Classification], fingerprint: str) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO classifications (item_id, fingerprint, topics, scores, matches)"
+                " VALUES (?,?,?,?,?)",
+                [
+                    (
+                        c.item_id, fingerprint, json.dumps(list(c.topics)),
+                        json.dumps(c.scores, sort_keys=True),
+                        json.dumps([{name: getattr(m, name) for name in _MATCH_FIELDS} for m in c.matches],
+                                   ensure_ascii=False),
+                    )
+                    for c in classifications
+                ],
+            )
+
+    def classifications(self, item_ids: Sequence[str], fingerprint: str) -> dict[str, Classification]:
+        found: dict[str, Classification] = {}
+        for start in range(0, len(item_ids), _CHUNK):
+            chunk = list(item_ids[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in self._rows(
+                f"SELECT * FROM classifications WHERE fingerprint = ? AND item_id IN ({marks})",
+                [fingerprint, *chunk],
+            ):
+                found[row["item_id"]] = Classification(
+                    item_id=row["item_id"], topics=tuple(json.loads(row["topics"])),
+                    scores=json.loads(row["scores"]),
+                    matches=tuple(Match(**m) for m in json.loads(row["matches"])),
+                )
+        return found

@@ -325,7 +325,7 @@ class _Fetcher:
     def _backoff(self, tries: int) -> float:
         # "Equal jitter": half the exponential step fixed, half random, so feeds of one host
         # that failed together do not all come back at the same instant.
-        step = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (tries - 1))
+        step = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0 ** (tries - 1))
         return step / 2 + self._random.uniform(0, step / 2)
 
     async def _try(

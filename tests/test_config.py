@@ -70,6 +70,8 @@ def test_real_sources_yaml_has_at_least_twelve_feeds(repo: Path) -> None:
         ("", "file is empty"),
         ("- just\n- a list\n", "must be a mapping"),
         (GOOD + "colour: blue\n", ":17: colour: unknown key"),
+        (GOOD.replace("  concurrency: 4", "  deadline: .nan"), ":8: fetch.deadline: must be a finite number"),
+        (GOOD.replace("weight: 2", "weight: .inf"), ":12: feeds[0].weight: must be a finite number"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:

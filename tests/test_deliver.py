@@ -687,6 +687,8 @@ def test_subscribers_add_remove_list(site: Site, smtp: SmtpServer) -> None:
         ({"from_address": "lettre"}, "delivery.from_address: bad address 'lettre': missing @"),
         ({"unsubscribe_url": "http://x.example/u?e={email}"}, "delivery.unsubscribe_url: must be an https URL"),
         ({"unsubscribe_url": "https://x.example/u?e={mail}"}, "unknown placeholder {mail}"),
+        ({"unsubscribe_url": "https://x.example/u?e={email}"},
+         "delivery.unsubscribe_url: must contain {token} (the reader's signed unsubscribe token)"),
         ({"smtp_port": 70000}, "delivery.smtp_port: must be a port number 1-65535"),
         ({"rate": "fast"}, "delivery.rate: must be float, got str"),
         ({"suppress_bounces": "yes"}, "delivery.suppress_bounces: must be true or false"),

@@ -609,13 +609,16 @@ def write_delivery_config(folder: Path, port: int) -> Path:
     config.write_text(config.read_text(encoding="utf-8") + (
         "delivery:\n  from_address: lettre@techmatin.example.org\n  smtp_host: 127.0.0.1\n"
         f"  smtp_port: {port}\n  security: none\n  rate: 0\n  max_retries: 0\n  timeout: 5\n"
-        "  unsubscribe_url: https://techmatin.example.org/desinscription?email={email}\n"
+        "  unsubscribe_url: https://techmatin.example.org/desinscription?email={email}&token={token}\n"
     ), encoding="utf-8")
     return config
 
 
-def test_the_built_issue_is_emailed_once_and_an_unreachable_server_is_retried(tmp_path: Path) -> None:
+def test_the_built_issue_is_emailed_once_and_an_unreachable_server_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiosmtpd.controller import Controller
+
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", "a-secret-of-at-least-thirty-two-bytes")
 
     port = free_port()
     config = write_delivery_config(tmp_path, port)

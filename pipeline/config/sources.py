@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import string
@@ -54,7 +55,9 @@ def _typed(path: Path, section: YamlMap, key: str, want: type, where: str) -> An
             raise ConfigError(path, f"must be a time HH:MM, got {value!r}", line, f"{where}.{key}") from None
     if (want is int and isinstance(value, bool)) or not isinstance(value, want):
         raise ConfigError(path, f"must be {want.__name__}, got {type(value).__name__}", line, f"{where}.{key}")
-    if want in (int, float) and value < 0:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, f"must be a finite number, got {value!r}", line, f"{where}.{key}")
+    if isinstance(value, int | float) and value < 0:
         raise ConfigError(path, "must not be negative", line, f"{where}.{key}")
     return value
 
@@ -97,7 +100,7 @@ def _check_timezone(path: Path, name: str, line: int, key: str) -> None:
 def _check_schedule(path: Path, schedule: ScheduleSettings, section: YamlMap) -> None:
     """A cron expression APScheduler would reject, or a zero interval, is named here with its line
     rather than when the scheduler starts."""
-    from apscheduler.triggers.cron import CronTrigger  # only this check needs APScheduler
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]  # only this check needs it
 
     if "cron" in section:
         try:
@@ -164,6 +167,7 @@ _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 UNSUBSCRIBE_FIELDS = ("email", "token")
+DEFAULT_RECIPIENTS = DeliverySettings(from_address="", unsubscribe_url="").recipients
 
 
 def email_address_problem(address: str) -> str | None:
@@ -273,13 +277,16 @@ def _delivery(path: Path, raw: Any, line: int) -> DeliverySettings:
         problem = _template_problem(values.get(key, ""))
         if problem:
             raise fail(key, problem)
+    if "{token}" not in url:
+        # Without the signed token, the link only names the address: anyone could unsubscribe anyone.
+        raise fail("unsubscribe_url", f"must contain {{token}} (the reader's signed unsubscribe token), got {url!r}")
     if "recipients" in section:
         name = text("recipients")
         if not name:
             raise fail("recipients", "must be a file name")
         values["recipients"] = path.parent / name
     else:
-        values["recipients"] = path.parent / DeliverySettings.__dataclass_fields__["recipients"].default
+        values["recipients"] = path.parent / DEFAULT_RECIPIENTS
     if Path(values["recipients"]).suffix.lower() not in (".csv", ".yaml", ".yml"):
         raise fail("recipients", "must be a .csv or .yaml file")
     if section.get("tls_ca_file") is not None:

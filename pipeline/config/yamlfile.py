@@ -47,21 +47,30 @@ class _BoundedLoader(yaml.SafeLoader):
         # For each finished node: how many values and how many levels it expands to.
         self._sizes: dict[yaml.Node, tuple[int, int]] = {}
 
+    def _line(self) -> int:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        return int(event.start_mark.line) + 1 if event.start_mark else 0
+
+    def _compose(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        assert node is not None  # None only at the end of the stream, never for a node event
+        return node
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):
-            line = self.peek_event().start_mark.line + 1
-            node: yaml.Node = super().compose_node(parent, index)
+            line = self._line()
+            node = self._compose(parent, index)
             if node not in self._sizes:  # its anchor is still open: the alias is inside it
                 raise ConfigError(self.path, "recursive YAML alias (an anchor used inside itself)", line)
             if self._depth + self._sizes[node][1] > MAX_DEPTH:
                 raise ConfigError(self.path, f"nested more than {MAX_DEPTH} levels deep once its aliases "
                                   "are expanded", line)
             return node
-        line = self.peek_event().start_mark.line + 1
+        line = self._line()
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise ConfigError(self.path, f"nested more than {MAX_DEPTH} levels deep", line)
-        node = super().compose_node(parent, index)
+        node = self._compose(parent, index)
         self._depth -= 1
         children: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -31,11 +32,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# ---------------------------------------------------------------- argument types
+# Every date and number of the command line is checked here, at parsing, so that a value the
+# pipeline cannot use ends with one line and exit 2 rather than a traceback deep inside.
+
+# Issue dates the pipeline can compute with: a window starts the day before, the agenda looks a
+# year either side, and the SQLite archive, the Atom feed and the site all want a 4-digit year.
+MIN_DATE = dt.date(1970, 1, 1)
+MAX_DATE = dt.date(9998, 12, 31)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        if not _ISO_DATE.fullmatch(text):  # fromisoformat alone also takes 20250506 and 2025-W19-2
+            raise ValueError(text)
+        value = dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid date {text!r}: expected YYYY-MM-DD") from None
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise argparse.ArgumentTypeError(f"date {text} is out of range ({MIN_DATE} to {MAX_DATE})")
+    return value
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also a number of more than 4,300 digits
+            raise argparse.ArgumentTypeError(f"invalid number {text[:40]!r}: expected a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+# A port to listen on; 0 asks the system for any free port.
+port_number = _whole_number(0, 65535)
+MAX_SEARCH_RESULTS = 10_000
+MAX_LOCK_WAIT = 86_400.0  # a day: waiting longer for another build of a daily issue makes no sense
 
 
 def _add_common(parser: argparse.ArgumentParser, db: bool = True, output: bool = True) -> None:
@@ -56,10 +94,28 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text[:40]!r}") from None
     if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text[:40]!r}")
+    if not value <= MAX_LOCK_WAIT:  # also rejects inf
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOCK_WAIT:g} seconds, got {text[:40]!r}")
     return value
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="build a --date more than a day ahead of today (refused otherwise: a future "
+                             "issue would top the archive)")
+
+
+def _refuse_far_future(date: dt.date | None, timezone: str, force: bool) -> None:
+    """A date typed wrong (2205 for 2025) must not become the newest issue of the archive."""
+    from pipeline.flow import today_in
+
+    today = today_in(timezone)
+    if date is not None and not force and date > today + dt.timedelta(days=1):
+        raise PipelineError(f"--date {date.isoformat()} is more than a day ahead of today ({today.isoformat()} in "
+                            f"{timezone}); check the date, or add --force to build it anyway")
 
 
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipeline", description="Tech Matin: a regulatory newsletter built from feeds.")
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
 
     run = commands.add_parser("run", help="fetch, classify, compose, render and archive one issue")
     _add_common(run)
@@ -93,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-enable feeds skipped after too many consecutive failures")
     run.add_argument("--skip-empty", action="store_true", help="write nothing when no item matches")
     _add_lock_timeout(run)
+    _add_force(run)
 
     rebuild = commands.add_parser("rebuild", help="re-render issues from the store, with no network")
     _add_common(rebuild)
@@ -100,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--date", type=_date, help="the issue to rebuild, YYYY-MM-DD")
     which.add_argument("--all", action="store_true", help="rebuild every stored issue")
     _add_lock_timeout(rebuild)
+    _add_force(rebuild)
 
     schedule = commands.add_parser("schedule", help="build the issue every morning (cron, catch-up, retries)")
     _add_common(schedule)
@@ -146,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "search", help="full-text search over stored stories, best first (accents and case ignored)")
     search.add_argument("query", nargs="+",
                         help='words that must all appear; "quoted words" as a phrase; word* as a prefix')
-    search.add_argument("--limit", type=int, default=20, help="results shown (default: 20)")
+    search.add_argument("--limit", type=_whole_number(1, MAX_SEARCH_RESULTS), default=20,
+                        help=f"results shown, 1 to {MAX_SEARCH_RESULTS} (default: 20)")
     search.add_argument("--topic", default=None, help="only stories of this topic id")
     for action in (archive_list, show, search):
         _add_common_after(action)
@@ -166,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the archive site locally")
     _add_common(serve, db=False)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port, 0 for any free one (default: 8000)")
 
     send = commands.add_parser("send", help="email a built issue to every reader, exactly once (resumable)")
     _add_common(send, output=False)
@@ -184,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     subscriber_commands = subscribers.add_subparsers(dest="subscribers_command", metavar="ACTION",
                                                      parser_class=_Parser)
     subscriber_commands.required = True
-    subscriber_commands.add_parser("list", help="every reader of the recipients file, and suppressed addresses")
+    subscribers_list = subscriber_commands.add_parser(
+        "list", help="every reader of the recipients file, and suppressed addresses")
     add = subscriber_commands.add_parser("add", help="add a reader (lifts a suppression of that address)")
     add.add_argument("email")
     add.add_argument("--name", default="", help="the reader's name (in the To header)")
@@ -193,7 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="topic ids of interest, comma-separated (default: every issue)")
     remove = subscriber_commands.add_parser("remove", help="remove a reader and suppress the address")
     remove.add_argument("email")
+    for action in (subscribers_list, add, remove):
+        _add_common_after(action)
+    _describe_commands(parser)
     return parser
+
+
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """Each sub-command's own --help opens with the line that its parent's --help gives it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                if command.description is None:
+                    command.description = helps.get(name)
+                _describe_commands(command)
 
 
 # ---------------------------------------------------------------- resolution of paths
@@ -253,6 +326,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.flow import RunReport, run, summarize
 
     ws = _workspace(args)
+    _refuse_far_future(args.date, ws.config.newsletter.timezone, args.force)
     progress_console = Console(file=err)
     try:
         with FetchProgress(len(ws.config.feeds), progress_console) as progress:
@@ -274,6 +348,7 @@ def _cmd_rebuild(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.flow import rebuild
 
     ws = _workspace(args)
+    _refuse_far_future(args.date, ws.config.newsletter.timezone, args.force)
     results = rebuild(ws, None if args.all else [args.date], lock_timeout=args.lock_timeout)
     for result in results:
         state = "skipped (empty)" if result.skipped else f"{result.stories} stories"
@@ -564,6 +639,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `pipeline`: what can it do?
+        parser.print_help(out)
+        return EXIT_USAGE
     try:
         return COMMANDS[args.command](args, out, err)
     except PipelineError as exc:

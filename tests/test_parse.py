@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.models import FeedSource, FetchResult, FetchStatus
-from pipeline.parse import canonical_url, clean_text, parse_feed
+from pipeline.parse import canonical_url, parse_feed
 
 NOW = dt.datetime(2025, 5, 6, 4, 0, tzinfo=dt.UTC)
 FEED = FeedSource(id="test", name="Test", url="https://example.org/feed.xml")
@@ -69,10 +69,6 @@ def test_latin1_declared_in_header_only() -> None:
             "<description>Été</description></item></channel></rss>").encode("iso-8859-1")
     result = parse_feed(fetched(body, "application/rss+xml; charset=ISO-8859-1"), NOW)
     assert result.items[0].title == "Régulation à Bruxelles"
-
-
-def test_invisible_and_bidi_characters_are_removed() -> None:
-    assert clean_text("Meta\u202e AI\u200b ici\u2066") == "Meta AI ici"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,112 @@
+"""Linear-time tests: no text path slows down more than linearly on hostile input (issue 16).
+
+Each path runs at four input sizes (x8 from the smallest to the largest); the CPU time per byte
+at the largest size must stay within 3x of the smallest's. A quadratic path gives 8x or more.
+CPU time of this process (not wall time) and the best of a few repeats keep the ratio steady on
+a loaded machine; the smallest size is large enough for the call's fixed cost not to count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+
+import pytest
+
+from pipeline.models import FeedSource, FetchResult, FetchStatus
+from pipeline.parse import parse_feed, screen_xml
+from pipeline.text import clean_text, escape_invisible, fold, html_to_text
+
+SIZES = (16_000, 32_000, 64_000, 128_000)  # characters of input
+REPEATS = 3
+MAX_RATIO = 3.0
+
+
+def seconds_per_byte(function: Callable[[str], object], text: str) -> float:
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.process_time()
+        function(text)
+        best = min(best, time.process_time() - started)
+    return best / len(text)
+
+
+def assert_linear(function: Callable[[str], object], unit: str, prefix: str = "", suffix: str = "") -> None:
+    """`function` on `prefix + unit * n + suffix` at each size in SIZES."""
+    per_byte = []
+    for size in SIZES:
+        text = prefix + unit * max(1, (size - len(prefix) - len(suffix)) // len(unit)) + suffix
+        per_byte.append(seconds_per_byte(function, text))
+    # A floor of 2 ns per byte: below it the timer's resolution, not the code, sets the ratio.
+    ratio = max(per_byte[-1], 2e-9) / max(per_byte[0], 2e-9)
+    assert ratio <= MAX_RATIO, (f"{unit[:30]!r}: {ratio:.1f}x the time per byte at {SIZES[-1]:,} characters "
+                                f"than at {SIZES[0]:,} ({[f'{t * 1e9:.0f} ns' for t in per_byte]})")
+
+
+HOSTILE_HTML = [
+    "<script>",  # issue 16: 40,000 of them in a CDATA description took parse 85 s
+    "<!--",
+    "<div>",  # deeper than libxml2 goes: read flat
+    "<ul><li>",
+    "<b><i></b></i>",
+    "<table><tr><td>",
+    "<a href='x'>t",
+    "<svg><p>",
+    "&lt;b&gt;",
+    "&amp;lt;",
+    "&#x",
+    "&eacute",
+    "<",
+    "</",
+    "<!",
+    "<?",
+    "<![CDATA[",
+    "<a b='",
+    "<p>Lire la suite ",
+    "[…] ",
+    "\u202e\u200b",
+    " \t\n",
+    "The post x appeared first on ",
+    "Read more. ",
+]
+
+
+@pytest.mark.parametrize("unit", HOSTILE_HTML)
+def test_the_text_pass_is_linear(unit: str) -> None:
+    assert_linear(clean_text, unit)
+
+
+def test_the_text_pass_is_linear_on_a_long_plain_text() -> None:
+    assert_linear(clean_text, "La CNIL sanctionne l’opérateur au titre du RGPD. ")
+    assert_linear(html_to_text, "<p>Le <b>règlement</b> sur l’IA s’applique.</p>")
+
+
+@pytest.mark.parametrize(("function", "unit"), [(fold, "Règlement Œuvre ﬁ "), (escape_invisible, "/\u202e\u200ba")])
+def test_fold_and_url_escaping_are_linear(function: Callable[[str], str], unit: str) -> None:
+    assert_linear(function, unit)
+
+
+def test_screening_a_doctype_is_linear() -> None:
+    # issue 16: 20,000 "<!DOCTYPE a [" took screen_xml 29 s
+    prefix = '<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x SYSTEM "file:///etc/passwd">'
+
+    def screen(text: str) -> object:
+        return screen_xml(text.encode())
+
+    assert_linear(screen, "<!DOCTYPE a [", prefix)
+    assert_linear(screen, "<!DOCTYPE ", prefix)
+    assert_linear(screen, "]", prefix)
+
+
+def _parse_description(description: str) -> object:
+    body = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>CNIL</title>'
+            f"<description><![CDATA[{description}]]></description></item></channel></rss>").encode()
+    feed = FeedSource(id="slow", name="Slow", url="https://slow.example/")
+    return parse_feed(FetchResult(feed=feed, status=FetchStatus.NEW, url=feed.url, body=body),
+                      dt.datetime(2025, 5, 6, tzinfo=dt.UTC))
+
+
+@pytest.mark.parametrize("unit", ["<script>", "<!--", "<div>"])
+def test_parsing_a_hostile_description_is_linear(unit: str) -> None:
+    assert_linear(_parse_description, unit)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import heapq
 import html
+import itertools
 import math
 import re
 import unicodedata
@@ -259,7 +261,9 @@ def _is_generic_title(title: str, reused: bool) -> bool:
 
 
 @dataclass
-class _Candidate:
+class _Doc:
+    """An item as clustering sees it: its words once its feed's boilerplate is left out."""
+
     entry: StoredItem
     words: frozenset[str]
     title_words: frozenset[str]
@@ -267,103 +271,260 @@ class _Candidate:
     score: float
     topics: frozenset[str] = frozenset()
     when: dt.datetime | None = None
-    weight: float = 0.0  # the IDF weight of all its words, set once the day's IDF is known
+    weight: float = 0.0  # the IDF weight of all its words, set once the window's IDF is known
+
+
+def _content_words(tokens: Iterable[str]) -> frozenset[str]:
+    return frozenset(w for w in tokens if (len(w) > 3 or w.isdigit()) and w not in _STOPWORDS)
 
 
 def _words(text: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD_RE.findall(fold(text)) if (len(w) > 3 or w.isdigit()) and w not in _STOPWORDS)
+    return _content_words(_WORD_RE.findall(fold(text)))
 
 
-class _UnionFind:
-    def __init__(self, size: int):
-        self.parent = list(range(size))
-
-    def find(self, index: int) -> int:
-        while self.parent[index] != index:
-            self.parent[index] = self.parent[self.parent[index]]
-            index = self.parent[index]
-        return index
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-# Thresholds of `_same_story`, measured on the 81 bundled demo items (examples/, labels in
+# Thresholds of `_Window.similarity`, measured on the 81 bundled demo items (examples/, labels in
 # tests/fixtures/demo_labels.json): pairs of different stories published within 48 h share at most
-# 0.24 of the smaller item's IDF weight; the four outlets of the Meta story are tied together by
-# pairs sharing 0.36 to 0.41 (union-find joins the rest of the group).
+# 0.25 of the smaller item's IDF weight, so two items are linked from 0.34; the four outlets of the
+# Meta story link at 0.36 to 0.42 and make two pairs whose four cross pairs average 0.21. A group
+# therefore takes in an item (or another group) when a pair across them is linked and the average
+# over every pair across them is at least a weak link (0.17): one bridge never ties two stories.
 SHARED_WEIGHT_MIN = 0.34
 SHARED_WORDS_MIN = 4
+WEAK_LINK = SHARED_WEIGHT_MIN / 2  # below this two items are unrelated (similarity 0)
+GROUP_AVERAGE_MIN = WEAK_LINK
 TITLE_SIMILAR_MIN = 88.0  # rapidfuzz token_set_ratio of the folded titles
 SAME_STORY_SPAN = dt.timedelta(hours=48)
+# An item that repeats the headlines of this many stories unrelated to one another is a roundup
+# ("la semaine en bref"): it stays out of the groups, or it would tie them all together.
+ROUNDUP_STORIES = 3
+# A run of this many words found in two items of one feed is the feed's boilerplate ("article de
+# nos confrères…, repris avec leur accord", a newsletter's footer), not what an item says.
+BOILERPLATE_RUN = 6
+# Words in more items than this are too common to find candidate pairs with (see candidate_pairs).
+RARE_WORD_ITEMS = 50
 
 
-def _same_story(a: _Candidate, b: _Candidate, idf: Mapping[str, float]) -> bool:
-    item_a, item_b = a.entry.item, b.entry.item
-    if item_a.url and item_a.url == item_b.url:
-        return True
-    if item_a.guid and item_a.guid == item_b.guid:
-        return True
-    if item_a.feed_id == item_b.feed_id:
-        # An outlet does not carry the same story twice a day, but it may reuse one title for
-        # different stories ("En bref"), so only identical links or guids merge here.
-        return False
-    if a.topics.isdisjoint(b.topics):
-        return False
-    if a.when and b.when and abs(a.when - b.when) > SAME_STORY_SPAN:
-        return False  # outlets cover one event within a day or two; later pieces are follow-ups
-    shared = a.words & b.words
-    if not shared:
-        return False
-    weight_shared = sum(idf[w] for w in shared)
-    smaller = min(a.weight, b.weight)
-    overlap = weight_shared / smaller if smaller > 0 else 0.0
-    # Distinctive words (rare in the day's items) shared by both carry the decision.
-    if overlap >= SHARED_WEIGHT_MIN and len(shared) >= SHARED_WORDS_MIN:
-        return True
-    # Two outlets with (nearly) one headline: the same story only if their texts agree too, since
-    # a title alone is not enough ("En bref", "La revue du jour" cover different stories).
-    if a.title_words and b.title_words:
-        similar = fuzz.token_set_ratio(a.title_key, b.title_key) >= TITLE_SIMILAR_MIN
-        return similar and overlap >= SHARED_WEIGHT_MIN / 2 and len(shared - a.title_words - b.title_words) >= 2
-    return False
+@dataclass(frozen=True)
+class StoryGroups:
+    """Items grouped by story, each group best item first (dated before undated), and the ids of
+    roundups: items that sum up several unrelated stories, each kept in a group of its own."""
+
+    groups: tuple[tuple[StoredItem, ...], ...]
+    roundups: frozenset[str]
 
 
-def cluster(entries: Sequence[StoredItem], source_weights: Mapping[str, float]) -> list[list[StoredItem]]:
+def _boilerplate_runs(token_lists: Sequence[tuple[str, list[str]]]) -> set[tuple[str, ...]]:
+    """Runs of BOILERPLATE_RUN words that two or more items of one feed share."""
+    by_feed: dict[str, Counter[tuple[str, ...]]] = {}
+    for feed_id, tokens in token_lists:
+        runs = {tuple(tokens[i : i + BOILERPLATE_RUN]) for i in range(len(tokens) - BOILERPLATE_RUN + 1)}
+        by_feed.setdefault(feed_id, Counter()).update(runs)
+    return {run for counts in by_feed.values() for run, n in counts.items() if n >= 2}
+
+
+def _without_runs(tokens: list[str], runs: set[tuple[str, ...]]) -> list[str]:
+    """`tokens` less every word inside one of `runs`."""
+    if not runs:
+        return tokens
+    covered = [False] * len(tokens)
+    for i in range(len(tokens) - BOILERPLATE_RUN + 1):
+        if tuple(tokens[i : i + BOILERPLATE_RUN]) in runs:
+            covered[i : i + BOILERPLATE_RUN] = [True] * BOILERPLATE_RUN
+    return [t for t, hidden in zip(tokens, covered, strict=True) if not hidden]
+
+
+class _Window:
+    """The items to group, with what the whole window says about words: how rare each is (IDF)
+    and which runs of words are some feed's boilerplate."""
+
+    def __init__(self, entries: Sequence[StoredItem], background: Sequence[StoredItem],
+                 source_weights: Mapping[str, float]):
+        mine = {e.item.id for e in entries}
+        everything = [*entries, *(e for e in background if e.item.id not in mine)]
+        summaries = [(e.item.feed_id, _WORD_RE.findall(fold(e.item.summary))) for e in everything]
+        runs = _boilerplate_runs(summaries)
+        words = [_content_words([*_WORD_RE.findall(fold(e.item.title)), *_without_runs(tokens, runs)])
+                 for e, (_, tokens) in zip(everything, summaries, strict=True)]
+        document_frequency: Counter[str] = Counter()
+        for item_words in words:
+            document_frequency.update(item_words)
+        total = len(everything)
+        self.idf = {w: math.log((1 + total) / (1 + n)) + 1.0 for w, n in document_frequency.items()}
+        self.docs = [
+            _Doc(
+                entry=e, words=item_words, title_words=_words(e.item.title), title_key=fold(e.item.title),
+                score=max(e.classification.scores.values(), default=0.0) * source_weights.get(e.item.feed_id, 1.0),
+                topics=frozenset(e.classification.topics), when=e.item.published or e.item.first_seen,
+                weight=sum(self.idf[w] for w in item_words),
+            )
+            for e, item_words in zip(entries, words, strict=False)
+        ]
+
+    def similarity(self, a: _Doc, b: _Doc) -> float:
+        """How surely `a` and `b` tell the same story, from 0 (unrelated) to 1 (one link): the IDF
+        weight of the words they share over the smaller item's, words rare in the window counting
+        most. At least SHARED_WEIGHT_MIN means the same story; below WEAK_LINK it is 0."""
+        item_a, item_b = a.entry.item, b.entry.item
+        if (item_a.url and item_a.url == item_b.url) or (item_a.guid and item_a.guid == item_b.guid):
+            return 1.0
+        if item_a.feed_id == item_b.feed_id:
+            # An outlet does not carry the same story twice a day, but it may reuse one title for
+            # different stories ("En bref"), so only identical links or guids merge here.
+            return 0.0
+        if a.topics.isdisjoint(b.topics):
+            return 0.0
+        if a.when and b.when and abs(a.when - b.when) > SAME_STORY_SPAN:
+            return 0.0  # outlets cover one event within a day or two; later pieces are follow-ups
+        shared = a.words & b.words
+        smaller = min(a.weight, b.weight)
+        overlap = sum(self.idf[w] for w in shared) / smaller if smaller > 0 else 0.0
+        if overlap < WEAK_LINK:
+            return 0.0
+        if overlap >= SHARED_WEIGHT_MIN and len(shared) >= SHARED_WORDS_MIN:
+            return overlap
+        # Two outlets with (nearly) one headline: the same story only if their texts agree too,
+        # since a title alone is not enough ("En bref", "La revue du jour" cover different stories).
+        if (a.title_words and b.title_words and len(shared - a.title_words - b.title_words) >= 2
+                and fuzz.token_set_ratio(a.title_key, b.title_key) >= TITLE_SIMILAR_MIN):
+            return max(overlap, SHARED_WEIGHT_MIN)
+        return overlap if len(shared) >= SHARED_WORDS_MIN else 0.0
+
+    def candidate_pairs(self) -> set[tuple[int, int]]:
+        """The pairs of items worth comparing, found through an inverted index of rare words
+        rather than by comparing every pair: those sharing at least two words that each stand in
+        at most RARE_WORD_ITEMS items, plus those with the same link or guid. A pair of tellings
+        of one story shares several such words (names, figures, the story's own words), while a
+        pair sharing one rare word and otherwise only common ones never reaches WEAK_LINK in
+        practice; and leaving common words out of the index bounds the work by RARE_WORD_ITEMS
+        per word of the window, so it grows linearly with the window instead of with its square."""
+        docs = self.docs
+        postings: dict[str, list[int]] = {}
+        for index, doc in enumerate(docs):
+            for word in doc.words:
+                postings.setdefault(word, []).append(index)
+        rare = [indices for indices in postings.values() if 1 < len(indices) <= RARE_WORD_ITEMS]
+        shared_with: list[Counter[int]] = [Counter() for _ in docs]
+        for indices in rare:
+            for position, index in enumerate(indices):
+                shared_with[index].update(indices[position + 1 :])  # postings are in index order
+        pairs = {(index, other) for index, counts in enumerate(shared_with)
+                 for other, shared in counts.items() if shared >= 2}
+        for key in ("url", "guid"):
+            same: dict[str, list[int]] = {}
+            for index, doc in enumerate(docs):
+                value = getattr(doc.entry.item, key)
+                if value:
+                    same.setdefault(value, []).append(index)
+            for indices in same.values():
+                pairs.update(itertools.combinations(indices, 2))
+        return pairs
+
+    def links(self, all_pairs: bool = False) -> dict[tuple[int, int], float]:
+        """The similarity of every related pair (i < j); `all_pairs` compares every pair instead
+        of the candidates, for tests and benchmarks (same result, quadratic time)."""
+        pairs = (itertools.combinations(range(len(self.docs)), 2) if all_pairs
+                 else sorted(self.candidate_pairs()))
+        found = {}
+        for i, j in pairs:
+            value = self.similarity(self.docs[i], self.docs[j])
+            if value > 0:
+                found[(i, j)] = value
+        return found
+
+
+def _roundups(window: _Window, links: Mapping[tuple[int, int], float]) -> set[int]:
+    """Items that repeat the headlines of ROUNDUP_STORIES or more stories unrelated to one another
+    ("la semaine en bref"): each of those stories' items is smaller than the roundup and at least
+    half of its title's weight is found in the roundup."""
+    docs = window.docs
+
+    def sums_up(big: int, small: int) -> bool:
+        head, whole = docs[small].title_words, docs[big].words
+        title_weight = sum(window.idf.get(w, 0.0) for w in head)
+        return (docs[small].weight <= docs[big].weight and title_weight > 0
+                and sum(window.idf.get(w, 0.0) for w in head & whole) >= title_weight / 2)
+
+    neighbours: dict[int, set[int]] = {}
+    for i, j in links:
+        neighbours.setdefault(i, set()).add(j)
+        neighbours.setdefault(j, set()).add(i)
+    found = set()
+    for index, around in neighbours.items():
+        summed = {other for other in around if sums_up(index, other)}
+        # Count the stories among them: items related through one another are one story.
+        stories = 0
+        while summed and stories < ROUNDUP_STORIES:
+            stories += 1
+            frontier = [summed.pop()]
+            while frontier:
+                reached = neighbours[frontier.pop()] & summed
+                summed -= reached
+                frontier.extend(reached)
+        if stories >= ROUNDUP_STORIES:
+            found.add(index)
+    return found
+
+
+def _average_linkage(size: int, links: Mapping[tuple[int, int], float]) -> list[list[int]]:
+    """Groups of items, merged best pair first while two groups hold a linked pair
+    (SHARED_WEIGHT_MIN) and their average similarity over every pair across them reaches
+    GROUP_AVERAGE_MIN (unrelated pairs count 0): each member is close to the whole group."""
+    members: dict[int, list[int]] = {i: [i] for i in range(size)}
+    version = [0] * size  # bumped when a group grows, so that older merge proposals are dropped
+    # between[a][b]: (sum, best) of the similarities of the pairs across groups a and b
+    between: dict[int, dict[int, tuple[float, float]]] = {i: {} for i in range(size)}
+    for (i, j), value in links.items():
+        between[i][j] = between[j][i] = (value, value)
+    heap: list[tuple[float, int, int, int, int]] = []
+
+    def propose(a: int, b: int) -> None:
+        total, best = between[a][b]
+        average = total / (len(members[a]) * len(members[b]))
+        if best >= SHARED_WEIGHT_MIN and average >= GROUP_AVERAGE_MIN:
+            first, second = min(a, b), max(a, b)
+            heapq.heappush(heap, (-average, first, second, version[first], version[second]))
+
+    for i, j in sorted(links):
+        propose(i, j)
+    while heap:
+        _, a, b, version_a, version_b = heapq.heappop(heap)
+        if a not in members or b not in members or (version[a], version[b]) != (version_a, version_b):
+            continue
+        # b joins a: a group keeps the smaller index, so the result does not depend on merge order
+        members[a].extend(members.pop(b))
+        version[a] += 1
+        for other, (total_b, best_b) in between.pop(b).items():
+            del between[other][b]
+            if other != a:
+                total_a, best_a = between[a].get(other, (0.0, 0.0))
+                between[a][other] = between[other][a] = (total_a + total_b, max(best_a, best_b))
+        for other in sorted(between[a]):
+            propose(a, other)
+    return [sorted(group) for _, group in sorted(members.items())]
+
+
+def group_stories(entries: Sequence[StoredItem], source_weights: Mapping[str, float],
+                  window: Sequence[StoredItem] = (), all_pairs: bool = False) -> StoryGroups:
+    """Group `entries` by the story they tell. `window` (the whole day's items, `entries` among
+    them or not) tells which words are rare and which are a feed's boilerplate; `all_pairs`
+    compares every pair of items instead of those sharing rare words (same result, slower)."""
+    context = _Window(entries, window, source_weights)
+    links = context.links(all_pairs)
+    roundups = _roundups(context, links)
+    kept = {pair: value for pair, value in links.items() if roundups.isdisjoint(pair)}
+    groups = []
+    for indices in _average_linkage(len(context.docs), kept):
+        members = [context.docs[i] for i in indices]
+        members.sort(key=lambda d: (d.entry.item.published is None, -d.score, d.entry.item.id))
+        groups.append(tuple(d.entry for d in members))
+    return StoryGroups(groups=tuple(groups),
+                       roundups=frozenset(context.docs[i].entry.item.id for i in roundups))
+
+
+def cluster(entries: Sequence[StoredItem], source_weights: Mapping[str, float],
+            window: Sequence[StoredItem] = ()) -> list[list[StoredItem]]:
     """Group items telling the same story; each group is ordered best item first."""
-    candidates = [
-        _Candidate(
-            entry=e,
-            words=_words(f"{e.item.title} {e.item.summary}"),
-            title_words=_words(e.item.title),
-            title_key=fold(e.item.title),
-            score=max(e.classification.scores.values(), default=0.0) * source_weights.get(e.item.feed_id, 1.0),
-            topics=frozenset(e.classification.topics),
-            when=e.item.published or e.item.first_seen,
-        )
-        for e in entries
-    ]
-    document_frequency: Counter[str] = Counter()
-    for candidate in candidates:
-        document_frequency.update(candidate.words)
-    total = max(len(candidates), 1)
-    idf = {w: math.log((1 + total) / (1 + n)) + 1.0 for w, n in document_frequency.items()}
-    for candidate in candidates:
-        candidate.weight = sum(idf[w] for w in candidate.words)
-    groups = _UnionFind(len(candidates))
-    for i in range(len(candidates)):
-        for j in range(i + 1, len(candidates)):
-            if _same_story(candidates[i], candidates[j], idf):
-                groups.union(i, j)
-    clusters: dict[int, list[_Candidate]] = {}
-    for index, candidate in enumerate(candidates):
-        clusters.setdefault(groups.find(index), []).append(candidate)
-    return [
-        [c.entry for c in sorted(members, key=lambda c: (-c.score, c.entry.item.id))]
-        for members in clusters.values()
-    ]
+    return [list(group) for group in group_stories(entries, source_weights, window).groups]
 
 
 # ---------------------------------------------------------------- agenda
@@ -648,10 +809,11 @@ def compose_issue(
         e for e in entries
         if e.item.id not in already_featured and any(t in known for t in e.classification.topics)
     ]
-    groups = cluster(relevant, source_weights)
+    grouped = group_stories(relevant, source_weights, window=entries)
     stories = sorted(
-        (_make_story(g, topic_order, source_weights, settings, window_end, generic) for g in groups),
-        key=lambda s: (-s.score, s.id),
+        (_make_story(g, topic_order, source_weights, settings, window_end, generic) for g in grouped.groups),
+        # A roundup sums up stories told elsewhere: it never leads nor opens a section.
+        key=lambda s: (s.id in grouped.roundups, -s.score, s.id),
     )
     if not stories:
         return Issue(date=date, newsletter=settings, menu=(), lead=None, sections=(), agenda=(),

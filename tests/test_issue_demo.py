@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import io
 import itertools
 import json
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.compose import cluster
+from pipeline.compose import cluster, group_stories
 from pipeline.config.sources import load_config
 from pipeline.models import Classification, StoredItem
 from pipeline.store import StoreTarget, issue_from_json, open_store
@@ -297,7 +298,12 @@ def test_clustering_of_all_81_demo_items_matches_the_labels(demo: DemoBuild) -> 
         topics = tuple(truth[(item.feed_id, item.guid)]["labels"])
         entries.append(StoredItem(item, Classification(item.id, topics, dict.fromkeys(topics, 3.0))))
     relevant = [e for e in entries if e.classification.topics]
-    group_of = {e.item.id: n for n, group in enumerate(cluster(relevant, {})) for e in group}
+    groups = cluster(relevant, {}, window=entries)
+    # The inverted index of rare words finds the same groups as comparing every pair.
+    every_pair = group_stories(relevant, {}, window=entries, all_pairs=True).groups
+    assert sorted(sorted(e.item.id for e in g) for g in groups) == sorted(sorted(e.item.id for e in g)
+                                                                         for g in every_pair)
+    group_of = {e.item.id: n for n, group in enumerate(groups) for e in group}
     wrong: list[tuple[str, str, bool]] = []
     for a, b in itertools.combinations(relevant, 2):
         story_a, story_b = (truth[(x.item.feed_id, x.item.guid)]["story"] for x in (a, b))
@@ -307,3 +313,37 @@ def test_clustering_of_all_81_demo_items_matches_the_labels(demo: DemoBuild) -> 
     assert wrong == []
     assert len({group_of[e.item.id] for e in relevant
                 if truth[(e.item.feed_id, e.item.guid)]["story"] == "meta-training-eu"}) == 1
+
+
+def test_a_weekly_roundup_in_the_feeds_changes_no_story(demo: DemoBuild, tmp_path: Path) -> None:
+    """A roundup item repeating the day's headlines used to tie stories together (18 stories
+    became 9, the lead "also on" 7 unrelated outlets): it is now a story of its own, never the lead."""
+    issue, items = stored_issue(demo)
+    headlines = " ; ".join(items[s.item_ids[0]].title for s in issue.stories()[:12])
+    feed = tmp_path / "revue.xml"
+    feed.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>La Revue</title>'
+        "<link>https://revue.example/</link><description>Chaque semaine</description><item>"
+        "<title>La revue de la semaine</title><link>https://revue.example/2025/05/05/revue</link>"
+        "<guid>revue-2025-05-05</guid><pubDate>Mon, 05 May 2025 20:00:00 +0200</pubDate>"
+        f"<description>Au sommaire de la semaine : {html.escape(headlines)}.</description></item></channel></rss>",
+        encoding="utf-8")
+    config = tmp_path / "demo.yaml"
+    text = DEMO.read_text(encoding="utf-8").replace("url: feeds/", f"url: {DEMO.parent}/feeds/")
+    config.write_text(text.replace("feeds:\n", f"feeds:\n  - id: revue\n    name: La Revue\n    url: {feed}\n", 1),
+                      encoding="utf-8")
+    code, _, err = run_cli("run", "--config", config, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
+                           "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
+    assert code == 0, err
+    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
+        stored = store.issue(DATE)
+        with_roundup = {i.id: i for i in store.all_items()}
+    assert stored is not None
+    after = issue_from_json(stored.issue_json, load_config(config).newsletter)
+    def groups(stories, known):  # by link, since the ids of one item differ between the two stores
+        return sorted(sorted(known[i].url for i in s.item_ids) for s in stories)
+    roundup = [s for s in after.stories() if s.source == "La Revue"]
+    assert len(roundup) == 1 and roundup[0].item_ids == roundup[0].item_ids[:1]
+    assert groups([s for s in after.stories() if s is not roundup[0]], with_roundup) == groups(issue.stories(), items)
+    assert after.lead is not None and after.lead.source != "La Revue"
+    assert after.lead.also_on == issue.lead.also_on

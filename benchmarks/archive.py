@@ -4,7 +4,7 @@ A store of 365 daily issues is generated in a temporary folder with the public S
 (about 50 items a day from five outlets, realistic French titles on the four topics and some
 off-topic news, classified by the real rules of topics.yaml). Then, in one run:
 
-  (1) first build: the 365 issues composed, rendered and written (flow.rebuild on every date);
+  (1) first build: the 365 issues composed, rendered and written (Pipeline.rebuild on every date);
   (2) `pipeline rebuild --all` with nothing changed: every issue recomposed and re-rendered,
       no file rewritten (target: <= 10 s on one core);
   (3) `pipeline rebuild --all` after a template edit: every issue page rewritten;
@@ -41,12 +41,10 @@ from xml.sax.saxutils import escape
 # Run from a checkout without installing: the repository root holds the `pipeline` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.app import Pipeline
 from pipeline.archive import Archive, atomic_write
-from pipeline.classify import Classifier
-from pipeline.cli import _workspace, build_parser, main
-from pipeline.flow import build_issue, rebuild, run
+from pipeline.cli import main
 from pipeline.models import Item
-from pipeline.render import Renderer
 from pipeline.store import StoreTarget, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,22 +222,19 @@ class NaiveArchive(Archive):
         self.written.append(path)
 
 
-def workspace(config: Path):  # type: ignore[no-untyped-def]
-    args = build_parser().parse_args(["rebuild", "--all", "--config", str(config),
-                                      "--topics", str(config.parent / "topics.yaml")])
-    return _workspace(args)
+def pipeline_of(config: Path) -> Pipeline:
+    return Pipeline.from_files(config, config.parent / "topics.yaml")
 
 
 def naive_rebuild(config: Path, folder: Path, dates: list[dt.date]) -> int:
     """Every issue rebuilt with a full publication of the listing pages after each one and no
     unchanged check: what the first version of the archive did."""
-    ws = workspace(config)
-    classifier, renderer = Classifier.compile(ws.topics), Renderer(ws.templates_dir)
-    archive = NaiveArchive(ws.output_dir, renderer, ws.config.newsletter.base_url, ws.config.newsletter.name)
-    now = dt.datetime.now(dt.UTC)
-    with open_store(StoreTarget(ws.db_path)) as store:
+    with pipeline_of(config) as app:
+        newsletter = app.config.newsletter
+        archive = NaiveArchive(app.output_dir, app.renderer, newsletter.base_url, newsletter.name)
+        now = dt.datetime.now(dt.UTC)
         for date in dates:
-            build_issue(ws, store, classifier, renderer, date, now, archive=archive, publish=True)
+            app.build_issue(date, now, archive=archive, publish=True)
     return len(archive.written)
 
 
@@ -266,10 +261,10 @@ def main_bench() -> int:
             items = store.item_count()
         print(f"generated {items} items over {len(dates)} days in {time.perf_counter() - started:.1f} s")
 
-        ws = workspace(config)
+        app = pipeline_of(config)
         topics = folder / "topics.yaml"
         started = time.perf_counter()
-        results = rebuild(ws, dates)
+        results = app.rebuild(dates)
         first = time.perf_counter() - started
         stories = sum(r.stories for r in results)
         files = sum(1 for p in (folder / "out").rglob("*") if p.is_file())
@@ -303,7 +298,7 @@ def main_bench() -> int:
         scope = "" if len(naive_dates) == len(dates) else f" of the first {len(naive_dates)} of {len(dates)} issues"
         print(f"(4) naive rebuild{scope}: {naive:.2f} s, {naive_written} file writes")
         started = time.perf_counter()
-        same = rebuild(ws, naive_dates)
+        same = app.rebuild(naive_dates)
         pipeline_same = time.perf_counter() - started
         print(f"    the pipeline on the same issues: {pipeline_same:.2f} s, "
               f"{sum(len(r.changed_files) for r in same)} file writes; ratio naive / pipeline: "
@@ -313,7 +308,7 @@ def main_bench() -> int:
             mine = [i for i in make_items(rng, new_day, options.per_day) if i.feed_id == fid]
             (folder / "feeds" / f"{fid}.xml").write_text(rss(mine, name), encoding="utf-8")
         started = time.perf_counter()
-        report = run(ws, date=new_day)
+        report = app.run(new_day)
         incremental = time.perf_counter() - started
         assert report.build is not None
         rewritten = sorted(p.relative_to(folder / "out").as_posix() for p in report.build.changed_files)
@@ -322,10 +317,10 @@ def main_bench() -> int:
               f"{incremental:.2f} s, {len(rewritten)} of {total} files rewritten:")
         print("    " + ", ".join(rewritten))
         started = time.perf_counter()
-        naive_ws = workspace(config)
-        renderer = Renderer(naive_ws.templates_dir)
-        naive_archive = NaiveArchive(naive_ws.output_dir, renderer, naive_ws.config.newsletter.base_url,
-                                     naive_ws.config.newsletter.name)
+        app.close()
+        naive_app = pipeline_of(config)
+        naive_archive = NaiveArchive(naive_app.output_dir, naive_app.renderer, naive_app.config.newsletter.base_url,
+                                     naive_app.config.newsletter.name)
         for path in sorted((folder / "out").rglob("*")):
             if path.is_file():
                 naive_archive._write(path.relative_to(folder / "out").as_posix(), path.read_bytes())

@@ -3,7 +3,7 @@
 An issue is built by the real pipeline from a local RSS file, then mailed to N readers
 (default 300) through an aiosmtpd server on 127.0.0.1 (it keeps messages in memory):
 
-  (1) deliver_issue: one reused SMTP connection, every attempt recorded in the store before
+  (1) Pipeline.send: one reused SMTP connection, every attempt recorded in the store before
       and after (three fsynced commits per reader), rate limit off;
   (2) naive: one new SMTP connection per message (smtplib.sendmail), no record at all;
   (3) the same reused connection as (1) without the store: what exactly-once bookkeeping costs.
@@ -31,15 +31,14 @@ sys.path.insert(0, str(REPO))
 import yaml  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from pipeline.cli import _workspace, build_parser, main  # noqa: E402
+from pipeline.app import Pipeline  # noqa: E402
+from pipeline.cli import main  # noqa: E402
 from pipeline.deliver import (  # noqa: E402
     SmtpTransport,
     build_message,
-    deliver_issue,
     load_recipients,
     new_message_id,
 )
-from pipeline.flow import load_stored_issue, render_stored_issue  # noqa: E402
 
 DATE = "2025-05-06"
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
@@ -96,17 +95,18 @@ def main_bench() -> None:
             if main(["run", *common, "--date", DATE, "--output", str(root / "out")], out=io.StringIO(),
                     err=io.StringIO()) != 0:
                 raise SystemExit("could not build the benchmark issue")
-            ws = _workspace(build_parser().parse_args(["send", *common]))
+            app = Pipeline.from_files(config, REPO / "topics.yaml", db=root / "db.sqlite3")
             date = dt.date.fromisoformat(DATE)
-            settings = ws.config.delivery
-            assert settings is not None
+            settings = app.delivery_settings()
 
             started = time.perf_counter()
-            report = deliver_issue(ws, date)
+            report = app.send(date)
             ours = time.perf_counter() - started
             assert report.sent == options.readers and report.connections == 1, report
 
-            issue, rendered = load_stored_issue(ws, date), render_stored_issue(ws, date)
+            issue = app.stored_issue(date)
+            rendered = app.render_for_email(issue)
+            app.close()
             readers = load_recipients(settings.recipients)
             now = dt.datetime.now(dt.UTC)
             payloads = [build_message(issue, rendered, settings, r, new_message_id(date, settings), now,

@@ -1,4 +1,4 @@
-"""The `pipeline` command: parses arguments, calls the flow, prints summaries.
+"""The `pipeline` command: parses arguments, calls the pipeline (`pipeline.app`), prints summaries.
 
 No pipeline logic lives here. Bad input ends with one line on stderr and exit code 2.
 """
@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.store import StoreError
 
 if TYPE_CHECKING:
-    from pipeline.flow import RunReport, Workspace
+    from pipeline.app import Pipeline, RunReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -110,7 +110,7 @@ def _add_force(parser: argparse.ArgumentParser) -> None:
 
 def _refuse_far_future(date: dt.date | None, timezone: str, force: bool) -> None:
     """A date typed wrong (2205 for 2025) must not become the newest issue of the archive."""
-    from pipeline.flow import today_in
+    from pipeline.app import today_in
 
     today = today_in(timezone)
     if date is not None and not force and date > today + dt.timedelta(days=1):
@@ -282,25 +282,18 @@ def _topics_path(args: argparse.Namespace) -> Path:
     return beside if beside.is_file() else here
 
 
-def _workspace(args: argparse.Namespace) -> Workspace:
-    from pipeline.config import load_config
-    from pipeline.config.topics import load_topics
-    from pipeline.flow import Workspace
-    from pipeline.render import DEFAULT_TEMPLATES
+def _pipeline(args: argparse.Namespace) -> Pipeline:
+    """The pipeline of the archive the arguments name (config, rules, store, output folder)."""
+    from pipeline.app import Pipeline
 
-    config = load_config(Path(args.config))
-    topics = load_topics(_topics_path(args))
-    db = getattr(args, "db", None) or config.db_path or Path("data/pipeline.sqlite3")
-    output = getattr(args, "output", None) or config.output_dir or Path("output")
-    templates = getattr(args, "templates", None) or DEFAULT_TEMPLATES
-    return Workspace(config=config, topics=topics, db_path=Path(db), output_dir=Path(output),
-                     templates_dir=Path(templates))
+    return Pipeline.from_files(Path(args.config), _topics_path(args), db=getattr(args, "db", None),
+                               output=getattr(args, "output", None), templates=getattr(args, "templates", None))
 
 
 # ---------------------------------------------------------------- commands
 
 
-def _print_fetch_report(report: RunReport, ws: Workspace, out: TextIO, err: TextIO) -> None:
+def _print_fetch_report(report: RunReport, config_path: Path, out: TextIO, err: TextIO) -> None:
     from rich.console import Console
 
     from pipeline.fetchreport import render_fetch_table
@@ -312,7 +305,7 @@ def _print_fetch_report(report: RunReport, ws: Workspace, out: TextIO, err: Text
         if feed.status == "failed":
             print(f"warning: feed {feed.feed_id} ({feed.name}): {feed.error}", file=err)
         elif feed.moved_to:
-            print(f"notice: feed {feed.feed_id} moved permanently to {feed.moved_to}; update {ws.config.path}",
+            print(f"notice: feed {feed.feed_id} moved permanently to {feed.moved_to}; update {config_path}",
                   file=err)
         for warning in feed.warnings:
             print(f"notice: feed {feed.feed_id}: {warning}", file=err)
@@ -321,40 +314,38 @@ def _print_fetch_report(report: RunReport, ws: Workspace, out: TextIO, err: Text
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from rich.console import Console
 
+    from pipeline.app import RunReport
     from pipeline.errors import RunFailed
     from pipeline.fetchreport import FetchProgress
-    from pipeline.flow import RunReport, run, summarize
 
-    ws = _workspace(args)
-    _refuse_far_future(args.date, ws.config.newsletter.timezone, args.force)
-    progress_console = Console(file=err)
-    try:
-        with FetchProgress(len(ws.config.feeds), progress_console) as progress:
-            report = run(ws, date=args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
-                         on_result=progress.advance, lock_timeout=args.lock_timeout)
-    except RunFailed as exc:
-        # No feed readable: the per-feed reasons are what the user needs to fix it.
-        if isinstance(exc.report, RunReport):
-            _print_fetch_report(exc.report, ws, out, err)
-        raise
-    _print_fetch_report(report, ws, out, err)
-    print(summarize(report), file=out)
+    with _pipeline(args) as app:
+        _refuse_far_future(args.date, app.config.newsletter.timezone, args.force)
+        progress_console = Console(file=err)
+        try:
+            with FetchProgress(len(app.config.feeds), progress_console) as progress:
+                report = app.run(args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
+                                 on_result=progress.advance, lock_timeout=args.lock_timeout)
+        except RunFailed as exc:
+            # No feed readable: the per-feed reasons are what the user needs to fix it.
+            if isinstance(exc.report, RunReport):
+                _print_fetch_report(exc.report, app.config.path, out, err)
+            raise
+        _print_fetch_report(report, app.config.path, out, err)
+    print(report.summary(), file=out)
     if report.build and not report.build.skipped:
         print(f"open {(report.build.issue_dir / 'index.html').resolve()}", file=out)
     return EXIT_OK
 
 
 def _cmd_rebuild(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.flow import rebuild
-
-    ws = _workspace(args)
-    _refuse_far_future(args.date, ws.config.newsletter.timezone, args.force)
-    results = rebuild(ws, None if args.all else [args.date], lock_timeout=args.lock_timeout)
+    with _pipeline(args) as app:
+        _refuse_far_future(args.date, app.config.newsletter.timezone, args.force)
+        results = app.rebuild(None if args.all else [args.date], lock_timeout=args.lock_timeout)
     for result in results:
         state = "skipped (empty)" if result.skipped else f"{result.stories} stories"
         print(f"{result.date.isoformat()}: {state}, {len(result.changed_files)} files rewritten", file=out)
     rewritten = sum(len(result.changed_files) for result in results)
-    print(f"rebuilt {len(results)} issue(s) into {ws.output_dir}: {rewritten} files rewritten in all "
+    print(f"rebuilt {len(results)} issue(s) into {app.output_dir}: {rewritten} files rewritten in all "
           "(pages whose content did not change are left untouched)", file=out)
     return EXIT_OK
 
@@ -397,15 +388,15 @@ def _cmd_try_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import zoneinfo
 
     from pipeline.config.topics import load_topics
-    from pipeline.flow import preview_rules
 
-    ws = _workspace(args)
-    candidate = load_topics(args.candidate)
-    preview = preview_rules(ws, candidate, since=args.since, until=args.until)
+    with _pipeline(args) as app:
+        candidate = load_topics(args.candidate)
+        preview = app.try_rules(candidate, since=args.since, until=args.until)
+    newsletter, topics_path = app.config.newsletter, app.topics.path
     for change in preview.changes:
         item = change.item
         when = item.published or item.first_seen
-        when = when.astimezone(zoneinfo.ZoneInfo(ws.config.newsletter.timezone)) if when else None
+        when = when.astimezone(zoneinfo.ZoneInfo(newsletter.timezone)) if when else None
         moves = " ".join([*(f"+{t}" for t in change.added), *(f"-{t}" for t in change.removed)])
         print(f"{when:%Y-%m-%d}  {moves:<28} {item.title} ({item.source})" if when else
               f"{'':10}  {moves:<28} {item.title} ({item.source})", file=out)
@@ -416,60 +407,42 @@ def _cmd_try_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     gained = sum(1 for c in preview.changes if c.added)
     lost = sum(1 for c in preview.changes if c.removed)
     print(f"{len(preview.changes)} of {preview.items} stored items would change ({gained} gain a topic, "
-          f"{lost} lose one) with {args.candidate} instead of {ws.topics.path}. Nothing was written; "
-          f"to apply, replace {ws.topics.path} and run `pipeline rebuild --all`.", file=out)
+          f"{lost} lose one) with {args.candidate} instead of {topics_path}. Nothing was written; "
+          f"to apply, replace {topics_path} and run `pipeline rebuild --all`.", file=out)
     return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.classify import Classifier
-
-    ws = _workspace(args)
-    Classifier.compile(ws.topics)  # compiling proves every rule is usable
-    config = ws.config
+    with _pipeline(args) as app:
+        app.classifier  # noqa: B018 - compiling proves every rule is usable
+    config, topics = app.config, app.topics
     enabled = [f for f in config.feeds if f.enabled]
     print(f"{config.path}: ok: {len(config.feeds)} feeds ({len(enabled)} enabled), newsletter "
           f"{config.newsletter.name!r}, time zone {config.newsletter.timezone}, issue at "
           f"{config.newsletter.issue_time:%H:%M}", file=out)
-    print(f"{ws.topics.path}: ok: {len(ws.topics.topics)} topics: "
-          + ", ".join(f"{t.id} ({t.heading})" for t in ws.topics.info()), file=out)
+    print(f"{topics.path}: ok: {len(topics.topics)} topics: "
+          + ", ".join(f"{t.id} ({t.heading})" for t in topics.info()), file=out)
     return EXIT_OK
 
 
 def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.render import Renderer, french_date
-    from pipeline.store import StoreTarget, open_store
+    from pipeline.render import french_date
 
-    ws = _workspace(args)
-    if not ws.db_path.exists():
-        raise PipelineError(f"{ws.db_path}: no such database; run `pipeline run` first")
-    with open_store(StoreTarget(ws.db_path)) as store:
+    with _pipeline(args) as app:
         if args.archive_command == "list":
-            issues = store.issues()
-            templates = Renderer(ws.templates_dir).fingerprint
-            for issue in issues:
-                stale = [what for what, old, new in (("rules", issue.rules_fingerprint, ws.topics.fingerprint),
-                                                     ("templates", issue.templates_fingerprint, templates))
-                         if old != new]
-                note = f"  ({' and '.join(stale)} changed since built: rebuild)" if stale else ""
+            listing = app.archive_listing()
+            for issue in listing:
+                note = f"  ({' and '.join(issue.outdated)} changed since built: rebuild)" if issue.outdated else ""
                 print(f"{issue.date.isoformat()}  {french_date(issue.date, year=True):<28} "
                       f"{issue.story_count:>3} stories{note}", file=out)
-            print(f"{len(issues)} issue(s) in {ws.db_path}", file=err)
+            print(f"{len(listing)} issue(s) in {app.db_path}", file=err)
         elif args.archive_command == "show":
-            if store.issue(args.date) is None:
-                raise PipelineError(f"no issue stored for {args.date.isoformat()} (see `pipeline archive list`)")
-            text_path = ws.output_dir / args.date.isoformat() / "digest.txt"
-            if not text_path.is_file():
-                raise PipelineError(f"{text_path}: missing; run `pipeline rebuild --date {args.date}`")
-            out.write(text_path.read_text(encoding="utf-8"))
+            out.write(app.issue_text(args.date))
         elif args.archive_command == "search":
             if args.limit < 1:
                 raise PipelineError(f"--limit must be at least 1, got {args.limit}")
-            if args.topic is not None and args.topic not in ws.topics.ids:
-                raise PipelineError(f"unknown topic {args.topic!r} (topics of {ws.topics.path}: "
-                                    f"{', '.join(ws.topics.ids)})")
             query = " ".join(args.query)
-            hits = store.search_stories(query, limit=args.limit, topic=args.topic)
+            hits = app.search(query, limit=args.limit, topic=args.topic)
             for hit in hits:
                 print(f"{hit.date.isoformat()}  {hit.title} — {hit.source}", file=out)
                 print(f"            {hit.snippet}", file=out)
@@ -481,32 +454,22 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.store import StoreTarget, open_store
-
-    ws = _workspace(args)
-    with open_store(StoreTarget(ws.db_path)) as store:
-        known = {f.id for f in ws.config.feeds}
+    with _pipeline(args) as app:
         if args.feeds_command == "list":
-            health = {h.feed_id: h for h in store.feed_health()}
-            last_new = store.last_new_item()
-            for feed in ws.config.feeds:
-                known_health = health.get(feed.id)
-                if known_health is None:
+            for status in app.feed_statuses():
+                feed, health = status.feed, status.health
+                if health is None:
                     print(f"{feed.id:<28} never fetched", file=out)
                     continue
-                state = "disabled" if known_health.disabled else (known_health.last_status or "?")
-                newest = f"{last_new[feed.id]:%Y-%m-%d}" if feed.id in last_new else "-"
-                success = known_health.last_success.isoformat() if known_health.last_success else "-"
-                print(f"{feed.id:<28} {state:<10} failures={known_health.consecutive_failures:<3} "
-                      f"last_success={success:<26} items={known_health.items_seen:<5} "
-                      f"newest_item={newest:<10} {known_health.last_error or ''}", file=out)
+                state = "disabled" if health.disabled else (health.last_status or "?")
+                newest = f"{status.newest_item:%Y-%m-%d}" if status.newest_item else "-"
+                success = health.last_success.isoformat() if health.last_success else "-"
+                print(f"{feed.id:<28} {state:<10} failures={health.consecutive_failures:<3} "
+                      f"last_success={success:<26} items={health.items_seen:<5} "
+                      f"newest_item={newest:<10} {health.last_error or ''}", file=out)
             return EXIT_OK
-        ids = list(args.ids) or None
-        for feed_id in ids or []:
-            if feed_id not in known:
-                raise PipelineError(f"unknown feed id {feed_id!r} (not in {ws.config.path})")
-        changed = store.set_feeds_enabled(ids, enabled=args.feeds_command == "enable")
-        print(f"{args.feeds_command}d {changed} feed(s)", file=out)
+        changed = app.set_feeds_enabled(list(args.ids) or None, enabled=args.feeds_command == "enable")
+    print(f"{args.feeds_command}d {changed} feed(s)", file=out)
     return EXIT_OK
 
 
@@ -514,16 +477,16 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import functools
     import http.server
 
-    ws = _workspace(args)
-    if not ws.output_dir.is_dir():
-        raise PipelineError(f"{ws.output_dir}: no such folder; run `pipeline run` first")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ws.output_dir))
+    output_dir = _pipeline(args).output_dir
+    if not output_dir.is_dir():
+        raise PipelineError(f"{output_dir}: no such folder; run `pipeline run` first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(output_dir))
     try:
         server = http.server.ThreadingHTTPServer((args.host, args.port), handler)
     except OSError as exc:
         raise PipelineError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = server.server_address[:2]
-    print(f"serving {ws.output_dir} on http://{host}:{port}/ (Ctrl-C to stop)", file=out, flush=True)
+    print(f"serving {output_dir} on http://{host}:{port}/ (Ctrl-C to stop)", file=out, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -536,29 +499,17 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.schedule import DailyScheduler, ScheduleLog, make_plan, run_once, serve
 
-    ws = _workspace(args)  # validates the config and the rules before anything is scheduled
-    plan = make_plan(ws.config.schedule, ws.config.path, cron=args.cron, timezone=args.timezone,
+    config = _pipeline(args).config  # validates the config and the rules before anything is scheduled
+    plan = make_plan(config.schedule, config.path, cron=args.cron, timezone=args.timezone,
                      log_file=args.log_file, lock_timeout=args.lock_timeout)
     log = ScheduleLog(err, plan.log_file, plan.zone)
-    # The workspace is read again before each build, so rule edits apply without a restart.
-    scheduler = DailyScheduler(lambda: _workspace(args), plan, log, failures_from_store=args.once)
+    # The pipeline is made again before each build, so rule edits apply without a restart.
+    scheduler = DailyScheduler(lambda: _pipeline(args), plan, log, failures_from_store=args.once)
     return run_once(scheduler, out) if args.once else serve(scheduler, out)
 
 
-def _delivery_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    ws = _workspace(args)
-    if ws.config.delivery is None:
-        raise PipelineError(f"{ws.config.path}: no `delivery:` section; add one to send issues by email "
-                            "(see README, \"Email delivery\")")
-    return ws
-
-
 def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.deliver import DeliveryEvent, deliver_issue, summarize_delivery
-    from pipeline.flow import today_in
-
-    ws = _delivery_workspace(args)
-    date = args.date or today_in(ws.config.newsletter.timezone)
+    from pipeline.deliver import DeliveryEvent, summarize_delivery
 
     def show(event: DeliveryEvent) -> None:
         if event.outcome in ("failed-permanent", "failed-temporary"):
@@ -569,8 +520,11 @@ def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif event.outcome == "retrying":
             print(f"notice: {event.email}: {event.detail}", file=err)
 
-    report = deliver_issue(ws, date, dry_run=args.dry_run, outbox=args.outbox,
-                           resend_uncertain=args.resend_uncertain, on_event=show)
+    with _pipeline(args) as app:
+        app.delivery_settings()  # no `delivery:` section: say so before anything else
+        date = args.date or app.today()
+        report = app.send(date, dry_run=args.dry_run, outbox=args.outbox, resend_uncertain=args.resend_uncertain,
+                          on_event=show)
     for email, message_id in report.uncertain:
         print(f"warning: {email}: may already have it (Message-ID {message_id}); not resent. Look the "
               f"Message-ID up in the mail server's log; if it is not there, run `pipeline send --date "
@@ -580,41 +534,31 @@ def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_subscribers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import datetime as _dt
-
-    from pipeline.deliver import add_recipient, load_recipients, remove_recipient
-    from pipeline.store import StoreTarget, open_store
-
-    ws = _delivery_workspace(args)
-    path = ws.config.delivery.recipients
-    known = [t.id for t in ws.topics.info()]
-    now = _dt.datetime.now(_dt.UTC)
-    with open_store(StoreTarget(ws.db_path)) as store:
+    with _pipeline(args) as app:
         if args.subscribers_command == "list":
-            suppressed = store.suppressions()
-            recipients = load_recipients(path, known)
-            for r in recipients:
+            listed = app.subscribers()
+            path, suppressed = listed.path, listed.suppressed
+            for r in listed.recipients:
                 state = f"suppressed ({suppressed[r.key].reason})" if r.key in suppressed else "active"
                 print(f"{r.email:<40} {state:<24} {' '.join(r.topics) or 'all topics':<30} {r.name}", file=out)
-            listed = {r.key for r in recipients}
+            keys = {r.key for r in listed.recipients}
             for email, entry in suppressed.items():
-                if email not in listed:
+                if email not in keys:
                     print(f"{email:<40} {'suppressed (' + entry.reason + ')':<24} not in {path.name}", file=out)
-            active = sum(1 for r in recipients if r.key not in suppressed)
-            print(f"{len(recipients)} reader(s) in {path}, {active} active, {len(suppressed)} suppressed address(es)",
-                  file=err)
+            active = sum(1 for r in listed.recipients if r.key not in suppressed)
+            print(f"{len(listed.recipients)} reader(s) in {path}, {active} active, {len(suppressed)} suppressed "
+                  "address(es)", file=err)
         elif args.subscribers_command == "add":
             topics = [t for t in args.interests.replace(";", ",").replace(" ", ",").split(",") if t]
-            recipient = add_recipient(path, args.email, name=args.name, topics=topics, known_topics=known)
-            lifted = store.unsuppress(recipient.key)
-            print(f"added {recipient.email} to {path}", file=out)
+            recipient, lifted = app.add_subscriber(args.email, name=args.name, topics=topics)
+            print(f"added {recipient.email} to {app.delivery_settings().recipients}", file=out)
             if lifted:
                 print(f"notice: {recipient.email} was suppressed ({lifted.reason}); it will receive issues again",
                       file=err)
         else:
-            recipient = remove_recipient(path, args.email)
-            store.suppress(recipient.key, "unsubscribed", "pipeline subscribers remove", now)
-            print(f"removed {recipient.email} from {path}; the address is suppressed", file=out)
+            recipient = app.remove_subscriber(args.email)
+            print(f"removed {recipient.email} from {app.delivery_settings().recipients}; the address is "
+                  "suppressed", file=out)
     return EXIT_OK
 
 

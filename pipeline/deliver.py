@@ -1,14 +1,13 @@
 """Deliver stage: mail a built issue to every reader, exactly once.
 
-What it does, in order, for `pipeline send --date D` (and for the scheduler, through
-`deliver_issue`):
+What it does, in order, for `pipeline send --date D` (and for the scheduler, both through
+`pipeline.app.Pipeline.send`, which loads the stored issue: deliver never composes nor fetches):
 
-1. load the stored issue and render it for email (`flow.render_stored_issue`): deliver never
-   composes nor fetches;
-2. read the recipients file (CSV or YAML), skip suppressed addresses and readers whose topics
-   are not in the issue;
-3. for each remaining reader, one MIME message addressed to that reader alone, sent over one
-   reused SMTP connection at a bounded rate.
+1. `prepare_mailing`: read the recipients file (CSV or YAML), check the unsubscribe secret,
+   render the issue for email;
+2. `send_mailing`: skip suppressed addresses and readers whose topics are not in the issue;
+   for each remaining reader, one MIME message addressed to that reader alone, sent over one
+   reused SMTP connection at a bounded rate (`write_outbox` writes them to files instead).
 
 Exactly once. Each attempt is written to the store as 'sending' BEFORE the first SMTP command
 of its transaction, marked `handed_over` just before the end of the message data goes out, and
@@ -45,7 +44,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy as email_policy
@@ -62,10 +61,9 @@ from pipeline.archive import atomic_write
 from pipeline.config.sources import email_address_problem
 from pipeline.config.yamlfile import YamlList, YamlMap, load_yaml
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.flow import Workspace, load_stored_issue, render_stored_issue
 from pipeline.models import DeliverySettings, Issue, RenderedIssue
 from pipeline.render import french_date
-from pipeline.store import DeliveryRecord, DeliveryStatus, Store, StoreTarget, open_store
+from pipeline.store import DeliveryRecord, DeliveryStatus, DeliveryStore
 
 RECIPIENT_FIELDS = ("email", "name", "topics")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -203,7 +201,7 @@ def _recipients_bytes(path: Path, recipients: Sequence[Recipient]) -> bytes:
 
 
 @contextmanager
-def _locked(lock_path: Path, what: str) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
     """An exclusive advisory lock, released by the kernel even on SIGKILL."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -221,7 +219,7 @@ def add_recipient(path: Path, email: str, name: str = "", topics: Sequence[str] 
                   known_topics: Sequence[str] | None = None) -> Recipient:
     """Append a reader to the recipients file (created if missing), atomically."""
     path = Path(path)
-    with _locked(path.with_name(path.name + ".lock"), "another edit of the recipients file"):
+    with exclusive_lock(path.with_name(path.name + ".lock"), "another edit of the recipients file"):
         current = load_recipients(path) if path.exists() else []
         recipient = Recipient(email=email.strip(), name=name.strip(), topics=tuple(topics),
                               line=(max((r.line for r in current), default=1) + 1))
@@ -240,7 +238,7 @@ def add_recipient(path: Path, email: str, name: str = "", topics: Sequence[str] 
 def remove_recipient(path: Path, email: str) -> Recipient:
     """Take a reader out of the recipients file, atomically."""
     path = Path(path)
-    with _locked(path.with_name(path.name + ".lock"), "another edit of the recipients file"):
+    with exclusive_lock(path.with_name(path.name + ".lock"), "another edit of the recipients file"):
         current = load_recipients(path)
         key = email.strip().lower()
         found = [r for r in current if r.key == key]
@@ -255,11 +253,11 @@ def issue_topics(issue: Issue) -> set[str]:
     return {topic for story in issue.stories() for topic in story.topics}
 
 
-def wants_issue(recipient: Recipient, topics: set[str]) -> bool:
+def wants_issue(recipient: Recipient, topics: Set[str]) -> bool:
     """The rule for topics of interest: a reader without topics gets every issue; a reader with
     topics gets an issue when at least one story carries one of them (the whole issue is sent,
     not only those stories)."""
-    return not recipient.topics or bool(topics.intersection(recipient.topics))
+    return not recipient.topics or not topics.isdisjoint(recipient.topics)
 
 
 # ---------------------------------------------------------------- credentials
@@ -631,13 +629,51 @@ def _safe_name(email: str) -> str:
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", email)
 
 
-def _write_outbox(outbox: Path, plan: Sequence[tuple[int, Recipient]], issue: Issue, rendered: RenderedIssue,
-                  settings: DeliverySettings, secret: str | None, now: dt.datetime) -> list[Path]:
-    folder = outbox / issue.date.isoformat()
+@dataclass(frozen=True)
+class Mailing:
+    """One issue ready to mail: what every message of a send is built from."""
+
+    issue: Issue
+    rendered: RenderedIssue  # rendered for email (absolute links)
+    settings: DeliverySettings
+    recipients: tuple[Recipient, ...]
+    secret: str | None  # the key of the unsubscribe tokens
+    topics: frozenset[str]  # every topic of the issue's stories
+
+    @property
+    def date(self) -> dt.date:
+        return self.issue.date
+
+
+def prepare_mailing(issue: Issue, settings: DeliverySettings, known_topics: Sequence[str], env: Mapping[str, str],
+                    render: Callable[[], RenderedIssue]) -> Mailing | None:
+    """Read the recipients and check the unsubscribe secret, then render the issue (`render`):
+    everything that can fail does so before any message is sent. None for an issue without any
+    story when delivery.send_empty is false (nothing to send)."""
+    if issue.is_empty and not settings.send_empty:
+        return None
+    recipients = load_recipients(settings.recipients, known_topics)
+    secret = env.get(settings.unsubscribe_secret_env) or None
+    unsubscribe_links(settings, "check@example.org", secret)  # a missing secret fails before any send
+    return Mailing(issue=issue, rendered=render(), settings=settings, recipients=tuple(recipients), secret=secret,
+                   topics=frozenset(issue_topics(issue)))
+
+
+def write_outbox(store: DeliveryStore, mailing: Mailing, outbox: Path, *, resend_uncertain: bool = False,
+                 now: Callable[[], dt.datetime], on_event: Callable[[DeliveryEvent], None] | None = None
+                 ) -> DeliveryReport:
+    """The dry run: one .eml per reader a real send would mail now, in `outbox`/DATE/; nothing is
+    recorded in the store."""
+    emit = on_event or (lambda event: None)
+    report = DeliveryReport(date=mailing.date, dry_run=True, recipients=len(mailing.recipients))
+    folder = outbox / mailing.date.isoformat()
+    report.outbox = folder
+    plan = _plan(store, mailing, report, resend_uncertain)
     written: list[Path] = []
+    at = now()
     for position, recipient in plan:
-        message = build_message(issue, rendered, settings, recipient, new_message_id(issue.date, settings), now,
-                                secret)
+        message = build_message(mailing.issue, mailing.rendered, mailing.settings, recipient,
+                                new_message_id(mailing.date, mailing.settings), at, mailing.secret)
         target = folder / f"{position:04d}-{_safe_name(recipient.key)}.eml"
         atomic_write(target, message.as_bytes())
         written.append(target)
@@ -646,78 +682,41 @@ def _write_outbox(outbox: Path, plan: Sequence[tuple[int, Recipient]], issue: Is
     for stale in folder.glob("*.eml") if folder.is_dir() else ():
         if stale not in keep:
             stale.unlink()
-    return written
-
-
-def deliver_issue(ws: Workspace, date: dt.date, *, dry_run: bool = False, outbox: Path | None = None,
-                  resend_uncertain: bool = False, env: Mapping[str, str] | None = None,
-                  now: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], None] = time.sleep,
-                  on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
-    """Send the stored issue of `date` to every reader who has not had it yet.
-
-    `ws` is a flow.Workspace whose config has a `delivery:` section. The scheduler calls this
-    after a successful build when delivery is configured; `pipeline send` calls it by hand.
-    Safe to call again after any interruption: see the module docstring."""
-    settings = ws.config.delivery
-    if settings is None:
-        raise PipelineError(f"{ws.config.path}: no `delivery:` section; add one to send issues by email "
-                            "(see README, \"Email delivery\")")
-    env = os.environ if env is None else env
-    clock = now or (lambda: dt.datetime.now(dt.UTC))
-    emit = on_event or (lambda event: None)
-    started = time.monotonic()
-    report = DeliveryReport(date=date, dry_run=dry_run)
-
-    issue = load_stored_issue(ws, date)
-    if issue.is_empty and not settings.send_empty:
-        report.empty_issue = True
-        return report
-    known_topics = [t.id for t in ws.topics.info()]
-    recipients = load_recipients(settings.recipients, known_topics)
-    report.recipients = len(recipients)
-    secret = env.get(settings.unsubscribe_secret_env) or None
-    unsubscribe_links(settings, "check@example.org", secret)  # a missing secret fails before any send
-    rendered = render_stored_issue(ws, date)
-    topics = issue_topics(issue)
-
-    if dry_run:
-        outbox = Path(outbox) if outbox else ws.db_path.parent / "outbox"
-        report.outbox = outbox / date.isoformat()
-        with open_store(StoreTarget(ws.db_path)) as store:
-            plan = _plan(store, date, recipients, topics, report, resend_uncertain)
-        written = _write_outbox(outbox, plan, issue, rendered, settings, secret, clock())
-        for path, (_, recipient) in zip(written, plan, strict=True):
-            emit(DeliveryEvent(recipient.email, "written", str(path)))
-        report.sent = len(written)
-        report.duration = time.monotonic() - started
-        return report
-
-    credentials = credentials_from_env(settings, env)
-    with _locked(ws.db_path.with_name(ws.db_path.name + ".send-lock"), "another `pipeline send` on this database"), \
-            open_store(StoreTarget(ws.db_path)) as store:
-        store.durable_commits()
-        plan = _plan(store, date, recipients, topics, report, resend_uncertain)
-        transport = SmtpTransport(settings, credentials)
-        pacer = _Pacer(settings.rate, sleep)
-        try:
-            for _, recipient in plan:
-                if not _send_one(store, transport, pacer, issue, rendered, settings, recipient, secret, clock,
-                                 sleep, report, emit):
-                    break
-        finally:
-            transport.close()
-            report.connections = transport.connections
-    report.duration = time.monotonic() - started
+    for path, (_, recipient) in zip(written, plan, strict=True):
+        emit(DeliveryEvent(recipient.email, "written", str(path)))
+    report.sent = len(written)
     return report
 
 
-def _plan(store: Store, date: dt.date, recipients: Sequence[Recipient], topics: set[str], report: DeliveryReport,
+def send_mailing(store: DeliveryStore, mailing: Mailing, credentials: Credentials | None, *,
+                 resend_uncertain: bool = False, now: Callable[[], dt.datetime],
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
+    """Send the issue to every reader who has not had it yet, over one reused SMTP connection, at
+    the configured rate. The caller holds the send lock and made the store's commits durable.
+    Safe to call again after any interruption: see the module docstring."""
+    emit = on_event or (lambda event: None)
+    report = DeliveryReport(date=mailing.date, recipients=len(mailing.recipients))
+    plan = _plan(store, mailing, report, resend_uncertain)
+    transport = SmtpTransport(mailing.settings, credentials)
+    pacer = _Pacer(mailing.settings.rate, sleep)
+    try:
+        for _, recipient in plan:
+            if not _send_one(store, transport, pacer, mailing, recipient, now, sleep, report, emit):
+                break
+    finally:
+        transport.close()
+        report.connections = transport.connections
+    return report
+
+
+def _plan(store: DeliveryStore, mailing: Mailing, report: DeliveryReport,
           resend_uncertain: bool) -> list[tuple[int, Recipient]]:
     """Who gets a message in this send, after what the store remembers of earlier sends."""
-    records = store.deliveries(date)
+    records = store.deliveries(mailing.date)
     suppressed = store.suppressions()
     plan: list[tuple[int, Recipient]] = []
-    for position, recipient in enumerate(recipients, start=1):
+    for position, recipient in enumerate(mailing.recipients, start=1):
         record: DeliveryRecord | None = records.get(recipient.key)
         if record is not None and record.status is DeliveryStatus.SENT:
             report.already_sent += 1
@@ -728,24 +727,24 @@ def _plan(store: Store, date: dt.date, recipients: Sequence[Recipient], topics: 
             report.uncertain.append((recipient.email, record.message_id))
         elif recipient.key in suppressed:
             report.suppressed += 1
-        elif not wants_issue(recipient, topics):
+        elif not wants_issue(recipient, mailing.topics):
             report.not_interested += 1
         else:
             plan.append((position, recipient))
     return plan
 
 
-def _send_one(store: Store, transport: SmtpTransport, pacer: _Pacer, issue: Issue, rendered: RenderedIssue,
-              settings: DeliverySettings, recipient: Recipient, secret: str | None,
-              clock: Callable[[], dt.datetime], sleep: Callable[[float], None], report: DeliveryReport,
-              emit: Callable[[DeliveryEvent], None]) -> bool:
+def _send_one(store: DeliveryStore, transport: SmtpTransport, pacer: _Pacer, mailing: Mailing,
+              recipient: Recipient, clock: Callable[[], dt.datetime], sleep: Callable[[float], None],
+              report: DeliveryReport, emit: Callable[[DeliveryEvent], None]) -> bool:
     """Deliver to one reader with bounded retries. False when the whole send must stop."""
-    date = issue.date
+    date, settings = mailing.date, mailing.settings
     retries = 0
     while True:
         pacer.wait()
         record = store.begin_delivery(date, recipient.key, new_message_id(date, settings), clock())
-        payload = build_message(issue, rendered, settings, recipient, record.message_id, clock(), secret).as_bytes()
+        payload = build_message(mailing.issue, mailing.rendered, settings, recipient, record.message_id, clock(),
+                                mailing.secret).as_bytes()
         try:
             reply = transport.send(settings.from_address, recipient.email, payload,
                                    on_handover=lambda: store.mark_handed_over(date, recipient.key, clock()))

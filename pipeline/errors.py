@@ -18,7 +18,7 @@ class RunFailed(PipelineError):
 
     def __init__(self, message: str, report: object | None = None):
         super().__init__(message)
-        self.report = report  # what the run found before failing (a flow.RunReport), for the user
+        self.report = report  # what the run found before failing (an app.RunReport), for the user
 
 
 class ConfigError(PipelineError):

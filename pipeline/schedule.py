@@ -2,7 +2,7 @@
 
 What it owns: when to build (an APScheduler cron trigger in a time zone), catching up after
 downtime, retries of a failed morning, one build at a time, and a clean stop on SIGTERM/SIGINT.
-What it does not own: building. A build is one call of `pipeline.flow.run(ws, date=...)`.
+What it does not own: building. A build is one call of `Pipeline.run(date=...)` (pipeline.app).
 
 How "never missed, never twice" is kept:
 
@@ -13,7 +13,7 @@ How "never missed, never twice" is kept:
   a catch-up racing the cron fire, a manual run at dawn) still builds a date at most once.
 * The store check and the build happen under the archive's build lock (`pipeline.lock`), shared
   with `pipeline run` and `pipeline rebuild`, so no other process can build in between.
-* With a `delivery:` section, the built issue is then emailed by `pipeline.deliver.deliver_issue`,
+* With a `delivery:` section, the built issue is then emailed by `Pipeline.send`,
   which resumes an interrupted send and never mails a reader twice; a send that leaves readers
   unreached is retried like a build.
 * A check at start-up builds today's issue at once if it is due and missing (machine restarted),
@@ -43,16 +43,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from pipeline import flow
-from pipeline.deliver import DeliveryReport, deliver_issue, summarize_delivery
+from pipeline.app import Pipeline
+from pipeline.deliver import summarize_delivery
 from pipeline.errors import PipelineError
-from pipeline.lock import BuildLock
 from pipeline.models import ScheduleSettings
-from pipeline.store import StoreTarget, open_store
 
 Clock = Callable[[], dt.datetime]
-Runner = Callable[..., flow.RunReport]  # flow.run's signature
-Deliverer = Callable[..., DeliveryReport]  # pipeline.deliver.deliver_issue's signature
 
 DAILY_JOB = "daily"
 WATCH_JOB = "watch"
@@ -254,20 +250,17 @@ class ScheduleLog:
 class DailyScheduler:
     """The daily job on an APScheduler BackgroundScheduler.
 
-    `workspace` is called before each build, so edits to topics.yaml take effect on the next
-    morning without a restart (the schedule itself is read once, at start). `clock` and `run`
-    are injectable for tests; by default the real time and `pipeline.flow.run`.
+    `pipeline` makes the Pipeline of the archive; it is called before each build (and closed
+    after), so edits to topics.yaml take effect on the next morning without a restart (the
+    schedule itself is read once, at start). `clock` is injectable for tests.
     """
 
-    def __init__(self, workspace: Callable[[], flow.Workspace], plan: SchedulePlan, log: ScheduleLog,
-                 clock: Clock = utc_now, run: Runner = flow.run, failures_from_store: bool = False,
-                 deliver: Deliverer = deliver_issue):
-        self.workspace = workspace
+    def __init__(self, pipeline: Callable[[], Pipeline], plan: SchedulePlan, log: ScheduleLog,
+                 clock: Clock = utc_now, failures_from_store: bool = False):
+        self.pipeline = pipeline
         self.plan = plan
         self.log = log
         self.clock = clock
-        self.run = run
-        self.deliver = deliver
         # In `--once` mode the process lives for one check, so the day's failures are counted
         # from the store's runs table; a long-running scheduler remembers them itself (which
         # also counts failures the store never saw, like a lock wait that timed out).
@@ -313,27 +306,30 @@ class DailyScheduler:
             return early
         if early.action in (Action.WAIT, Action.GIVE_UP):
             return early  # no need to take the lock to know that
+        app: Pipeline | None = None
         try:
-            ws = self.workspace()
-            outcome = self._build_if_missing(ws, date, due, reason)
-        except PipelineError as exc:  # RunFailed too: no feed readable, disk full, lock busy
-            self._failed(self._failures, date, reason, str(exc), None)
-            return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
-        except Exception as exc:  # a bug: keep the traceback, keep the scheduler alive
-            self._failed(self._failures, date, reason, f"unexpected error: {exc!r}", exc)
-            return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
-        if outcome.action in (Action.BUILT, Action.DONE) and self._delivered != date:
-            self._settle_delivery(ws, date, reason)  # outside the build lock: a send may take long
-        return outcome
+            try:
+                app = self.pipeline()
+                outcome = self._build_if_missing(app, date, due, reason)
+            except PipelineError as exc:  # RunFailed too: no feed readable, disk full, lock busy
+                self._failed(self._failures, date, reason, str(exc), None)
+                return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
+            except Exception as exc:  # a bug: keep the traceback, keep the scheduler alive
+                self._failed(self._failures, date, reason, f"unexpected error: {exc!r}", exc)
+                return Decision(Action.FAILED, date, due[1], attempt=len(self.failures(date)))
+            if outcome.action in (Action.BUILT, Action.DONE) and self._delivered != date:
+                self._settle_delivery(app, date, reason)  # outside the build lock: a send may take long
+            return outcome
+        finally:
+            if app is not None:
+                app.close()
 
-    def _build_if_missing(self, ws: flow.Workspace, date: dt.date, due: tuple[dt.date, dt.datetime],
+    def _build_if_missing(self, app: Pipeline, date: dt.date, due: tuple[dt.date, dt.datetime],
                           reason: str) -> Decision:
         """Under the build lock: look in the store, and build only if the issue is not there."""
-        lock = BuildLock.for_database(ws.db_path)
-        with lock.hold(self.plan.lock_timeout_seconds, f"pipeline schedule {date} ({reason})"):
-            with open_store(StoreTarget(ws.db_path)) as store:
-                built = store.issue(date) is not None
-                stored_failures = store.failed_runs("run", date) if self.failures_from_store else []
+        with app.build_lock(self.plan.lock_timeout_seconds, f"pipeline schedule {date} ({reason})") as lock:
+            built = app.issue_built(date)
+            stored_failures = app.failed_runs(date) if self.failures_from_store else []
             if self.failures_from_store:
                 self._failures[date] = list(stored_failures)
             decision = decide(self.clock(), due, built, self.failures(date), self.plan.max_retries,
@@ -344,13 +340,13 @@ class DailyScheduler:
                 self._report_skip(decision, reason)
                 return decision
             self.log.info(f"building {date} ({reason}, attempt {decision.attempt} of {self.plan.max_retries + 1})")
-            report = self.run(ws, date=date, now=self.clock(), lock=lock)
+            report = app.run(date, now=self.clock(), lock=lock)
         self._built = date
-        self.log.info(f"ok {flow.summarize(report)}")
+        self.log.info(f"ok {report.summary()}")
         return Decision(Action.BUILT, date, due[1], attempt=decision.attempt)
 
-    def _settle_delivery(self, ws: flow.Workspace | None, date: dt.date, reason: str) -> None:
-        """Email the built issue when `delivery:` is configured. `deliver_issue` resumes where an
+    def _settle_delivery(self, app: Pipeline | None, date: dt.date, reason: str) -> None:
+        """Email the built issue when `delivery:` is configured. `Pipeline.send` resumes where an
         earlier send stopped and never mails a reader twice, so calling it again is safe; it is
         retried like a build (max_retries, retry_delay_seconds) while readers remain unreached."""
         failures = self._delivery_failures.get(date, [])
@@ -358,18 +354,22 @@ class DailyScheduler:
             return
         if failures and self.clock() < max(failures) + dt.timedelta(seconds=self.plan.retry_delay_seconds):
             return
+        own = app is None  # made here, so closed here
         try:
-            ws = ws or self.workspace()
-            if ws.config.delivery is None:
+            app = app or self.pipeline()
+            if app.config.delivery is None:
                 self._delivered = date
                 return
-            report = self.deliver(ws, date, now=self.clock)
+            report = app.send(date, now=self.clock)
         except PipelineError as exc:
             self._failed(self._delivery_failures, date, reason, f"email delivery: {exc}", None)
             return
         except Exception as exc:
             self._failed(self._delivery_failures, date, reason, f"email delivery: unexpected error: {exc!r}", exc)
             return
+        finally:
+            if own and app is not None:
+                app.close()
         if report.sent or not report.complete or failures:
             self.log.info(f"sent {summarize_delivery(report)}")
         if report.failed_temporary or report.aborted:

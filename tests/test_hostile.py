@@ -257,7 +257,7 @@ def test_limits_cut_and_report() -> None:
 
 
 def test_run_wide_item_limit_cuts_and_reports(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipeline.flow.MAX_ITEMS_PER_RUN", 20)
+    monkeypatch.setattr("pipeline.app.MAX_ITEMS_PER_RUN", 20)
     result = cli("run", "--config", REPO / "examples" / "demo.yaml", "--date", DATE,
                  "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
     assert result.code == 0, result.err

@@ -2,7 +2,7 @@
 
 Time is controlled with an injected clock (`FakeClock`) wherever the scheduler decides; the
 APScheduler trigger itself is checked on its computed fire times across the DST changes of
-2025. Builds are real (`pipeline.flow.run` on a local feed, SQLite in tmp_path); SIGTERM is
+2025. Builds are real (`Pipeline.run` on a local feed, SQLite in tmp_path); SIGTERM is
 sent to a real `pipeline schedule` process while it is fetching from a 127.0.0.1 server.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from pipeline import flow
+from pipeline.app import Pipeline, RunReport
 from pipeline.config import load_config
 from pipeline.config.topics import load_topics
 from pipeline.errors import PipelineError
@@ -71,11 +71,11 @@ class FakeClock:
 
 
 
-def workspace(config: Path) -> flow.Workspace:
+def pipeline_of(config: Path, kind: type[Pipeline] = Pipeline) -> Pipeline:
     loaded = load_config(config)
     assert loaded.db_path is not None and loaded.output_dir is not None
-    return flow.Workspace(config=loaded, topics=load_topics(TOPICS), db_path=loaded.db_path,
-                          output_dir=loaded.output_dir, templates_dir=DEFAULT_TEMPLATES)
+    return kind(loaded, load_topics(TOPICS), store=StoreTarget(loaded.db_path), output_dir=loaded.output_dir,
+                templates_dir=DEFAULT_TEMPLATES)
 
 
 def plan(cron: str = "0 6 * * *", timezone: str = "Europe/Paris", **settings: Any) -> SchedulePlan:
@@ -84,10 +84,10 @@ def plan(cron: str = "0 6 * * *", timezone: str = "Europe/Paris", **settings: An
 
 
 def make_scheduler(config: Path, the_plan: SchedulePlan, clock: Callable[[], dt.datetime],
-                   run: Callable[..., flow.RunReport] = flow.run) -> tuple[DailyScheduler, io.StringIO]:
+                   kind: type[Pipeline] = Pipeline) -> tuple[DailyScheduler, io.StringIO]:
     stream = io.StringIO()
     log = ScheduleLog(stream, the_plan.log_file, the_plan.zone, clock)
-    return DailyScheduler(lambda: workspace(config), the_plan, log, clock=clock, run=run), stream
+    return DailyScheduler(lambda: pipeline_of(config, kind), the_plan, log, clock=clock), stream
 
 
 def runs_of(db: Path) -> list[tuple[str, str | None, str]]:
@@ -271,7 +271,8 @@ def test_catch_up_does_not_rebuild_an_issue_that_exists(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     db = tmp_path / "data" / "archive.sqlite3"
     # A manual run built today's issue at 06:40; the scheduler starts at 07:00.
-    flow.run(workspace(config), date=dt.date(2025, 5, 6), now=dt.datetime(2025, 5, 6, 6, 40, tzinfo=PARIS))
+    with pipeline_of(config) as app:
+        app.run(dt.date(2025, 5, 6), now=dt.datetime(2025, 5, 6, 6, 40, tzinfo=PARIS))
     with open_store(StoreTarget(db)) as store:
         before = store.issue(dt.date(2025, 5, 6))
     index = tmp_path / "out" / "2025-05-06" / "index.html"
@@ -358,15 +359,17 @@ def test_unexpected_exception_is_logged_with_traceback_and_retried(tmp_path: Pat
     config = write_config(tmp_path)
     calls: list[dt.date] = []
 
-    def flaky_run(ws: flow.Workspace, **kwargs: Any) -> flow.RunReport:
-        calls.append(kwargs["date"])
-        if len(calls) == 1:
-            raise ZeroDivisionError("a bug in a stage")
-        return flow.run(ws, **kwargs)
+    class FlakyPipeline(Pipeline):
+        def run(self, date: dt.date | None = None, **kwargs: Any) -> RunReport:
+            assert date is not None
+            calls.append(date)
+            if len(calls) == 1:
+                raise ZeroDivisionError("a bug in a stage")
+            return super().run(date, **kwargs)
 
     the_plan = make_plan(ScheduleSettings(max_retries=1, retry_delay_seconds=0), config, cron="0 0 * * *",
                          timezone="UTC")
-    scheduler, log = make_scheduler(config, the_plan, lambda: dt.datetime.now(UTC), run=flaky_run)
+    scheduler, log = make_scheduler(config, the_plan, lambda: dt.datetime.now(UTC), kind=FlakyPipeline)
     scheduler.start()
     try:
         wait_for(lambda: " ok " in log.getvalue())

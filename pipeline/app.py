@@ -1,0 +1,735 @@
+"""The application object: the flow of DESIGN.md built once from the config.
+
+fetch → parse → store → classify → compose → render → archive (→ deliver). `Pipeline` owns the
+store (opened on first use, closed by `close()`), the classifier and the renderer, and offers
+what the command line and the scheduler do: `run`, `rebuild`, `send`, `try_rules`, `search`,
+and the archive's, feeds' and readers' views. They call it and nothing below it; no stage
+calls another stage, so each stays replaceable and testable on its own.
+
+The fetcher and the feed parser are injected (by default `fetch.fetch_feeds` and
+`parse.parse_feed`), so a test can give the pipeline its feeds' bytes, or its items, without
+an HTTP server when HTTP is not what it tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import os
+import time
+import zoneinfo
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+from pipeline.archive import Archive, ArchiveEntry
+from pipeline.classify import Classifier
+from pipeline.compose import compose_issue, issue_window
+from pipeline.config import load_config
+from pipeline.config.topics import TopicsConfig, load_topics
+from pipeline.deliver import (
+    DeliveryEvent,
+    DeliveryReport,
+    Recipient,
+    add_recipient,
+    credentials_from_env,
+    exclusive_lock,
+    load_recipients,
+    prepare_mailing,
+    remove_recipient,
+    send_mailing,
+    write_outbox,
+)
+from pipeline.errors import PipelineError, RunFailed, unexpected_error
+from pipeline.fetch import fetch_feeds
+from pipeline.lock import BuildLock, build_lock
+from pipeline.models import (
+    Classification,
+    Config,
+    DeliverySettings,
+    FeedSource,
+    FeedState,
+    FetchResult,
+    FetchSettings,
+    FetchStatus,
+    Issue,
+    Item,
+    ParseResult,
+    RenderedIssue,
+    StoredItem,
+    TopicInfo,
+)
+from pipeline.parse import parse_feed
+from pipeline.render import DEFAULT_TEMPLATES, IssueLinks, Renderer
+from pipeline.store import (
+    FeedHealth,
+    FeedOutcome,
+    RunOutcome,
+    SearchHit,
+    Store,
+    StoredIssue,
+    StoreTarget,
+    Suppression,
+    featured_item_ids,
+    issue_from_json,
+    issue_stories,
+    issue_to_json,
+    open_store,
+)
+
+DEFAULT_DB = Path("data/pipeline.sqlite3")
+DEFAULT_OUTPUT = Path("output")
+# One run stores at most this many items, so a flood of feeds cannot swamp the store or a digest.
+MAX_ITEMS_PER_RUN = 5_000
+
+
+class Fetcher(Protocol):
+    """Fetches feeds (`pipeline.fetch.fetch_feeds`): one result per feed, in the order given."""
+
+    def __call__(self, feeds: Sequence[FeedSource], settings: FetchSettings, states: Mapping[str, FeedState],
+                 on_result: Callable[[FetchResult], None] | None = None) -> list[FetchResult]: ...
+
+
+class FeedParser(Protocol):
+    """Turns one fetched body into items (`pipeline.parse.parse_feed`)."""
+
+    def __call__(self, result: FetchResult, seen_at: dt.datetime) -> ParseResult: ...
+
+
+# ---------------------------------------------------------------- what the pipeline reports
+
+
+@dataclass(frozen=True)
+class FeedReport:
+    feed_id: str
+    name: str
+    status: str  # new / unchanged / failed / moved / skipped
+    error: str | None
+    new_items: int
+    elapsed: float
+    moved_to: str | None = None
+    warnings: tuple[str, ...] = ()
+    fetch: FetchResult | None = None  # the fetch outcome, marked failed when the body was not a feed
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    date: dt.date
+    stories: int
+    empty: bool
+    skipped: bool  # empty and --skip-empty: nothing written
+    changed_files: tuple[Path, ...]
+    issue_dir: Path
+    item_ids: tuple[str, ...] = ()  # the items the issue features (never repeated by later issues)
+
+
+@dataclass
+class RunReport:
+    date: dt.date
+    feeds: list[FeedReport] = field(default_factory=list)
+    new_items: int = 0
+    build: BuildResult | None = None
+    duration: float = 0.0
+
+    @property
+    def feeds_read(self) -> int:
+        return sum(1 for f in self.feeds if f.status in ("new", "unchanged", "moved"))
+
+    @property
+    def feeds_failed(self) -> int:
+        return sum(1 for f in self.feeds if f.status == "failed")
+
+    def summary(self) -> str:
+        """One line: feeds read and failed, new items, stories, time, where the issue is."""
+        built = self.build
+        where = f"{built.issue_dir}" if built and not built.skipped else "no issue written"
+        stories = built.stories if built else 0
+        return (f"{self.date.isoformat()}: {self.feeds_read} feeds read, {self.feeds_failed} failed, "
+                f"{self.new_items} new items, {stories} stories, {self.duration:.1f} s, {where}")
+
+    def outcome(self) -> RunOutcome:
+        """What the store records of this run."""
+        return RunOutcome(
+            date=self.date, new_items=self.new_items,
+            feeds=tuple(FeedOutcome(feed_id=f.feed_id, status=f.status, error=f.error, new_items=f.new_items,
+                                    elapsed=f.elapsed, moved_to=f.moved_to) for f in self.feeds),
+            stories=self.build.stories if self.build else 0,
+        )
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    """A stored item whose topics differ between the current rules and a candidate."""
+
+    item: Item
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    classification: Classification  # under the candidate rules, with the words that matched
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        return tuple(t for t in self.after if t not in self.before)
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        return tuple(t for t in self.before if t not in self.after)
+
+
+@dataclass(frozen=True)
+class RulePreview:
+    items: int  # stored items compared
+    changes: tuple[RuleChange, ...]
+
+
+@dataclass(frozen=True)
+class IssueListing:
+    """A stored issue as `pipeline archive list` shows it."""
+
+    date: dt.date
+    story_count: int
+    outdated: tuple[str, ...]  # "rules", "templates": what changed since it was built
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    """A configured feed and what the store knows of it (`pipeline feeds list`)."""
+
+    feed: FeedSource
+    health: FeedHealth | None  # None: never fetched
+    newest_item: dt.datetime | None  # when its newest item was first seen
+
+
+@dataclass(frozen=True)
+class Subscribers:
+    """The readers of the recipients file and the suppression list (`pipeline subscribers list`)."""
+
+    path: Path
+    recipients: tuple[Recipient, ...]
+    suppressed: Mapping[str, Suppression]  # by address
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def today_in(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    current = now or utc_now()
+    return current.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+
+
+def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, seen_at: dt.datetime) -> str | None:
+    """A feed that answers but has brought nothing new for weeks has often silently broken
+    (a moved page still serving an old feed, a CMS export frozen): say so."""
+    if not after_days or new_items or last_new is None:
+        return None
+    days = (seen_at - last_new).days
+    if days < after_days:
+        return None
+    return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class Pipeline:
+    """The pipeline of one archive: its config and rules, its store, its output folder.
+
+    Use as a context manager (or call `close()`): the store is opened on first use and stays
+    open until then. One object per thread: a store connection is not shared between threads.
+    """
+
+    def __init__(self, config: Config, topics: TopicsConfig, *, store: StoreTarget, output_dir: Path,
+                 templates_dir: Path = DEFAULT_TEMPLATES, fetcher: Fetcher = fetch_feeds,
+                 parser: FeedParser = parse_feed):
+        self.config = config
+        self.topics = topics
+        self.store_target = store
+        self.output_dir = Path(output_dir)
+        self.templates_dir = Path(templates_dir)
+        self.fetcher = fetcher
+        self.parser = parser
+        self._store: Store | None = None
+
+    @classmethod
+    def from_files(cls, config_path: Path, topics_path: Path, *, db: Path | None = None, output: Path | None = None,
+                   templates: Path | None = None, fetcher: Fetcher = fetch_feeds,
+                   parser: FeedParser = parse_feed) -> Pipeline:
+        """Load sources.yaml and topics.yaml (errors name file, line and key). `db` and `output`
+        override the config's `storage:` section (default data/pipeline.sqlite3 and output/)."""
+        config = load_config(Path(config_path))
+        topics = load_topics(Path(topics_path))
+        return cls(config, topics, store=StoreTarget(Path(db or config.db_path or DEFAULT_DB)),
+                   output_dir=Path(output or config.output_dir or DEFAULT_OUTPUT),
+                   templates_dir=Path(templates or DEFAULT_TEMPLATES), fetcher=fetcher, parser=parser)
+
+    # -- what it owns
+
+    @property
+    def db_path(self) -> Path:
+        return self.store_target.path
+
+    @property
+    def store(self) -> Store:
+        """The archive's store, opened (created if needed) on first use."""
+        if self._store is None:
+            self._store = open_store(self.store_target)
+        return self._store
+
+    @functools.cached_property
+    def classifier(self) -> Classifier:
+        """The rules compiled (once); compiling proves every rule is usable."""
+        return Classifier.compile(self.topics)
+
+    @functools.cached_property
+    def renderer(self) -> Renderer:
+        return Renderer(self.templates_dir)
+
+    @functools.cached_property
+    def topic_info(self) -> tuple[TopicInfo, ...]:
+        return self.topics.info()
+
+    def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _existing_store(self) -> Store:
+        """The store, refusing to create an empty one for a command that only reads it."""
+        if self._store is None and not self.store_target.exists():
+            raise PipelineError(f"{self.db_path}: no such database; run `pipeline run` first")
+        return self.store
+
+    def _load_rules_and_templates(self) -> None:
+        """Compile the rules and load the templates now: a bad rule or template fails before a
+        build takes the lock."""
+        _ = self.classifier, self.renderer
+
+    def today(self, now: dt.datetime | None = None) -> dt.date:
+        """Today in the newsletter's time zone: the default issue date."""
+        return today_in(self.config.newsletter.timezone, now)
+
+    @contextmanager
+    def build_lock(self, timeout: float | None, purpose: str, held: BuildLock | None = None) -> Iterator[BuildLock]:
+        """Hold the archive's build lock (see pipeline.lock), waiting at most `timeout` seconds
+        (None: schedule.lock_timeout_seconds). `held`: a lock the caller already holds."""
+        wait = self.config.schedule.lock_timeout_seconds if timeout is None else timeout
+        with build_lock(self.db_path, wait, purpose, held=held) as lock:
+            yield lock
+
+    # -- the daily job
+
+    def run(self, date: dt.date | None = None, *, now: dt.datetime | None = None, retry_failed: bool = False,
+            skip_empty: bool = False, on_result: Callable[[FetchResult], None] | None = None,
+            lock_timeout: float | None = None, lock: BuildLock | None = None) -> RunReport:
+        """The daily job: fetch every feed, then build the issue of `date` (default: today).
+        Holds the archive's build lock throughout (waiting up to `lock_timeout`, default
+        schedule.lock_timeout_seconds); `lock` is one the caller already holds (the scheduler)."""
+        started = time.monotonic()
+        now = now or utc_now()
+        date = date or self.today(now)
+        report = RunReport(date=date)
+        self._load_rules_and_templates()
+        with self.build_lock(lock_timeout, f"pipeline run {date}", held=lock):
+            store = self.store
+            run_id = store.start_run("run", date, now)
+            status = "failed"
+            try:
+                if retry_failed:
+                    store.set_feeds_enabled(None, enabled=True)
+                report.feeds = self.fetch_and_store(date, now, on_result=on_result)
+                report.new_items = sum(f.new_items for f in report.feeds)
+                if report.feeds_read == 0:
+                    raise RunFailed(
+                        f"no feed could be read ({report.feeds_failed} failed, "
+                        f"{sum(1 for f in report.feeds if f.status == 'skipped')} skipped); no issue built",
+                        report=report,
+                    )
+                report.build = self.build_issue(date, now, skip_empty=skip_empty)
+                status = "ok"
+            finally:
+                report.duration = time.monotonic() - started
+                store.finish_run(run_id, status, report.summary(), report.outcome(), utc_now())
+        return report
+
+    def _seen_at(self, date: dt.date, now: dt.datetime) -> dt.datetime:
+        """When items first seen in this run count as seen. Building a past date stamps undated
+        items at that issue's cut-off, so a backfill puts them in the issue being built."""
+        _, window_end = issue_window(date, self.config.newsletter)
+        return min(now, window_end - dt.timedelta(seconds=1))
+
+    def fetch_and_store(self, date: dt.date, now: dt.datetime,
+                        on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
+        """Fetch every feed, parse what came back, store new items and each feed's health."""
+        store = self.store
+        feeds = list(self.config.feeds)
+        states = store.feed_states(feeds)
+        results = self.fetcher(feeds, self.config.fetch, states, on_result=on_result)
+        seen_at = self._seen_at(date, now)
+        last_new = store.last_new_item()
+        reports: list[FeedReport] = []
+        budget = MAX_ITEMS_PER_RUN
+        for result in results:
+            new_items = 0
+            parse_error: str | None = None
+            warnings: tuple[str, ...] = ()
+            if result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED):
+                try:
+                    parsed = self.parser(result, seen_at)
+                except Exception as exc:  # one feed's body, whatever it provokes, fails that feed alone
+                    parsed = ParseResult(feed=result.feed, items=(),
+                                         error=f"could not parse: {unexpected_error(exc)}")
+                parse_error = parsed.error
+                warnings = parsed.warnings
+                items = parsed.items[:budget]
+                if len(items) < len(parsed.items):
+                    warnings += (f"run limit of {MAX_ITEMS_PER_RUN} items reached: "
+                                 f"{len(parsed.items) - len(items)} items of this feed left for the next run",)
+                budget -= len(items)
+                if items:
+                    new_items = store.upsert_items(items)
+            store.record_fetch(result, new_items, now, parse_error=parse_error)
+            stale = _staleness(self.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
+            if stale and not parse_error and result.status is not FetchStatus.FAILED:
+                warnings += (stale,)
+            status = "failed" if parse_error else str(result.status)
+            if parse_error:
+                result = dataclasses.replace(result, status=FetchStatus.FAILED, error=parse_error)
+            reports.append(FeedReport(
+                feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
+                new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
+                fetch=result,
+            ))
+        return reports
+
+    # -- building issues
+
+    def classified_window(self, date: dt.date) -> list[StoredItem]:
+        """The items of an issue's window with their classification under the current rules."""
+        store, fingerprint = self.store, self.topics.fingerprint
+        start, end = issue_window(date, self.config.newsletter)
+        items = store.items_between(start, end)
+        known = store.classifications([i.id for i in items], fingerprint)
+        missing = [self.classifier.classify(i) for i in items if i.id not in known]
+        if missing:
+            store.save_classifications(missing, fingerprint)
+            known.update({c.item_id: c for c in missing})
+        return [StoredItem(item=i, classification=known[i.id]) for i in items]
+
+    def _render_key(self, issue_json: str, links: IssueLinks) -> str:
+        """Everything an issue's pages are rendered from; see StoredIssue.render_key."""
+        return _sha("\0".join((issue_json, repr(self.topic_info), repr(links), repr(self.config.newsletter),
+                               self.renderer.fingerprint)))
+
+    def new_archive(self) -> Archive:
+        """The static site in the output folder (one Archive can serve several builds)."""
+        newsletter = self.config.newsletter
+        return Archive(self.output_dir, self.renderer, newsletter.base_url, newsletter.name)
+
+    def build_issue(self, date: dt.date, now: dt.datetime, *, skip_empty: bool = False,
+                    archive: Archive | None = None, publish: bool = True,
+                    featured_before: set[str] | None = None) -> BuildResult:
+        """Compose, render and publish the issue of `date` from what is stored; no network, no lock
+        (`run` and `rebuild` hold it). `archive` lets several builds share one Archive (its
+        `written` list); `publish=False` leaves the pages that list issues (index, topics, feed,
+        search) to the caller, who publishes once. `featured_before`: the items of every issue
+        before `date`, when the caller already knows them."""
+        store, config = self.store, self.config
+        entries = self.classified_window(date)
+        weights = {f.id: f.weight for f in config.feeds}
+        issue = compose_issue(date, entries, self.topic_info, config.newsletter, weights,
+                              already_featured=store.featured_item_ids(before=date) if featured_before is None
+                              else featured_before)
+        if archive is None:
+            archive = self.new_archive()
+        written_before = len(archive.written)
+        issue_dir = self.output_dir / date.isoformat()
+        if issue.is_empty and skip_empty:
+            return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(), issue_dir=issue_dir)
+
+        known_dates = store.issue_dates()
+        is_new_date = date not in known_dates
+        links = archive.issue_links(date, known_dates)
+        issue_json = issue_to_json(issue)
+        render_key = self._render_key(issue_json, links)
+        previous = None if is_new_date else store.issue(date)
+        if previous is not None and previous.render_key == render_key and \
+                archive.has_issue(date, previous.html_sha256, previous.text_sha256):
+            # Same inputs, pages intact: rendering again would give the same bytes (it is deterministic).
+            html_sha, text_sha = previous.html_sha256, previous.text_sha256
+        else:
+            rendered = self.renderer.render_issue(issue, self.topic_info, links)
+            archive.write_issue(rendered)
+            html_sha, text_sha = _sha(rendered.html), _sha(rendered.text)
+        item_ids = featured_item_ids(issue)
+        record = StoredIssue(
+            date=date, built_at=now, rules_fingerprint=self.topics.fingerprint,
+            templates_fingerprint=self.renderer.fingerprint, html_sha256=html_sha, text_sha256=text_sha,
+            story_count=len(issue.stories()), issue_json=issue_json, render_key=render_key,
+        )
+        if previous is None or dataclasses.replace(previous, built_at=now) != record:
+            # An identical record is not written again: a rebuild with nothing changed writes nothing.
+            store.save_issue(record, issue_stories(issue), item_ids)
+        all_dates = sorted({*known_dates, date})
+        if is_new_date:
+            # A new issue changes its neighbours' previous/next links.
+            position = all_dates.index(date)
+            for neighbour in all_dates[max(position - 1, 0) : position] + all_dates[position + 1 : position + 2]:
+                self._rerender_stored(archive, neighbour, all_dates)
+        if publish:
+            self.publish_site(archive)
+        return BuildResult(date=date, stories=len(issue.stories()), empty=issue.is_empty, skipped=False,
+                           changed_files=tuple(archive.written[written_before:]), issue_dir=issue_dir,
+                           item_ids=tuple(item_ids))
+
+    def _rerender_stored(self, archive: Archive, date: dt.date, dates: Sequence[dt.date]) -> None:
+        stored = self.store.issue(date)
+        if stored is None:
+            return
+        issue = issue_from_json(stored.issue_json, self.config.newsletter)
+        links = archive.issue_links(date, dates)
+        rendered = self.renderer.render_issue(issue, self.topic_info, links)
+        archive.write_issue(rendered)
+        # Keep the record true to the pages on disk, so the next rebuild can tell they are current.
+        self.store.update_issue_render(date, _sha(rendered.html), _sha(rendered.text),
+                                       self._render_key(stored.issue_json, links))
+
+    def publish_site(self, archive: Archive | None = None) -> None:
+        """Write the pages that list issues: index, topic pages, Atom feed, search."""
+        newsletter = self.config.newsletter
+        entries = [ArchiveEntry(issue=issue_from_json(s.issue_json, newsletter)) for s in self.store.issues()]
+        (archive or self.new_archive()).write_site(entries, self.topic_info)
+
+    def rebuild(self, dates: Sequence[dt.date] | None, *, now: dt.datetime | None = None, skip_empty: bool = False,
+                lock_timeout: float | None = None) -> list[BuildResult]:
+        """Re-render issues from the store with the current rules and templates; no network.
+        `dates=None` rebuilds every stored issue. Holds the archive's build lock throughout."""
+        now = now or utc_now()
+        self._load_rules_and_templates()
+        self._existing_store()
+        results: list[BuildResult] = []
+        what = "--all" if dates is None else " ".join(d.isoformat() for d in dates)
+        with self.build_lock(lock_timeout, f"pipeline rebuild {what}"):
+            store = self.store
+            # Oldest first: an issue never repeats items featured in earlier ones, so those must be final.
+            targets = sorted(set(dates)) if dates is not None else store.issue_dates()
+            if dates is None and not targets:
+                raise PipelineError(f"{self.db_path}: no issue stored yet; nothing to rebuild")
+            stored_dates = set(store.issue_dates())
+            for date in targets:  # every date is checked before anything is written
+                start, end = issue_window(date, self.config.newsletter)
+                if date not in stored_dates and store.count_items_between(start, end) == 0:
+                    raise PipelineError(f"no stored items for {date.isoformat()} (window {start:%Y-%m-%d %H:%M} "
+                                        f"to {end:%Y-%m-%d %H:%M} UTC); nothing to rebuild")
+            # One Archive and one publication of the listing pages for the whole rebuild: rendering the
+            # index, topic pages, feed and search index once per issue would make --all quadratic.
+            archive = self.new_archive()
+            # When every stored issue is rebuilt, oldest first, the items featured before each date are
+            # the previous builds' items: kept in memory rather than read back from the store each time.
+            featured: set[str] | None = set() if stored_dates <= set(targets) else None
+            for date in targets:
+                run_id = store.start_run("rebuild", date, now)
+                try:
+                    result = self.build_issue(date, now, skip_empty=skip_empty, archive=archive, publish=False,
+                                              featured_before=featured)
+                except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
+                    store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None, utc_now())
+                    raise
+                store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", None,
+                                 utc_now())
+                results.append(result)
+                if featured is not None:
+                    featured = featured | set(result.item_ids)
+            written_before = len(archive.written)
+            self.publish_site(archive)
+            if results:  # the listing pages rewritten at the end count with the last issue rebuilt
+                last = results[-1]
+                results[-1] = dataclasses.replace(
+                    last, changed_files=last.changed_files + tuple(archive.written[written_before:]))
+        return results
+
+    # -- what the scheduler asks
+
+    def issue_built(self, date: dt.date) -> bool:
+        return self.store.issue(date) is not None
+
+    def failed_runs(self, date: dt.date) -> list[dt.datetime]:
+        """When today's failed runs ended, oldest first (the scheduler's `--once` counts retries so)."""
+        return self.store.failed_runs("run", date)
+
+    # -- stored issues
+
+    def stored_issue(self, date: dt.date) -> Issue:
+        """The issue of `date` as it was built and stored; no composing, no network."""
+        missing = PipelineError(f"no issue built for {date.isoformat()}; run `pipeline run --date "
+                                f"{date.isoformat()}` first")
+        if self._store is None and not self.store_target.exists():  # opening would create an empty store
+            raise missing
+        stored = self.store.issue(date)
+        if stored is None:
+            raise missing
+        return issue_from_json(stored.issue_json, self.config.newsletter)
+
+    def email_links(self, date: dt.date) -> IssueLinks:
+        """Links of an issue read in a mailbox: absolute only, and no previous/next issue."""
+        base = self.config.newsletter.base_url
+        return IssueLinks(web_url=f"{base}{date.isoformat()}/", archive_url=base,
+                          text_href=f"{base}{date.isoformat()}/digest.txt", home_href=None)
+
+    def render_for_email(self, issue: Issue) -> RenderedIssue:
+        """A stored issue rendered for email (its "voir dans votre navigateur" link points at its
+        archive page)."""
+        return self.renderer.render_issue(issue, self.topic_info, self.email_links(issue.date))
+
+    def archive_listing(self) -> list[IssueListing]:
+        """Every stored issue, newest first, with what changed since it was built."""
+        listing: list[IssueListing] = []
+        for stored in self._existing_store().issues():
+            outdated = tuple(what for what, old, new in (
+                ("rules", stored.rules_fingerprint, self.topics.fingerprint),
+                ("templates", stored.templates_fingerprint, self.renderer.fingerprint)) if old != new)
+            listing.append(IssueListing(date=stored.date, story_count=stored.story_count, outdated=outdated))
+        return listing
+
+    def issue_text(self, date: dt.date) -> str:
+        """The published plain text of a stored issue."""
+        if self._existing_store().issue(date) is None:
+            raise PipelineError(f"no issue stored for {date.isoformat()} (see `pipeline archive list`)")
+        text_path = self.output_dir / date.isoformat() / "digest.txt"
+        if not text_path.is_file():
+            raise PipelineError(f"{text_path}: missing; run `pipeline rebuild --date {date}`")
+        return text_path.read_text(encoding="utf-8")
+
+    def search(self, query: str, limit: int = 20, topic: str | None = None) -> list[SearchHit]:
+        """Stored stories matching `query`, best first (see Store.search_stories)."""
+        store = self._existing_store()
+        if topic is not None and topic not in self.topics.ids:
+            raise PipelineError(f"unknown topic {topic!r} (topics of {self.topics.path}: "
+                                f"{', '.join(self.topics.ids)})")
+        return store.search_stories(query, limit=limit, topic=topic)
+
+    # -- rules
+
+    def try_rules(self, candidate: TopicsConfig, since: dt.date | None = None,
+                  until: dt.date | None = None) -> RulePreview:
+        """Classify stored items with the current rules and with `candidate`, and list those whose
+        topics would change: a rule change tried on real items before it goes live. Read-only."""
+        store = self._existing_store()
+        current, proposed = self.classifier, Classifier.compile(candidate)
+        zone = zoneinfo.ZoneInfo(self.config.newsletter.timezone)
+        start = (dt.datetime.combine(since, dt.time(), tzinfo=zone) if since
+                 else dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+        end = (dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=zone) if until
+               else dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
+        changes: list[RuleChange] = []
+        items = store.items_between(start, end)
+        for item in items:
+            before, after = current.classify(item), proposed.classify(item)
+            if before.topics != after.topics:
+                changes.append(RuleChange(item=item, before=before.topics, after=after.topics,
+                                          classification=after))
+        return RulePreview(items=len(items), changes=tuple(changes))
+
+    # -- feeds
+
+    def feed_statuses(self) -> list[FeedStatus]:
+        """Every configured feed, in config order, with its health."""
+        health = {h.feed_id: h for h in self.store.feed_health()}
+        newest = self.store.last_new_item()
+        return [FeedStatus(feed=feed, health=health.get(feed.id), newest_item=newest.get(feed.id))
+                for feed in self.config.feeds]
+
+    def set_feeds_enabled(self, feed_ids: Sequence[str] | None, enabled: bool) -> int:
+        """Re-enable (reset failures) or disable configured feeds (None: all); returns feeds changed."""
+        store = self.store
+        known = {f.id for f in self.config.feeds}
+        for feed_id in feed_ids or []:
+            if feed_id not in known:
+                raise PipelineError(f"unknown feed id {feed_id!r} (not in {self.config.path})")
+        return store.set_feeds_enabled(feed_ids, enabled=enabled)
+
+    # -- email
+
+    def delivery_settings(self) -> DeliverySettings:
+        """The config's `delivery:` section; a clear error when there is none."""
+        if self.config.delivery is None:
+            raise PipelineError(f"{self.config.path}: no `delivery:` section; add one to send issues by email "
+                                "(see README, \"Email delivery\")")
+        return self.config.delivery
+
+    def send(self, date: dt.date | None = None, *, dry_run: bool = False, outbox: Path | None = None,
+             resend_uncertain: bool = False, env: Mapping[str, str] | None = None,
+             now: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], None] = time.sleep,
+             on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
+        """Send the stored issue of `date` (default: today) to every reader who has not had it
+        yet, exactly once (see pipeline.deliver). Safe to call again after any interruption.
+        `dry_run` writes one .eml per reader to `outbox` (default: outbox/ beside the database)."""
+        settings = self.delivery_settings()
+        started = time.monotonic()
+        date = date or self.today()
+        env = os.environ if env is None else env
+        clock = now or utc_now
+        issue = self.stored_issue(date)
+        mailing = prepare_mailing(issue, settings, [t.id for t in self.topic_info], env,
+                                  lambda: self.render_for_email(issue))
+        if mailing is None:  # an empty issue, and delivery.send_empty is false
+            return DeliveryReport(date=date, dry_run=dry_run, empty_issue=True)
+        if dry_run:
+            report = write_outbox(self.store, mailing, Path(outbox) if outbox else self.db_path.parent / "outbox",
+                                  resend_uncertain=resend_uncertain, now=clock, on_event=on_event)
+        else:
+            credentials = credentials_from_env(settings, env)
+            with self.send_lock():
+                self.store.durable_commits()
+                report = send_mailing(self.store, mailing, credentials, resend_uncertain=resend_uncertain,
+                                      now=clock, sleep=sleep, on_event=on_event)
+        report.duration = time.monotonic() - started
+        return report
+
+    @contextmanager
+    def send_lock(self) -> Iterator[None]:
+        """Keeps two sends from working on the same store at once."""
+        with exclusive_lock(self.db_path.with_name(self.db_path.name + ".send-lock"),
+                            "another `pipeline send` on this database"):
+            yield
+
+    def subscribers(self) -> Subscribers:
+        path = self.delivery_settings().recipients
+        suppressed = self.store.suppressions()
+        recipients = load_recipients(path, [t.id for t in self.topic_info])
+        return Subscribers(path=path, recipients=tuple(recipients), suppressed=suppressed)
+
+    def add_subscriber(self, email: str, name: str = "",
+                       topics: Sequence[str] = ()) -> tuple[Recipient, Suppression | None]:
+        """Add a reader to the recipients file and lift a suppression of the address; returns the
+        reader and the suppression lifted, if any."""
+        path = self.delivery_settings().recipients
+        store = self.store
+        recipient = add_recipient(path, email, name=name, topics=topics, known_topics=[t.id for t in self.topic_info])
+        return recipient, store.unsuppress(recipient.key)
+
+    def remove_subscriber(self, email: str, now: dt.datetime | None = None) -> Recipient:
+        """Take a reader out of the recipients file and suppress the address."""
+        path = self.delivery_settings().recipients
+        store = self.store
+        recipient = remove_recipient(path, email)
+        store.suppress(recipient.key, "unsubscribed", "pipeline subscribers remove", now or utc_now())
+        return recipient

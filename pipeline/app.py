@@ -38,7 +38,6 @@ from pipeline.deliver import (
     Recipient,
     add_recipient,
     credentials_from_env,
-    exclusive_lock,
     load_recipients,
     prepare_mailing,
     remove_recipient,
@@ -47,7 +46,7 @@ from pipeline.deliver import (
 )
 from pipeline.errors import PipelineError, RunFailed, unexpected_error
 from pipeline.fetch import fetch_feeds
-from pipeline.lock import BuildLock, build_lock
+from pipeline.lock import BuildLock, build_lock, exclusive
 from pipeline.models import (
     Classification,
     Config,
@@ -707,8 +706,8 @@ class Pipeline:
     @contextmanager
     def send_lock(self) -> Iterator[None]:
         """Keeps two sends from working on the same store at once."""
-        with exclusive_lock(self.db_path.with_name(self.db_path.name + ".send-lock"),
-                            "another `pipeline send` on this database"):
+        with exclusive(self.db_path.with_name(self.db_path.name + ".send-lock"),
+                       "another `pipeline send` on this database"):
             yield
 
     def subscribers(self) -> Subscribers:

@@ -1,16 +1,20 @@
-"""The build lock: at most one build writes an archive (its SQLite store and its output/) at a time.
+"""The one lock of the project: an exclusive `fcntl.flock` on a file, for every "one at a time".
 
-`pipeline run`, `pipeline rebuild` and the scheduler all take the same lock, an exclusive
-`fcntl.flock` on a file beside the database (`<db>.lock`). One lock per archive rather than per
-date, because every build also rewrites pages shared by all dates (index, topic pages, feed,
-the neighbours' previous/next links); a per-date lock would still let two builds race there.
+Three locks use it:
+
+* the build lock (`BuildLock`, `build_lock`): at most one build writes an archive (its store and
+  its output/) at a time. `pipeline run`, `pipeline rebuild` and the scheduler take it on
+  `<db>.lock`. One lock per archive rather than per date, because every build also rewrites pages
+  shared by all dates (index, topic pages, feed, the neighbours' previous/next links); a per-date
+  lock would still let two builds race there. A second build waits a bounded time, then fails
+  with `RunFailed` (exit code 1) naming the holder.
+* the send lock (`<db>.send-lock`) and the recipients file's lock (`<file>.lock`), through
+  `exclusive`: a second `pipeline send`, or a second edit of the recipients file, fails at once.
 
 Why flock and not a PID file: the kernel drops a flock when its holder dies, even on SIGKILL or
 power loss of a process, so a stale lock cannot exist and no PID has to be guessed at. The file
-itself stays on disk; its content (who holds it, since when) is only used in messages.
-
-A second build waits a bounded time and then fails with `RunFailed` (exit code 1) naming the
-holder. The lock is per open file, so two builds in one process exclude each other too.
+itself stays on disk; its content (who holds it, since when) is only used in messages. The lock
+is per open file, so two holders in one process exclude each other too.
 """
 
 from __future__ import annotations
@@ -30,21 +34,23 @@ _POLL_SECONDS = 0.05  # flock has no timeout of its own: poll a non-blocking att
 
 
 def lock_path_for(db_path: Path) -> Path:
-    """The lock file of an archive: beside its database, so two archives never share a lock."""
+    """The build lock of an archive: beside its database, so two archives never share a lock."""
     db_path = Path(db_path)
     return db_path.with_name(db_path.name + ".lock")
 
 
-class BuildLock:
-    """An exclusive lock on one archive. Use `acquire`/`release`, or `hold(...)` as a context."""
+class FileLock:
+    """An exclusive lock on one file. Use `acquire`/`release`, or `hold(...)` as a context.
 
-    def __init__(self, path: Path) -> None:
+    `what` says what the lock keeps to one at a time, for the message of whoever finds it taken
+    ("another `pipeline send` on this database")."""
+
+    kind = "lock"  # in "cannot open the lock"
+
+    def __init__(self, path: Path, what: str = "another process") -> None:
         self.path = Path(path)
+        self.what = what
         self._fd: int | None = None
-
-    @classmethod
-    def for_database(cls, db_path: Path) -> BuildLock:
-        return cls(lock_path_for(db_path))
 
     @property
     def held(self) -> bool:
@@ -58,15 +64,20 @@ class BuildLock:
             return None
         return text or None
 
+    def busy(self, timeout: float) -> PipelineError:
+        """The error when the lock stayed taken for `timeout` seconds."""
+        return PipelineError(f"{self.path}: {self.what} is already running; try again when it ends")
+
     def _open(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise PipelineError(f"{self.path}: cannot open the build lock: {exc.strerror or exc}") from None
+            raise PipelineError(f"{self.path}: cannot open the {self.kind}: {exc.strerror or exc}") from None
 
     def acquire(self, timeout: float, purpose: str) -> None:
-        """Take the lock, waiting at most `timeout` seconds; RunFailed when another build keeps it."""
+        """Take the lock, waiting at most `timeout` seconds; `busy(timeout)` is raised when another
+        holder keeps it. `purpose` is written into the file for the messages of others."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: lock already held by this object")
         fd = self._open()
@@ -80,12 +91,7 @@ class BuildLock:
                     if not isinstance(exc, BlockingIOError):  # e.g. ENOLCK on a network file system
                         raise PipelineError(f"{self.path}: cannot lock: {exc.strerror or exc}") from None
                     if time.monotonic() >= deadline:
-                        who = self.holder() or "unknown holder"
-                        raise RunFailed(
-                            f"another build is running on this archive ({who}); gave up waiting after "
-                            f"{timeout:g} s for {self.path} — try again when it has finished, or raise "
-                            f"--lock-timeout"
-                        ) from None
+                        raise self.busy(timeout) from None
                     time.sleep(_POLL_SECONDS)
         except BaseException:
             os.close(fd)
@@ -108,12 +114,32 @@ class BuildLock:
         os.close(fd)  # closing the last descriptor drops the flock
 
     @contextlib.contextmanager
-    def hold(self, timeout: float, purpose: str) -> Iterator[BuildLock]:
+    def hold(self, timeout: float, purpose: str) -> Iterator[FileLock]:
         self.acquire(timeout, purpose)
         try:
             yield self
         finally:
             self.release()
+
+
+class BuildLock(FileLock):
+    """The lock of one archive's builds (see the module docstring)."""
+
+    kind = "build lock"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "another build")
+
+    @classmethod
+    def for_database(cls, db_path: Path) -> BuildLock:
+        return cls(lock_path_for(db_path))
+
+    def busy(self, timeout: float) -> PipelineError:
+        who = self.holder() or "unknown holder"
+        return RunFailed(
+            f"another build is running on this archive ({who}); gave up waiting after {timeout:g} s for "
+            f"{self.path} — try again when it has finished, or raise --lock-timeout"
+        )
 
 
 @contextlib.contextmanager
@@ -125,5 +151,14 @@ def build_lock(db_path: Path, timeout: float, purpose: str, held: BuildLock | No
             raise ValueError(f"the lock passed in is not held on {lock_path_for(db_path)}")
         yield held
         return
-    with BuildLock.for_database(db_path).hold(timeout, purpose) as lock:
+    lock = BuildLock.for_database(db_path)
+    with lock.hold(timeout, purpose):
+        yield lock
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[FileLock]:
+    """Hold the lock file `path` or fail at once: "`path`: `what` is already running; try again
+    when it ends" (PipelineError, exit code 2)."""
+    with FileLock(path, what).hold(0, what) as lock:
         yield lock

@@ -83,7 +83,7 @@ class Config:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """The `delivery:` section of sources.yaml: sending each issue by email (pipeline/deliver.py).
+    """The `delivery:` section of sources.yaml: sending each issue by email (pipeline/deliver/).
 
     Credentials are never part of it: only the NAMES of the environment variables holding them.
     """

@@ -165,3 +165,28 @@ def test_unusable_lock_folder_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(PipelineError, match="cannot open the build lock"):
         BuildLock(tmp_path / "file" / "x.lock").acquire(0, "x")
+
+
+def test_send_and_recipients_locks_are_the_same_flock_and_never_wait(tmp_path: Path, holder) -> None:
+    from pipeline.deliver import add_recipient
+    from pipeline.errors import PipelineError
+    from pipeline.lock import exclusive
+
+    recipients = tmp_path / "recipients.csv"
+    helper = holder(tmp_path / "recipients.csv.lock")  # another process, holding the file's flock
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as failure:
+        add_recipient(recipients, "jeanne@example.org")
+    assert time.monotonic() - started < 2  # refused at once, not after a wait
+    assert str(failure.value) == (f"{tmp_path / 'recipients.csv.lock'}: another edit of the recipients file is "
+                                  "already running; try again when it ends")
+    assert failure.value.exit_code == 2 and not recipients.exists()
+    with pytest.raises(PipelineError, match="another `pipeline send` on this database is already running"), \
+            exclusive(tmp_path / "recipients.csv.lock", "another `pipeline send` on this database"):
+        pass
+    helper.kill()
+    helper.wait(timeout=10)
+    assert add_recipient(recipients, "jeanne@example.org").email == "jeanne@example.org"
+    with exclusive(tmp_path / "db.sqlite3.send-lock", "another `pipeline send` on this database") as lock:
+        assert f"pid {os.getpid()}: another `pipeline send`" in (lock.holder() or "")
+    assert lock.holder() is None and not lock.held

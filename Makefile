@@ -8,8 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-# setup.py and the C accelerator too: `pip install -e .` is what recompiles it.
-$(STAMP): pyproject.toml setup.py pipeline/classify/_scan.c
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -256,6 +256,61 @@ def test_spans_survive_the_slow_normalisation_path(tmp_path: Path) -> None:
     assert (match.start, match.end) == (6, 16)
 
 
+@pytest.mark.parametrize(
+    ("term", "title", "summary", "content", "expected"),
+    [
+        # Empty fields: nothing found, nothing selected.
+        ("Meta", "", "", "", []),
+        # A keyword touching both ends of the text, and alone in the last field.
+        ("Meta", "Meta", "", "", [("title", "Meta", 0, 4)]),
+        ("Meta", "", "", "Meta", [("content", "Meta", 0, 4)]),
+        # Spaces, hyphens and dashes between the words of a phrase.
+        ("AI Act", "AI Act AI-Act AI–Act", "", "", [("title", "AI Act", 0, 6), ("title", "AI-Act", 7, 13),
+                                          ("title", "AI–Act", 14, 20)]),
+        # Control characters and separators outside Latin-1 are word separators.
+        ("Meta", "\x00\x01 Meta\x7f", "Meta\u2028AI", "Meta\u00a0AI",
+         [("title", "Meta", 3, 7), ("summary", "Meta", 0, 4), ("content", "Meta", 0, 4)]),
+        # The same term in every field: one match per field.
+        ("Meta", "Meta", "Meta", "Meta",
+         [("title", "Meta", 0, 4), ("summary", "Meta", 0, 4), ("content", "Meta", 0, 4)]),
+    ],
+)
+def test_texts_at_the_edges(tmp_path: Path, term: str, title: str, summary: str, content: str,
+                            expected: list[tuple[str, str, int, int]]) -> None:
+    result = one_term(tmp_path, term).classify_fields("1", title, summary, content)
+    assert [(m.field, m.text, m.start, m.end) for m in result.matches] == expected
+    assert result.topics == (("t",) if title.strip() else ())  # threshold 1: a title mention is enough
+
+
+def test_long_texts_are_classified_whole(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, topic("""\
+        - name: assistant
+          term: "Meta AI"
+        - name: law
+          term: RGPD
+          fields: [content]
+        """))
+    result = classifier.classify_fields("1", "x" * 10_000, "Meta AI " * 500, "RGPD " * 2_000)
+    assert sum(m.rule == "assistant" for m in result.matches) == 500
+    assert sum(m.rule == "law" for m in result.matches) == 2_000
+    assert result.matches[-1].start == 5 * 1_999
+    assert result.scores == {"t": 1.5}  # once per field: summary 1, content 0.5
+
+
+def test_a_classifier_gives_the_same_result_twice(tmp_path: Path) -> None:
+    # The second time the plan of each field comes from the memo.
+    classifier = compile_rules(tmp_path, topic("""\
+        - name: near
+          near: [Meta, {any: [IA, AI]}]
+          within: 3
+          unless: ["Meta Quest"]
+        """))
+    texts = ("Meta Quest et IA", "Meta présente son IA", "l'IA de Meta")
+    first = [classifier.classify_fields(str(i), t, t, t) for i, t in enumerate(texts)]
+    assert first == [classifier.classify_fields(str(i), t, t, t) for i, t in enumerate(texts)]
+    assert [r.topics for r in first] == [(), ("t",), ("t",)]
+
+
 def test_classify_item_uses_its_fields_as_they_are(tmp_path: Path) -> None:
     classifier = one_term(tmp_path, "CNIL")
     item = Item(id="i1", feed_id="f", source="S", title="La CNIL", url=None, summary="x & CNIL", language="fr")

@@ -13,7 +13,7 @@ How it works (README.md, "Topic rules", has the editor's view):
    separated by exactly one space, hyphen or apostrophe (a comma or a full
    stop ends a phrase).
 2. An item's fields are folded together (one Latin-1 byte-table pass) and
-   scanned once by the automaton, in C; every occurrence of every term comes
+   scanned once by the automaton (pyahocorasick, in C); every occurrence of every term comes
    out, overlapping ones included ("AI Act" also reports "AI"), with its
    offsets. ``case: true`` terms are then checked against the case-kept fold
    of the matched characters.
@@ -30,10 +30,6 @@ How it works (README.md, "Topic rules", has the editor's view):
 Offsets in matches index the field text given to the classifier (after HTML
 stripping in :meth:`Classifier.classify_fields`).
 
-The C accelerator (``_scan.c``, built by ``pip install -e .`` when a compiler is
-there) runs steps 2 and 3 for texts folded byte for byte, with the same results;
-the Python code here is the reference and the fallback.
-
 Why an automaton: the first version compiled the same terms into one
 regular expression (a character trie as nested alternations, tried at every
 word start). On the benchmark's items its scan alone took about fifteen times
@@ -45,21 +41,16 @@ approach.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ahocorasick
 
 from pipeline.classify.normalize import (
-    _CASE_TABLE,
-    _LOWER_TABLE,
     ELISIONS,
     case_fold_latin1,
-    fast_bytes,
     fold_parts,
     ligature_forms,
     original_span,
@@ -68,15 +59,6 @@ from pipeline.classify.normalize import (
 )
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Near, Node, Not, Term, TopicRules, terms_of
 from pipeline.models import Classification, Item, Match
-
-# The optional C accelerator (see _scan.c); without it the same work is done in Python.
-# TECH_MATIN_PURE_PYTHON=1 also leaves a built one unused (to rule it out when in doubt).
-_accelerator: Any = None
-if os.environ.get("TECH_MATIN_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from pipeline.classify import _scan as _accelerator
-    except ImportError:  # pragma: no cover - depends on the build
-        _accelerator = None
 
 if TYPE_CHECKING:
     from pipeline.config.topics import TopicsConfig
@@ -90,23 +72,65 @@ _FIELD_SEPARATOR = "\n\n"
 _Span = tuple[int, int]
 _Occurrences = dict[int, list[_Span]]
 
-# Compiled expression nodes are small tuples (cheaper to walk than objects):
-#   ("set", frozenset[term id])   any of these terms
-#   ("any", parts) | ("all", parts) | ("not", part)
-#   ("near", frozenset left ids, frozenset right ids, within, ordered)
-_CNode = tuple[Any, ...]
 
+# Compiled expression nodes: the rule language's nodes with term ids in place
+# of terms (frozen, so plans holding them can be compared and shared).
+@dataclass(frozen=True, slots=True)
+class _TermSet:
+    """Any of these terms."""
+
+    ids: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _AnyOf:
+    parts: tuple[_CNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _AllOf:
+    parts: tuple[_CNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _NotOf:
+    part: _CNode
+
+
+@dataclass(frozen=True, slots=True)
+class _NearOf:
+    left: frozenset[int]
+    right: frozenset[int]
+    within: int
+    ordered: bool
+
+
+_CNode = _TermSet | _AnyOf | _AllOf | _NotOf | _NearOf
+# An `unless` context: terms, or a `near` of terms.
+_Context = _TermSet | _NearOf
+
+
+# The hot loops unpack these per step and per keyword found: plain tuples,
+# because CPython unpacks an exact tuple faster than a NamedTuple.
+#
+# What a step evaluates on occurrences: (the rule's node, the topic's
+# contexts and the rule's own that can apply).
+_Positional = tuple[_CNode, tuple[_Context, ...], tuple[_Context, ...]]
 # One candidate rule of a field's plan: (topic index, contribution in this
-# field, rule name, contribution as shown in matches, the terms whose
-# occurrences explain the rule, None or what to evaluate on positions: the
-# rule's node, the topic's and the rule's `unless` contexts that can apply).
-_Step = tuple[int, float, str, float, tuple[int, ...],
-              tuple[_CNode, tuple[_CNode, ...], tuple[_CNode, ...]] | None]
+# field (weight × field weight), rule name, contribution as shown in matches
+# (2 decimals), the terms whose occurrences explain the rule, and None when
+# the terms present decide the rule, else what to evaluate on positions).
+_Step = tuple[int, float, str, float, tuple[int, ...], _Positional | None]
 # A field's plan: its candidate rules, in rule order.
 _Plan = tuple[_Step, ...]
-# A keyword, its plain term ids and its special entries (term id, keyword
-# length, case-kept literal or None, is prefix).
-_KeywordEntries = tuple[str, tuple[int, ...], tuple[tuple[int, int, str | None, bool], ...]]
+# A keyword's term that needs a check when found: (term id, the literal with
+# its case for `case: true` terms or None, whether it is a prefix).
+_Special = tuple[int, str | None, bool]
+# What the automaton reports for a keyword: (its length, the one plain term
+# it stands for (the commonest case) or -1, the terms found wherever it is,
+# the terms that need a check).
+_Keyword = tuple[int, int, tuple[int, ...], tuple[_Special, ...]]
+
 # Distinct (field, language, term set) keys kept before the memo starts
 # again: plans are shared, so an entry costs about its key (a few hundred
 # bytes), tens of MB at most.
@@ -122,10 +146,8 @@ class _CompiledRule:
     lang: frozenset[str]
     node: _CNode
     triggers: frozenset[int]  # term ids whose presence can make the rule true
-    unless: tuple[_CNode, ...]  # the rule's own contexts
-    unless_ids: frozenset[int]
-    topic_unless: tuple[_CNode, ...]  # its topic's contexts
-    topic_unless_ids: frozenset[int]
+    unless: tuple[_Context, ...]  # the rule's own contexts
+    topic_unless: tuple[_Context, ...]  # its topic's contexts
     required: tuple[frozenset[int], ...]  # each must meet the field's terms for the rule to hold
     contributions: tuple[float, float, float]  # weight × the topic's field weight, by field index
     positional: bool  # has a `near`: its outcome depends on where the terms are, not only which
@@ -154,20 +176,11 @@ class Classifier:
 
     def __init__(self, topics: tuple[TopicRules, ...], terms: tuple[Term, ...],
                  automaton: ahocorasick.Automaton, rules: tuple[_CompiledRule, ...],
-                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "",
-                 scanner: Any = None) -> None:
+                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "") -> None:
         self.topics = topics
         self.terms = terms
         self.fingerprint = fingerprint
         self._automaton = automaton
-        # The C scan of texts folded on the fast path (all Latin-1), or None.
-        self._scanner = scanner
-        # With the accelerator, the C versions of the plan loop and of the Match
-        # loop of _result (same results; the Python ones are the reference).
-        accelerated = scanner is not None and _accelerator is not None
-        # The C loop makes Matches as _match does, so only when _match fills them.
-        self._build_matches = _accelerator.build_matches if accelerated and _FILL_FIELDS else None
-        self._run_plan = _accelerator.run_plan if accelerated else None
         self._rules = rules
         self._rules_by_term = rules_by_term
         self._thresholds = tuple(t.threshold for t in topics)
@@ -177,18 +190,6 @@ class Classifier:
         # threads is the same plan, so sharing the classifier stays safe.
         self._plans: dict[tuple[int, str, frozenset[int]], _Plan] = {}  # the language as given
         self._plan_copies: dict[_Plan, _Plan] = {}
-        # Fast-path items classified whole in C (Scanner.classify: _classify and
-        # _result step for step), when Match and Classification can be filled.
-        self._classify_fast = None
-        if accelerated and _FILL_FIELDS:
-            scanner.bind(self._plans, self._ids, self._thresholds, FIELDS, Match, Classification, _LOWER_TABLE, round,
-                         len(_FIELD_SEPARATOR))
-            self._classify_fast = scanner.classify
-
-    @property
-    def accelerated(self) -> bool:
-        """Whether this classifier runs its hot path in the C accelerator (``_scan.c``)."""
-        return self._scanner is not None
 
     # ---------------------------------------------------------------- building
 
@@ -198,13 +199,8 @@ class Classifier:
         return cls.from_topics(topics.topics, topics.fingerprint)
 
     @classmethod
-    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "",
-                    use_accelerator: bool = True) -> Classifier:
-        """Compile rules given as values (tests and tools build them in code).
-
-        ``use_accelerator=False`` keeps the scan in Python even where the C
-        accelerator is built (tests compare both).
-        """
+    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "") -> Classifier:
+        """Compile rules given as values (tests and tools build them in code)."""
         topic_list = tuple(topics)
         ids: dict[tuple[tuple[str, ...], bool], int] = {}
         terms: list[Term] = []
@@ -218,35 +214,41 @@ class Classifier:
 
         def compile_node(node: Node) -> _CNode:
             if isinstance(node, Term):
-                return ("set", frozenset({term_id(node)}))
+                return _TermSet(frozenset({term_id(node)}))
             if isinstance(node, AnyOf):
                 if all(isinstance(p, Term) for p in node.parts):
-                    return ("set", frozenset(term_id(t) for t in terms_of(node)))
+                    return _TermSet(frozenset(term_id(t) for t in terms_of(node)))
                 # The plain terms of a mixed `any` are one set part (first):
                 # it holds with the same spans as the terms one by one.
                 # (Parts compiled in writing order: term ids stay those of the rules as written.)
                 compiled = [(term_id(p), None) if isinstance(p, Term) else (-1, compile_node(p)) for p in node.parts]
                 words = frozenset(tid for tid, part in compiled if part is None)
                 others = tuple(part for _, part in compiled if part is not None)
-                return ("any", (("set", words), *others) if words else others)
+                return _AnyOf((_TermSet(words), *others) if words else others)
             if isinstance(node, AllOf):
-                return ("all", tuple(compile_node(p) for p in node.parts))
+                return _AllOf(tuple(compile_node(p) for p in node.parts))
             if isinstance(node, Not):
-                return ("not", compile_node(node.part))
+                return _NotOf(compile_node(node.part))
             if isinstance(node, Near):
                 left = frozenset(term_id(t) for t in terms_of(node.left))
                 right = frozenset(term_id(t) for t in terms_of(node.right))
-                return ("near", left, right, node.within, node.ordered)
+                return _NearOf(left, right, node.within, node.ordered)
             raise TypeError(f"not a rule node: {node!r}")
+
+        def compile_context(node: Node) -> _Context:
+            compiled = compile_node(node)
+            if not isinstance(compiled, _TermSet | _NearOf):
+                raise TypeError(f"an `unless` context is a term or a `near`: {node!r}")
+            return compiled
 
         rules: list[_CompiledRule] = []
         # per field index: term id → rules that look at that field and use the term
         triggers: tuple[dict[int, list[int]], ...] = tuple({} for _ in FIELDS)
         for topic_index, topic in enumerate(topic_list):
-            topic_unless = tuple(compile_node(u) for u in topic.unless)
+            topic_unless = tuple(compile_context(u) for u in topic.unless)
             for rule in topic.rules:
                 node = compile_node(rule.condition)
-                unless = tuple(compile_node(u) for u in rule.unless)
+                unless = tuple(compile_context(u) for u in rule.unless)
                 trig = frozenset(_positive_ids(node))
                 # The candidate selection already guarantees one trigger term:
                 # keep only the requirements that say more.
@@ -256,44 +258,39 @@ class Classifier:
                                  rule.weight * weights.get("content", 0.0))
                 rules.append(_CompiledRule(
                     topic_index, rule.name, rule.weight, frozenset(rule.fields), frozenset(rule.lang), node,
-                    trig, unless, _ids_of(unless), topic_unless, _ids_of(topic_unless), required, contributions,
-                    _has_near(node),
+                    trig, unless, topic_unless, required, contributions, _has_near(node),
                     (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2))))
                 for field_index, field in enumerate(FIELDS):
                     if field in rule.fields:
                         for tid in sorted(trig):
                             triggers[field_index].setdefault(tid, []).append(len(rules) - 1)
 
-        # keyword → entries (term id, keyword length, case-kept literal or None, is prefix)
-        keywords: dict[str, list[tuple[int, int, str | None, bool]]] = {}
+        # keyword → its terms: plain ones, and those that need a check (case-kept or prefix)
+        plain: dict[str, list[int]] = {}
+        special: dict[str, list[_Special]] = {}
         for tid, term in enumerate(terms):
             for words in _literals(term):
                 prefix = words[-1].endswith("*")
                 literal = " ".join(words).rstrip("*")
                 keyword = " " + literal.lower() + ("" if prefix else " ")
-                cased = literal if term.case else None
-                entry = (tid, len(keyword), cased, prefix)
-                if entry not in keywords.setdefault(keyword, []):
-                    keywords[keyword].append(entry)
-        # Most entries are neither prefixes nor case-sensitive: one span for
-        # all of them, recorded without looking at each (see _scan); the
-        # others ("special") need their checks.
-        split: list[_KeywordEntries] = [
-            (keyword, tuple(tid for tid, _, cased, prefix in entries if cased is None and not prefix),
-             tuple(entry for entry in entries if entry[2] is not None or entry[3]))
-            for keyword, entries in sorted(keywords.items())
-        ]
+                if term.case or prefix:
+                    entry: _Special = (tid, literal if term.case else None, prefix)
+                    if entry not in special.setdefault(keyword, []):
+                        special[keyword].append(entry)
+                elif tid not in plain.setdefault(keyword, []):
+                    plain[keyword].append(tid)
         automaton = ahocorasick.Automaton()
-        for keyword, plain, special in split:
+        for keyword in sorted(plain.keys() | special.keys()):
+            plain_ids, checked = tuple(plain.get(keyword, ())), tuple(special.get(keyword, ()))
             # The commonest keyword by far stands for one plain term: its id
             # (or -1) lets _scan record it with no loop.
-            single = plain[0] if len(plain) == 1 and not special else -1
-            automaton.add_word(keyword, (len(keyword), single, plain, special))
-        if keywords:
+            single = plain_ids[0] if len(plain_ids) == 1 and not checked else -1
+            value: _Keyword = (len(keyword), single, plain_ids, checked)
+            automaton.add_word(keyword, value)
+        if plain or special:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
-        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint,
-                   _compile_scanner(split) if use_accelerator else None)
+        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint)
 
     # ---------------------------------------------------------------- classifying
 
@@ -313,28 +310,14 @@ class Classifier:
 
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
         # This is the hot path (every item of every run): locals instead of
-        # attributes, plain tuples instead of objects, no helper calls where
-        # the common case needs none.
-        joined = _FIELD_SEPARATOR.join(texts)
-        scanner = self._scanner
-        encoded = fast_bytes(joined) if scanner is not None else None
-        text: str | None
-        if encoded is not None and self._classify_fast is not None:
-            return self._classify_fast(item_id, texts, lang, encoded, self._memo_plan)
-        if encoded is not None:
-            # The C scan folds and searches the Latin-1 bytes itself (same result
-            # as _scan); the folded text is made only if a rule needs positions.
-            text, starts = None, ()
-            second = len(texts[0]) + len(_FIELD_SEPARATOR)
-            occurrences = scanner.scan(encoded, second, second + len(texts[1]) + len(_FIELD_SEPARATOR))
-        else:
-            text, starts, encoded, cased_fold = fold_parts(joined)
-            occurrences = self._scan(text, starts, encoded, cased_fold, texts)
+        # attributes, no helper calls where the common case needs none.
+        text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
+        occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
-            return _classification(item_id, (), {}, ())
+            return Classification(item_id, (), {}, ())
         plans = self._plans
-        run_plan = self._run_plan
         scores: dict[int, float] = {}
+        # (field index, start, end, topic index, rule name, rounded contribution)
         found: list[tuple[int, int, int, int, str, float]] = []
         # Where each field starts in the joined text. On the fast path folded
         # offsets are the original's, so spans are made field-relative right
@@ -351,20 +334,15 @@ class Classifier:
             plan = plans.get(key)
             if plan is None:
                 plan = self._memo_plan(field_index, lang, key)
-            if run_plan is not None:  # the loop below, in C
-                text = run_plan(plan, occ, field_index, shift, scores, found, text, encoded, _LOWER_TABLE)
-                continue
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] | None = None
-            for topic, contribution, name, rounded, tids, dynamic in plan:
-                if dynamic is None:
+            for topic, contribution, name, rounded, tids, positional in plan:
+                if positional is None:
                     # Decided by the terms present alone: the spans are those of `tids`.
                     spans = occ[tids[0]] if len(tids) == 1 else [span for tid in tids for span in occ[tid]]
                 else:
-                    # (Only without the accelerator, so the text is folded already.)
-                    assert text is not None
-                    node, topic_contexts, rule_contexts = dynamic
+                    node, topic_contexts, rule_contexts = positional
                     field_occ = occ
                     if topic_contexts:
                         if topic_occ is None:
@@ -386,7 +364,7 @@ class Classifier:
                     for span_start, span_end in set(spans):
                         found.append((field_index, span_start - shift, span_end - shift, topic, name, rounded))
         if not scores:
-            return _classification(item_id, (), {}, ())
+            return Classification(item_id, (), {}, ())
         return self._result(item_id, texts, starts, scores, found)
 
     def _memo_plan(self, field_index: int, lang: str, key: tuple[int, str, frozenset[int]]) -> _Plan:
@@ -450,28 +428,15 @@ class Classifier:
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        build_matches = self._build_matches
-        if build_matches is not None:
-            matches = build_matches(found, texts, ids, FIELDS, Match)
-        elif _FILL_FIELDS:  # _match inlined: a Python call per match is a good part of its cost
-            built: list[Match] = []
-            for fi, start, end, topic, name, weight in found:
-                match = _new_object(Match)
-                _set_attribute(match, "__dict__", {"topic": ids[topic], "rule": name, "field": FIELDS[fi],
-                                                   "text": texts[fi][start:end], "start": start, "end": end,
-                                                   "weight": weight})
-                built.append(match)
-            matches = tuple(built)
-        else:
-            matches = tuple([_match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
-                             for fi, start, end, topic, name, weight in found])
+        matches = tuple([Match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
+                         for fi, start, end, topic, name, weight in found])
         thresholds = self._thresholds
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():
                 selected = (ids[topic],) if score > 0 and score + 1e-9 >= thresholds[topic] else ()
-                return _classification(item_id, selected, {ids[topic]: round(score, 2)}, matches)
+                return Classification(item_id, selected, {ids[topic]: round(score, 2)}, matches)
         ordered = sorted(scores)
-        return _classification(
+        return Classification(
             item_id,
             tuple([ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]]),
             {ids[i]: round(scores[i], 2) for i in ordered},
@@ -520,7 +485,7 @@ class Classifier:
                         spans.append(span)
                 if not special:
                     continue
-            for tid, _, cased, prefix in special:
+            for tid, cased, prefix in special:
                 if cased is not None:
                     if cased_text is None:
                         cased_text = cased_fold or case_fold_latin1(encoded)
@@ -535,133 +500,57 @@ class Classifier:
         return occurrences
 
 
-def _compile_scanner(split: list[_KeywordEntries]) -> Any:
-    """The C scanner over the automaton's keywords, or None when it is not built.
-
-    It only reads fast-path texts, all in Latin-1: a keyword or a case-kept
-    literal outside Latin-1 can never occur in one, and is left out.
-    """
-    if _accelerator is None:
-        return None
-    entries: list[tuple[bytes, tuple[int, ...], tuple[tuple[int, bytes | None, bool], ...]]] = []
-    for keyword, plain, special in split:
-        try:
-            word = keyword.encode("latin-1")
-        except UnicodeEncodeError:
-            continue
-        checked: list[tuple[int, bytes | None, bool]] = []
-        for tid, _, cased, prefix in special:
-            try:
-                checked.append((tid, cased.encode("latin-1") if cased is not None else None, prefix))
-            except UnicodeEncodeError:
-                continue
-        entries.append((word, plain, tuple(checked)))
-    return _accelerator.Scanner(_LOWER_TABLE, _CASE_TABLE, entries)
-
-
 def _language(lang: str) -> str:
     """The language code rules compare with: ``fr-FR`` and ``fr_FR`` are ``fr``."""
     return lang.split("-", 1)[0].split("_", 1)[0].lower() if lang else ""
 
 
-def _fills_fields(cls: type, names: tuple[str, ...]) -> bool:
-    """Whether instances of ``cls`` can be made by filling their ``__dict__`` with ``names``.
-
-    True for a plain dataclass with exactly these fields, in this order, and
-    nothing run at construction (no ``__post_init__``, no slots): then the
-    result equals what its constructor makes.
-    """
-    return (dataclasses.is_dataclass(cls) and tuple(f.name for f in dataclasses.fields(cls)) == names
-            and not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls))
-
-
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-_FILL_FIELDS = _fills_fields(Match, ("topic", "rule", "field", "text", "start", "end", "weight")) and _fills_fields(
-    Classification, ("item_id", "topics", "scores", "matches"))
-if _FILL_FIELDS:
-    # A frozen dataclass's __init__ sets each field through object.__setattr__,
-    # which costs more than the rest of the classification of a matching item:
-    # filling the instance's dictionary at once makes the same object.
-    def _match(topic: str, rule: str, field: str, text: str, start: int, end: int, weight: float) -> Match:
-        match = _new_object(Match)
-        _set_attribute(match, "__dict__", {"topic": topic, "rule": rule, "field": field, "text": text,
-                                           "start": start, "end": end, "weight": weight})
-        return match
-
-    def _classification(item_id: str, topics: tuple[str, ...], scores: dict[str, float],
-                        matches: tuple[Match, ...]) -> Classification:
-        result = _new_object(Classification)
-        _set_attribute(result, "__dict__", {"item_id": item_id, "topics": topics, "scores": scores,
-                                            "matches": matches})
-        return result
-else:  # the models changed shape: use their constructors
-    _match = Match
-    _classification = Classification
-if _accelerator is not None:
-    _accelerator.configure(ELISIONS)
-
-
-def _ids_of(nodes: tuple[_CNode, ...]) -> frozenset[int]:
-    """Terms one of which must be present for a context to cancel anything.
-
-    For a `near` context, its smaller side is enough as a gate: the context
-    cannot hold without it (the list of newspapers of a "selon le Monde"
-    context then does not send every field naming a newspaper to _cancel).
-    """
-    ids: set[int] = set()
-    for node in nodes:
-        if node[0] == "near":
-            ids.update(min(node[1], node[2], key=len))
-        else:
-            ids.update(_positive_ids(node))
-    return frozenset(ids)
-
-
 def _required(node: _CNode) -> tuple[frozenset[int], ...]:
     """Term sets that must each be present for ``node`` to hold (a cheap pre-check)."""
-    kind = node[0]
-    if kind == "set":
-        return (node[1],)
-    if kind == "all":
-        return tuple(r for part in node[1] for r in _required(part))
-    if kind == "near":
-        return (node[1], node[2])
-    if kind == "any":
+    if isinstance(node, _TermSet):
+        return (node.ids,)
+    if isinstance(node, _AllOf):
+        return tuple(r for part in node.parts for r in _required(part))
+    if isinstance(node, _NearOf):
+        return (node.left, node.right)
+    if isinstance(node, _AnyOf):
         return (frozenset(_positive_ids(node)),)
     return ()
 
 
 def _positive_ids(node: _CNode) -> set[int]:
-    kind = node[0]
-    if kind == "set":
-        return set(node[1])
-    if kind in ("any", "all"):
-        return {tid for part in node[1] for tid in _positive_ids(part)}
-    if kind == "not":
+    if isinstance(node, _TermSet):
+        return set(node.ids)
+    if isinstance(node, _AnyOf | _AllOf):
+        return {tid for part in node.parts for tid in _positive_ids(part)}
+    if isinstance(node, _NotOf):
         return set()
-    return set(node[1]) | set(node[2])
+    return set(node.left) | set(node.right)
 
 
-def _may_cancel(context: _CNode, present: frozenset[int]) -> bool:
+def _may_cancel(context: _Context, present: frozenset[int]) -> bool:
     """Whether an `unless` context can drop anything where the terms ``present`` occur.
 
     The test :func:`_cancel` makes before it looks for spans: a term context
     needs one of its terms, a `near` context both of its sides.
     """
-    if context[0] == "set":
-        return not context[1].isdisjoint(present)
-    return not context[1].isdisjoint(present) and not context[2].isdisjoint(present)
+    if isinstance(context, _TermSet):
+        return not context.ids.isdisjoint(present)
+    return _sides_present(context, present)
+
+
+def _sides_present(node: _NearOf, present: frozenset[int] | _Occurrences) -> bool:
+    """Whether both sides of a `near` have a term among ``present`` (ids, or occurrences by id)."""
+    return not node.left.isdisjoint(present) and not node.right.isdisjoint(present)
 
 
 def _has_near(node: _CNode) -> bool:
-    kind = node[0]
-    if kind == "near":
+    if isinstance(node, _NearOf):
         return True
-    if kind in ("any", "all"):
-        return any(_has_near(part) for part in node[1])
-    if kind == "not":
-        return _has_near(node[1])
+    if isinstance(node, _AnyOf | _AllOf):
+        return any(_has_near(part) for part in node.parts)
+    if isinstance(node, _NotOf):
+        return _has_near(node.part)
     return False
 
 
@@ -671,13 +560,12 @@ def _near_may_hold(node: _CNode, present: frozenset[int]) -> bool:
     When none has, every `near` is false whatever the positions, and the
     node's outcome depends on the terms present alone.
     """
-    kind = node[0]
-    if kind == "near":
-        return not node[1].isdisjoint(present) and not node[2].isdisjoint(present)
-    if kind in ("any", "all"):
-        return any(_near_may_hold(part, present) for part in node[1])
-    if kind == "not":
-        return _near_may_hold(node[1], present)
+    if isinstance(node, _NearOf):
+        return _sides_present(node, present)
+    if isinstance(node, _AnyOf | _AllOf):
+        return any(_near_may_hold(part, present) for part in node.parts)
+    if isinstance(node, _NotOf):
+        return _near_may_hold(node.part, present)
     return False
 
 
@@ -689,27 +577,26 @@ def _holding(node: _CNode, present: frozenset[int]) -> set[int] | None:
     The set counterpart of :func:`_evaluate` (same parts kept, same parts
     dropped), for when no occurrence is cancelled.
     """
-    kind = node[0]
-    if kind == "set":
-        hit = node[1] & present
+    if isinstance(node, _TermSet):
+        hit = node.ids & present
         return set(hit) if hit else None
-    if kind == "any":
+    if isinstance(node, _AnyOf):
         out: set[int] | None = None
-        for part in node[1]:
+        for part in node.parts:
             tids = _holding(part, present)
             if tids is not None:
                 out = tids if out is None else out | tids
         return out
-    if kind == "all":
+    if isinstance(node, _AllOf):
         collected: set[int] = set()
-        for part in node[1]:
+        for part in node.parts:
             tids = _holding(part, present)
             if tids is None:
                 return None
             collected |= tids
         return collected
-    if kind == "not":
-        return None if _holding(node[1], present) is not None else set()
+    if isinstance(node, _NotOf):
+        return None if _holding(node.part, present) is not None else set()
     # A `near` missing a side (the caller evaluates the others on positions).
     return None
 
@@ -740,12 +627,12 @@ def _spans_of(ids: frozenset[int], occ: _Occurrences) -> list[_Span]:
     return [span for tid in occ if tid in ids for span in occ[tid]]
 
 
-def _near_pairs(node: _CNode, occ: _Occurrences, text: str) -> list[tuple[_Span, _Span]]:
-    _, left_ids, right_ids, within, ordered = node
-    lefts = _spans_of(left_ids, occ)
+def _near_pairs(node: _NearOf, occ: _Occurrences, text: str) -> list[tuple[_Span, _Span]]:
+    lefts = _spans_of(node.left, occ)
     if not lefts:
         return []
-    rights = _spans_of(right_ids, occ)
+    rights = _spans_of(node.right, occ)
+    within, ordered = node.within, node.ordered
     pairs: list[tuple[_Span, _Span]] = []
     for left in lefts:
         left_start, left_end = left
@@ -761,13 +648,13 @@ def _near_pairs(node: _CNode, occ: _Occurrences, text: str) -> list[tuple[_Span,
     return pairs
 
 
-def _cancel(contexts: tuple[_CNode, ...], occ: _Occurrences, text: str) -> _Occurrences:
+def _cancel(contexts: tuple[_Context, ...], occ: _Occurrences, text: str) -> _Occurrences:
     """Drop the occurrences that overlap an ``unless`` context ("Meta" in "Meta Quest")."""
     spans: list[_Span] = []
     for node in contexts:
-        if node[0] == "set":
-            spans.extend(_spans_of(node[1], occ))
-        elif not node[1].isdisjoint(occ) and not node[2].isdisjoint(occ):  # both sides of the `near`
+        if isinstance(node, _TermSet):
+            spans.extend(_spans_of(node.ids, occ))
+        elif not node.left.isdisjoint(occ) and not node.right.isdisjoint(occ):  # both sides of the `near`
             spans.extend((min(a[0], b[0]), max(a[1], b[1])) for a, b in _near_pairs(node, occ, text))
     if not spans:
         return occ
@@ -788,27 +675,26 @@ def _cancel(contexts: tuple[_CNode, ...], occ: _Occurrences, text: str) -> _Occu
 
 def _evaluate(node: _CNode, occ: _Occurrences, text: str) -> list[_Span] | None:
     """Spans that make ``node`` true in this field, or None when it is false."""
-    kind = node[0]
-    if kind == "set":
+    if isinstance(node, _TermSet):
         # Every term present has at least one occurrence: no span, no term.
-        return _spans_of(node[1], occ) or None
-    if kind == "any":
+        return _spans_of(node.ids, occ) or None
+    if isinstance(node, _AnyOf):
         out: list[_Span] | None = None
-        for part in node[1]:
+        for part in node.parts:
             spans = _evaluate(part, occ, text)
             if spans is not None:
                 out = spans if out is None else out + spans
         return out
-    if kind == "all":
+    if isinstance(node, _AllOf):
         collected: list[_Span] = []
-        for part in node[1]:
+        for part in node.parts:
             spans = _evaluate(part, occ, text)
             if spans is None:
                 return None
             collected.extend(spans)
         return collected
-    if kind == "not":
-        return None if _evaluate(node[1], occ, text) is not None else []
+    if isinstance(node, _NotOf):
+        return None if _evaluate(node.part, occ, text) is not None else []
     pairs = _near_pairs(node, occ, text)
     if not pairs:
         return None

@@ -237,7 +237,7 @@ class _Loader:
         if "weight" in mapping:
             weight = self.number(mapping["weight"], mapping.line_of("weight"), f"{where}.weight",
                                  nonzero=True)
-        fields = FIELDS
+        fields: tuple[str, ...] = FIELDS
         if "fields" in mapping:
             names = self.strings(mapping["fields"], mapping.line_of("fields"), f"{where}.fields")
             for field in names:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import heapq
-import html
 import itertools
 import math
 import re
-import unicodedata
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +32,7 @@ from pipeline.models import (
     Story,
     TopicInfo,
 )
+from pipeline.text import fold
 
 MONTHS_FR = {
     "janvier": 1, "fevrier": 2, "mars": 3, "avril": 4, "mai": 5, "juin": 6, "juillet": 7, "aout": 8,
@@ -75,28 +73,6 @@ _ABBREVIATIONS = frozenset("m mm mme mmes mlle dr pr me art cf p pp vol no n° s
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _BOUNDARY_RE = re.compile(r"[.!?…]+(?:\s?[»\"”)])?\s+(?=[«\"“(]?\s?[A-ZÀ-ÖØ-Þ0-9])")
 _TERMINAL = ".!?…"
-_BOILERPLATE_RES = (
-    re.compile(r"\s*\[(?:…|\.\.\.)\]\s*"),
-    re.compile(r"\s*\((?:…|\.\.\.)\)\s*"),
-    re.compile(r"\s*\bThe post\b.{0,300}\bappeared first on\b.*$", re.S),
-    re.compile(r"\s*\bL[’']article\b.{0,300}\best apparu en premier sur\b.*$", re.S),
-    # A link label closing a summary ("… fin de phrase. Lire la suite »"), only after a sentence:
-    # "le Bureau pourra y voir plus clair." keeps its words.
-    re.compile(r"(?:^|(?<=[.!?…»)]))\s*(?:Lire la suite|Lire l[’']article|Voir l[’']article|Continuer (?:la|à) lire"
-               r"|En savoir plus)\b[^.!?]{0,80}[.…»\s]*$", re.S),
-)
-
-
-# Combining diacritical marks: what NFKD splits off "é" and "ç". One regex pass is many times
-# faster than asking unicodedata about every character, which rebuilds paid for in full.
-_COMBINING_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-
-
-def fold(text: str) -> str:
-    """Lower case without accents, for comparing texts."""
-    return _COMBINING_RE.sub("", unicodedata.normalize("NFKD", text.casefold()))
-
-
 def issue_window(date: dt.date, settings: NewsletterSettings) -> tuple[dt.datetime, dt.datetime]:
     """The 24 hours before the issue time of `date`, in UTC: [start, end)."""
     zone = zoneinfo.ZoneInfo(settings.timezone)
@@ -106,23 +82,6 @@ def issue_window(date: dt.date, settings: NewsletterSettings) -> tuple[dt.dateti
 
 
 # ---------------------------------------------------------------- text helpers
-
-
-@functools.lru_cache(maxsize=8192)  # a pure function, asked about each item's fields several times
-def clean_text(text: str) -> str:
-    """Plain text fit to print: entities decoded, stray tags and feed boilerplate removed
-    ("Lire la suite", "[…]", "The post … appeared first on …"), whitespace collapsed."""
-    # Feeds sometimes escape twice ("&amp;eacute;"); two passes decode both layers.
-    text = html.unescape(html.unescape(text))
-    text = re.sub(r"<[^<>]{0,500}>", " ", text)
-    text = re.sub(r"<[^<>]*$", "", text)  # a tag cut in half at the end of a truncated summary
-    text = re.sub(r"&[#\w]{0,10}$", "", text)  # likewise a half entity
-    if not text.isprintable():  # most texts are: skip the per-character pass
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = re.sub(r"\s+", " ", text).strip()
-    for pattern in _BOILERPLATE_RES:
-        text = pattern.sub(" ", text).strip()
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def split_sentences(text: str) -> list[str]:
@@ -172,7 +131,6 @@ def cut_at_sentence(text: str, limit: int) -> str:
     "Tout notre dossier") is dropped when a whole sentence precedes it; a first sentence longer
     than `limit` is cut between words and ends with "…".
     """
-    text = clean_text(text)
     if not text:
         return ""
     sentences = split_sentences(text)
@@ -235,7 +193,7 @@ def split_title(title: str) -> tuple[str, str]:
     "IA de Meta : la CNIL détaille le droit d'opposition" → ("IA DE META.", "La CNIL détaille …")
     "Après LlamaCon, Meta ouvre une API" → ("APRÈS LLAMACON.", "Meta ouvre une API.")
     """
-    first, rest, _ = _split(clean_text(title))
+    first, rest, _ = _split(title)
     return _kicker(first), _as_sentence(rest)
 
 
@@ -253,7 +211,7 @@ def _is_generic_title(title: str, reused: bool) -> bool:
     """A rubric name such as "En bref" or "La revue du jour" says nothing of the story."""
     if reused:
         return True
-    words = clean_text(title).split()
+    words = title.split()
     return len(words) <= 2 and not any(ch.isdigit() for ch in title) and all(w.islower() for w in words[1:])
 
 
@@ -585,7 +543,7 @@ def find_dates(text: str, reference: dt.date, whole: bool = False) -> list[tuple
     found: list[tuple[dt.date, str]] = []
     if "&" not in text and not _MONTH_NAME_RE.search(text):
         return found  # most texts name no month (entities aside): spare them the sentence split
-    for sentence in split_sentences(clean_text(text)):
+    for sentence in split_sentences(text):
         for match in _DATE_RE.finditer(sentence):
             day_text = match["first"] or match["day"]
             day = 1 if day_text.lower() == "1er" else int(day_text)
@@ -702,9 +660,7 @@ def _paragraphs(text: str) -> str:
 
 def _headline(entry: StoredItem, generic: bool) -> _Headline:
     item = entry.item
-    title = clean_text(item.title)
-    body = clean_text(item.summary)
-    content = clean_text(item.content)
+    title, body, content = item.title, item.summary, item.content
     if content and fold(content).startswith(fold(body)[:60]):
         body, content = content, ""  # the content repeats the summary, and says more
     if generic:

@@ -7,10 +7,7 @@ import datetime as dt
 import random
 import time
 
-import pytest
-
 from pipeline.compose import (
-    clean_text,
     compose_issue,
     cut_at_sentence,
     find_dates,
@@ -176,24 +173,6 @@ def test_generic_title_reused_by_an_outlet_takes_the_first_sentence() -> None:
     assert issue.lead.kicker == "EN BREF."
     assert issue.lead.title == "Règlement européen sur l’IA"
     assert issue.lead.text == "Règlement européen sur l’IA. Les interdictions valent depuis février."
-
-
-@pytest.mark.parametrize(
-    ("raw", "clean"),
-    [
-        ("L&amp;rsquo;&Eacute;tat <b>sanctionne</b>", "L’État sanctionne"),
-        ("Texte complet. Lire la suite", "Texte complet."),
-        ("Texte complet. Lire la suite sur Numerama…", "Texte complet."),
-        ("Le Bureau pourra y voir plus clair. En savoir plus", "Le Bureau pourra y voir plus clair."),
-        ("Le Bureau pourra y voir plus clair.", "Le Bureau pourra y voir plus clair."),
-        ("Un résumé [&#8230;]", "Un résumé"),
-        ("Fin coupée <a href=\"https://x.example", "Fin coupée"),
-        ("Fin coupée &eac", "Fin coupée"),
-        ("Un billet. The post Un billet appeared first on Le Blog.", "Un billet."),
-    ],
-)
-def test_clean_text_removes_markup_entities_and_boilerplate(raw: str, clean: str) -> None:
-    assert clean_text(raw) == clean
 
 
 def test_sentences_do_not_end_at_abbreviations() -> None:

@@ -21,6 +21,7 @@ from pipeline.text import clean_text, escape_invisible, fold, html_to_text
 SIZES = (16_000, 32_000, 64_000, 128_000)  # characters of input
 REPEATS = 3
 MAX_RATIO = 3.0
+ATTEMPTS = 3
 
 
 def seconds_per_byte(function: Callable[[str], object], text: str) -> float:
@@ -34,14 +35,19 @@ def seconds_per_byte(function: Callable[[str], object], text: str) -> float:
 
 def assert_linear(function: Callable[[str], object], unit: str, prefix: str = "", suffix: str = "") -> None:
     """`function` on `prefix + unit * n + suffix` at each size in SIZES."""
-    per_byte = []
-    for size in SIZES:
-        text = prefix + unit * max(1, (size - len(prefix) - len(suffix)) // len(unit)) + suffix
-        per_byte.append(seconds_per_byte(function, text))
-    # A floor of 2 ns per byte: below it the timer's resolution, not the code, sets the ratio.
-    ratio = max(per_byte[-1], 2e-9) / max(per_byte[0], 2e-9)
-    assert ratio <= MAX_RATIO, (f"{unit[:30]!r}: {ratio:.1f}x the time per byte at {SIZES[-1]:,} characters "
-                                f"than at {SIZES[0]:,} ({[f'{t * 1e9:.0f} ns' for t in per_byte]})")
+    texts = [prefix + unit * max(1, (size - len(prefix) - len(suffix)) // len(unit)) + suffix for size in SIZES]
+    per_byte = [float("inf")] * len(texts)
+    for _ in range(ATTEMPTS):
+        # Another process can slow one measurement down (caches, frequency); it cannot speed one
+        # up. So a path is measured again while it looks non-linear, keeping each size's best:
+        # noise fades, a quadratic path stays 8x.
+        per_byte = [min(best, seconds_per_byte(function, text)) for best, text in zip(per_byte, texts, strict=True)]
+        # A floor of 2 ns per byte: below it the timer's resolution, not the code, sets the ratio.
+        ratio = max(per_byte[-1], 2e-9) / max(per_byte[0], 2e-9)
+        if ratio <= MAX_RATIO:
+            return
+    pytest.fail(f"{unit[:30]!r}: {ratio:.1f}x the time per byte at {SIZES[-1]:,} characters than at "
+                f"{SIZES[0]:,} ({[f'{t * 1e9:.0f} ns' for t in per_byte]})")
 
 
 HOSTILE_HTML = [

@@ -376,10 +376,12 @@ class Pipeline:
         return min(now, window_end - dt.timedelta(seconds=1))
 
     def fetch_and_store(self, date: dt.date, now: dt.datetime,
-                        on_result: Callable[[FetchResult], None] | None = None) -> list[FeedReport]:
-        """Fetch every feed, parse what came back, store new items and each feed's health."""
+                        on_result: Callable[[FetchResult], None] | None = None,
+                        feeds: Sequence[FeedSource] | None = None) -> list[FeedReport]:
+        """Fetch every feed (or only `feeds`), parse what came back, store new items and each
+        feed's health. Items first seen now count for the issue of `date` (see _seen_at)."""
         store = self.store
-        feeds = list(self.config.feeds)
+        feeds = list(self.config.feeds if feeds is None else feeds)
         states = store.feed_states(feeds)
         results = self.fetcher(feeds, self.config.fetch, states, on_result=on_result)
         seen_at = self._seen_at(date, now)

@@ -9,7 +9,7 @@ import argparse
 import datetime as dt
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -258,15 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe_commands(parser: argparse.ArgumentParser) -> None:
-    """Each sub-command's own --help opens with the line that its parent's --help gives it."""
+def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+                ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
+    """(path, parser, help line) of every sub-command and sub-action, e.g. (("archive", "list"), …).
+    argparse keeps them in private attributes: this is the one place that reads them."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {choice.dest: choice.help for choice in action._choices_actions}
             for name, command in action.choices.items():
-                if command.description is None:
-                    command.description = helps.get(name)
-                _describe_commands(command)
+                yield (*prefix, name), command, helps.get(name)
+                yield from subcommands(command, (*prefix, name))
+
+
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """Each sub-command's own --help opens with the line that its parent's --help gives it."""
+    for _, command, line in subcommands(parser):
+        if command.description is None:
+            command.description = line
 
 
 # ---------------------------------------------------------------- resolution of paths

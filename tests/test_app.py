@@ -143,3 +143,13 @@ def test_no_readable_feed_fails_the_run_with_its_report_and_records_it(tmp_path:
     report = failed.value.report
     assert report is not None and [f.error for f in report.feeds] == ["HTTP 503"]  # type: ignore[attr-defined]
     assert not (tmp_path / "out" / "2025-05-06").exists()
+
+
+def test_some_feeds_can_be_fetched_alone(tmp_path: Path) -> None:
+    parser = FakeParser({"a": [item("a", 1, "RGPD : la CNIL sanctionne un courtier", "La CNIL inflige une amende.")],
+                         "b": [item("b", 1, "L'AI Act entre en application", "Le règlement européen sur l'IA.")]})
+    fetcher = FakeFetcher({"a": FetchStatus.NEW, "b": FetchStatus.NEW})
+    with make_pipeline(tmp_path, fetcher, parser, "a", "b") as app:
+        reports = app.fetch_and_store(DATE, NOW, feeds=[app.config.feeds[1]])
+        assert [(r.feed_id, r.new_items) for r in reports] == [("b", 1)]
+        assert [status.health is not None for status in app.feed_statuses()] == [False, True]

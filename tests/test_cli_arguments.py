@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from pipeline.cli import build_parser
+from pipeline.cli import build_parser, subcommands
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -101,23 +101,11 @@ def test_bare_pipeline_prints_the_help(cli) -> None:
     assert result.err == ""
 
 
-def _commands(parser, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    """(path, help line) of every sub-command and sub-action, from the parser itself."""
-    import argparse
-
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
-            for name, sub in action.choices.items():
-                yield (*prefix, name), helps[name]
-                yield from _commands(sub, (*prefix, name))
-
-
 def test_each_subcommand_help_opens_with_its_description(cli) -> None:
-    commands = list(_commands(build_parser()))
+    commands = [(path, line) for path, _, line in subcommands(build_parser())]
     assert len(commands) >= 20  # 12 commands and their actions
     for path, line in commands:
         result = cli(*path, "--help")
         assert result.code == 0
         description = result.out.split("\n\n")[1]
-        assert description.replace("\n", " ") == " ".join(line.split()), (path, result.out)
+        assert line and description.replace("\n", " ") == " ".join(line.split()), (path, result.out)

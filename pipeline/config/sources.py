@@ -100,7 +100,7 @@ def _check_timezone(path: Path, name: str, line: int, key: str) -> None:
 def _check_schedule(path: Path, schedule: ScheduleSettings, section: YamlMap) -> None:
     """A cron expression APScheduler would reject, or a zero interval, is named here with its line
     rather than when the scheduler starts."""
-    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]  # only this check needs it
+    from apscheduler.triggers.cron import CronTrigger  # only this check needs it
 
     if "cron" in section:
         try:

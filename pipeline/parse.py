@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import feedparser
 
 from pipeline.models import FeedSource, FetchResult, Item, ParseResult
-from pipeline.text import clean_text, cut
+from pipeline.text import clean_text, cut, escape_invisible
 
 # Limits keep one hostile or broken feed from flooding the store or the digest.
 MAX_ITEMS_PER_FEED = 500
@@ -32,10 +32,17 @@ _TRACKING_PARAMS = re.compile(r"^(utm_[a-z]+|xtor|at_[a-z]+|fbclid|gclid|mc_[a-z
 
 
 def canonical_url(url: str | None, base: str | None = None) -> str | None:
-    """Absolute http(s) URL without fragment or tracking parameters, or None if unsafe or unusable."""
+    """Absolute http(s) URL without fragment or tracking parameters, or None if unsafe or unusable.
+
+    A relative link ("/a", "a", "?q") is resolved against ``base`` (the feed's own URL), and a
+    protocol-relative one ("//host/a") takes its scheme; without a base both are dropped.
+    Invisible characters (bidi overrides, zero-width, line separators…) are percent-encoded
+    in the path and query, so none reaches a reader raw; a host holding one is dropped.
+    """
     if not url:
         return None
     url = "".join(ch for ch in url.strip() if ch > " ")  # "java\tscript:" tricks lose their whitespace
+    url = escape_invisible(url)
     if base:
         url = urljoin(base, url)
     try:
@@ -46,10 +53,14 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
     if scheme not in ("http", "https") or not parts.hostname:
         return None
     host = parts.hostname.lower()
+    if "%" in host:  # an invisible character in the host, now percent-encoded: no real host has one
+        return None
     try:
         port = parts.port
     except ValueError:
         return None
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                        if not _TRACKING_PARAMS.match(k.lower())])
@@ -157,10 +168,10 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
     if parsed.get("bozo") and parsed.get("bozo_exception") is not None:
         exc = parsed.bozo_exception
         warnings.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-    base = result.final_url or (result.url if result.url.startswith("http") else None)
-    feed_link = parsed.feed.get("link")
-    if feed_link and not base:
-        base = feed_link
+    # Relative links resolve against the feed's own http(s) address (after redirects); a feed read
+    # from a file has none, so its <link> (the site) stands in.
+    base = next((u for u in (result.final_url, result.url) if u and u.lower().startswith(("http:", "https:"))),
+                None) or parsed.feed.get("link")
     feed_language = (parsed.feed.get("language") or feed.language or "fr").split("-")[0].lower()
 
     entries = parsed.entries

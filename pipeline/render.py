@@ -21,6 +21,7 @@ import jinja2
 from babel.dates import format_date
 
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
+from pipeline.text import escape_invisible
 
 TEXT_WIDTH = 72
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -92,16 +93,20 @@ def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
 
 
 def safe_url(url: str | None) -> str:
-    """The URL if it is an absolute http(s) URL with a host, else an empty string."""
-    if not url:
+    """The URL if it is an absolute http(s) URL with a host, else an empty string.
+
+    Invisible characters (bidi overrides, zero-width, U+2028/U+2029…) are percent-encoded, so a
+    link can never read reversed in `digest.txt` or an `href`; a host holding one is refused, and
+    so are ASCII spaces, controls and quotes (an attribute break-out).
+    """
+    if not url or any(ch <= " " or ch in "\"'<>`" for ch in url):
         return ""
+    url = escape_invisible(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return ""
-    if any(ch <= " " or ch in "\"'<>`" for ch in url):
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "%" in parts.hostname:
         return ""
     return url
 

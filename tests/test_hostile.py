@@ -66,6 +66,8 @@ VECTORS: list[tuple[str, str, str, str]] = [
     ("guillemet dans l'URL", "texte", 'https://ok.example/32"onmouseover="alert(32)', "a"),
     ("template", "<template><script>alert(33)</script></template>", "https://ok.example/33", "a"),
     ("noscript", "<noscript><p title=\"</noscript><img src=x onerror=alert(34)>\">", "https://ok.example/34", "a"),
+    ("lien bidi", "texte", "https://ok.example/35/\u202elapyap\u200b\u2028x\u2029y", "a"),
+    ("lien IPv6", "texte", "http://[::1]:8000/36", "a"),
 ]
 
 SUBJECTS = ["un hébergeur", "une banque", "un assureur", "une mutuelle", "un opérateur", "un réseau social",
@@ -127,6 +129,8 @@ class _Audit(HTMLParser):
                     self.findings.append(f"{tag}[{name}]={value[:40]}")
             if name == "style" and re.search(r"url\(|expression|javascript", value, re.I):
                 self.findings.append(f"{tag}[style]={value[:40]}")
+            if re.search("[\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]", value):
+                self.findings.append(f"{tag}[{name}] holds an invisible character")
 
     def handle_data(self, data: str) -> None:
         for bad in ("\u202e", "\u202d", "\u200b", "\ufeff", "\u2066"):
@@ -183,7 +187,12 @@ def test_text_digest_links_are_http_only(hostile_site: Path) -> None:
     references = re.findall(r"^\[\d+\] (\S+)", text, re.M)
     assert references and all(url.startswith(("https://", "http://")) for url in references)
     assert "javascript" not in text.lower().replace("javascript:alert", "") or "javascript:" not in text
-    assert "\u202e" not in text and "\u200b" not in text
+    assert "\u202e" not in text and "\u200b" not in text and "\u2028" not in text and "\u2029" not in text
+    # invisible characters in a link are percent-encoded; relative and protocol-relative links are
+    # resolved against the feed's own address (here its <link>); an IPv6 host keeps its brackets
+    assert "https://ok.example/35/%E2%80%AElapyap%E2%80%8B%E2%80%A8x%E2%80%A9y" in references
+    assert "http://[::1]:8000/36" in references
+    assert "https://evil.example/10" in references and "https://ok.example/relative/11" in references
 
 
 def test_atom_feed_and_search_index_are_safe(hostile_site: Path) -> None:

@@ -81,10 +81,30 @@ def test_latin1_declared_in_header_only() -> None:
         ("data:text/html,<script>", None),
         ("//evil.example/x", None),
         ("/relative", None),
+        ("http://[::1]:8000/49", "http://[::1]:8000/49"),
+        ("https://[2001:DB8::1]/a", "https://[2001:db8::1]/a"),
+        ("https://pay.example/\u202elapyap\u200b/\u2028x\u2029?q=\u202e",
+         "https://pay.example/%E2%80%AElapyap%E2%80%8B/%E2%80%A8x%E2%80%A9?q=%E2%80%AE"),
+        ("https://pay\u202elapyap.example/", None),
+        ("https://fr.example/règlement", "https://fr.example/règlement"),
     ],
 )
 def test_canonical_url_keeps_only_absolute_http(url: str, expected: str | None) -> None:
     assert canonical_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/relative/11", "https://feed.example/relative/11"),
+        ("article?id=2", "https://feed.example/news/article?id=2"),
+        ("//evil.example/107", "https://evil.example/107"),
+        ("https://other.example/a", "https://other.example/a"),
+        ("javascript:alert(1)", None),
+    ],
+)
+def test_relative_links_resolve_against_the_feed_url(url: str, expected: str | None) -> None:
+    assert canonical_url(url, "https://feed.example/news/rss.xml") == expected
 
 
 def test_shared_corpus_french_feed(shared: Path) -> None:

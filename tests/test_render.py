@@ -154,10 +154,17 @@ def test_email_html_is_one_600px_column_with_inlined_css(renderer: Renderer) -> 
 @pytest.mark.parametrize(
     ("url", "ok"),
     [("https://a.example/x", True), ("http://a.example", True), ("javascript:alert(1)", False),
-     ("//a.example", False), ("https://a.example/\"onmouseover=x", False), ("", False)],
+     ("//a.example", False), ("/relative", False), ("https://a.example/\"onmouseover=x", False), ("", False),
+     ("http://[::1]:8000/49", True), ("https://pay\u202elapyap.example/", False)],
 )
 def test_safe_url(url: str, ok: bool) -> None:
     assert bool(safe_url(url)) is ok
+
+
+def test_safe_url_percent_encodes_invisible_characters() -> None:
+    assert safe_url("https://a.example/\u202elapyap\u200b\u2028\u2029\x85") == \
+        "https://a.example/%E2%80%AElapyap%E2%80%8B%E2%80%A8%E2%80%A9%C2%85"
+    assert safe_url("http://[::1]:8000/49") == "http://[::1]:8000/49"
 
 
 def test_french_spacing_is_one_rule_everywhere() -> None:

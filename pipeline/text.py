@@ -32,6 +32,7 @@ import lxml.html
 
 __all__ = [
     "BLOCK_ELEMENTS",
+    "COMBINING_MARKS",
     "DROPPED_ELEMENTS",
     "SHARE_CLASSES",
     "SHARE_LINKS",
@@ -89,7 +90,7 @@ _INVISIBLE_RE = re.compile(
 )
 # What a URL must not carry raw: invisible characters, controls, spaces and line separators.
 _URL_UNSAFE_RE = re.compile(
-    _INVISIBLE_RE.pattern[:-2] + r"\s\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    _INVISIBLE_RE.pattern[:-2] + r"\s\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 )
 
 # An entity left after the HTML pass means the feed escaped its text twice ("&amp;eacute;").
@@ -123,7 +124,8 @@ _TRAILING_RES = (
                 r"|Imprimer|Print)[ ,·|/-]*)*$", re.IGNORECASE)),
 )
 
-_MARKS_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+# Combining diacritical marks: what NFKD splits off "é" and "ç".
+COMBINING_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def _parser() -> lxml.html.HTMLParser:
@@ -234,7 +236,7 @@ def tidy_text(text: str, limit: int | None = None) -> str:
 
 def strip_accents(text: str) -> str:
     """``text`` in compatibility form without combining marks, case kept: "Œuvre ﬁnale à" → "Œuvre finale a"."""
-    return _MARKS_RE.sub("", unicodedata.normalize("NFKD", text))
+    return COMBINING_MARKS.sub("", unicodedata.normalize("NFKD", text))
 
 
 def fold(text: str) -> str:

@@ -7,10 +7,8 @@ import unicodedata
 import pytest
 
 from pipeline.classify.normalize import (
-    fold,
     fold_for_match,
     normalize,
-    strip_html,
     term_words,
     word_forms,
 )
@@ -48,13 +46,8 @@ def test_normalize(text: str, expected: str) -> None:
 def test_html_is_stripped_and_entities_decoded() -> None:
     assert normalize("<p>La CNIL</p><p>sanctionne&nbsp;l&rsquo;op&eacute;rateur</p>") == \
         "la cnil sanctionne l operateur"
-    # block tags separate words, inline tags do not split them
-    assert strip_html("<p>AI</p><p>Act</p>").split() == ["AI", "Act"]
-    assert strip_html("R<b>G</b>PD") == "RGPD"
-    # scripts and comments disappear with their content
-    assert "alert" not in strip_html("<script>alert('RGPD')</script>texte<!-- CNIL -->")
-    # plain text with a lone "<" is not mangled
-    assert strip_html("a < b et c > d") == "a < b et c > d"
+    # the text pass does the HTML part (tests/test_text.py has its cases)
+    assert normalize("<p>AI</p><p>Act</p>R<b>G</b>PD <script>alert('CNIL')</script>a < b") == "ai act rgpd a b"
 
 
 def test_fold_keeps_offsets_on_the_fast_path() -> None:
@@ -81,8 +74,8 @@ def test_fold_maps_offsets_back_on_the_slow_path() -> None:
 
 
 def test_case_kept_fold_for_acronyms() -> None:
-    assert fold("Le RIA et la ria", keep_case=True) == "Le RIA et la ria"
-    assert fold("Méta", keep_case=True) == "Meta"
+    assert fold_for_match("Le RIA et la ria").cased_text() == "Le RIA et la ria"
+    assert fold_for_match("Méta").cased_text() == "Meta"
 
 
 def test_term_words() -> None:

@@ -239,13 +239,16 @@ def test_spans_point_at_the_original_characters(tmp_path: Path) -> None:
     assert title[match.start:match.end] == match.text
 
 
-def test_spans_index_the_html_stripped_summary(tmp_path: Path) -> None:
+def test_spans_index_the_summary_after_the_text_pass(tmp_path: Path) -> None:
+    # `pipeline classify` puts each record through the text pass once; offsets index its output.
     classifier = one_term(tmp_path, "protection des données")
-    summary = "<p>L&rsquo;autorit&eacute; de <b>protection des donn&eacute;es</b></p>"
-    (match,) = classifier.classify_fields("1", "", summary).matches
-    plain = " L’autorité de protection des données "
-    assert match.text == "protection des données"
-    assert plain[match.start:match.end] == match.text
+    summary = "<p>L&rsquo;autorit&eacute; de <b>protection des donn&eacute;es</b></p> Lire la suite"
+    out = io.StringIO()
+    classify_jsonl(classifier, [json.dumps({"id": "1", "title": "", "summary": summary})], out, "-")
+    (match,) = json.loads(out.getvalue())["matches"]["t"]
+    plain = "L’autorité de protection des données"
+    assert match["text"] == "protection des données"
+    assert plain[match["start"]:match["end"]] == match["text"]
 
 
 def test_spans_survive_the_slow_normalisation_path(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ here, so that the module name stays the module).
 from pipeline.classify.engine import Classifier
 from pipeline.classify.evaluate import EvaluationReport, TopicScore, evaluate, format_report
 from pipeline.classify.jsonl import classification_to_json, classify_jsonl
-from pipeline.classify.normalize import strip_html
 
 __all__ = [
     "Classifier",
@@ -21,5 +20,4 @@ __all__ = [
     "classify_jsonl",
     "evaluate",
     "format_report",
-    "strip_html",
 ]

@@ -27,8 +27,8 @@ How it works (README.md, "Topic rules", has the editor's view):
    *plan*, memoised by the classifier, and an item whose term sets were
    seen before only collects its spans and evaluates the rest.
 
-Offsets in matches index the field text given to the classifier (after HTML
-stripping in :meth:`Classifier.classify_fields`).
+Offsets in matches index the field text given to the classifier: the text
+pass's output (:func:`pipeline.text.clean_text`), never HTML.
 
 Why an automaton: the first version compiled the same terms into one
 regular expression (a character trie as nested alternations, tried at every
@@ -54,7 +54,6 @@ from pipeline.classify.normalize import (
     fold_parts,
     ligature_forms,
     original_span,
-    strip_html,
     word_forms,
 )
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Near, Node, Not, Term, TopicRules, terms_of
@@ -300,13 +299,8 @@ class Classifier:
 
     def classify_fields(self, item_id: str, title: str, summary: str, content: str = "",
                         lang: str = "fr") -> Classification:
-        """Classify raw fields; HTML is stripped first and offsets index the stripped text."""
-        # strip_html returns plain text as it is: skip the calls for it (the usual case).
-        return self._classify(item_id, (
-            strip_html(title) if "<" in title or "&" in title else title,
-            strip_html(summary) if "<" in summary or "&" in summary else summary,
-            strip_html(content) if "<" in content or "&" in content else content,
-        ), lang)
+        """Classify plain-text fields, as the text pass leaves them (offsets index them as they are)."""
+        return self._classify(item_id, (title, summary, content), lang)
 
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
         # This is the hot path (every item of every run): locals instead of

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.classify.engine import Classifier
-from pipeline.classify.jsonl import read_records
+from pipeline.classify.jsonl import read_records, record_item
 from pipeline.errors import PipelineError
 from pipeline.models import Match
 
@@ -103,8 +103,7 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
             raise PipelineError(f"{source_name}:{record.lineno}: unknown topic {unknown[0]!r} in labels "
                                 f"(known: {', '.join(known)})")
         items += 1
-        result = classifier.classify_fields(record.id, record.title, record.summary, record.content,
-                                            record.lang)
+        result = classifier.classify(record_item(record))
         predicted = set(result.topics)
         for topic in known:
             want, got = topic in labels, topic in predicted

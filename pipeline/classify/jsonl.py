@@ -7,8 +7,9 @@ Each output line is::
     {"id": …, "topics": ["rgpd"], "scores": {"rgpd": 4.0},
      "matches": {"rgpd": [{"rule": "cnil", "field": "title", "text": "CNIL", "start": 0, "end": 4}]}}
 
-``start``/``end`` index the field's text after HTML stripping and entity
-decoding (what :func:`pipeline.classify.normalize.strip_html` returns).
+Each record becomes an :class:`~pipeline.models.Item` whose fields went through the text
+pass once (:func:`pipeline.text.clean_text`: HTML to text, entities, invisible characters,
+feed boilerplate), as a feed's items do; ``start``/``end`` index that cleaned text.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any, TextIO
 
 from pipeline.classify.engine import Classifier
 from pipeline.errors import PipelineError
-from pipeline.models import Classification
+from pipeline.models import Classification, Item
+from pipeline.text import clean_text
 
-__all__ = ["InputRecord", "classification_to_json", "classify_jsonl", "read_records"]
+__all__ = ["InputRecord", "classification_to_json", "classify_jsonl", "read_records", "record_item"]
 
 _OPTIONAL_TEXT = ("summary", "content", "lang", "source")
 
@@ -78,6 +80,12 @@ def read_records(lines: Iterable[str], source_name: str) -> Iterator[InputRecord
         )
 
 
+def record_item(record: InputRecord) -> Item:
+    """The item of a record: its text fields through the text pass, once."""
+    return Item(id=record.id, feed_id="jsonl", source=record.source, title=clean_text(record.title), url=None,
+                summary=clean_text(record.summary), content=clean_text(record.content), language=record.lang)
+
+
 def classification_to_json(result: Classification, topic_order: Iterable[str]) -> dict[str, Any]:
     """The output object of one item; matches grouped by topic in topics.yaml order."""
     grouped: dict[str, list[dict[str, Any]]] = {}
@@ -103,8 +111,7 @@ def classify_jsonl(classifier: Classifier, lines: Iterable[str], out: TextIO, so
     order = tuple(t.id for t in classifier.topics)
     count = 0
     for record in read_records(lines, source_name):
-        result = classifier.classify_fields(record.id, record.title, record.summary, record.content,
-                                            record.lang)
+        result = classifier.classify(record_item(record))
         out.write(json.dumps(classification_to_json(result, order), ensure_ascii=False) + "\n")
         count += 1
     return count

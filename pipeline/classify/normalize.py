@@ -2,8 +2,9 @@
 
 What an editor can rely on (README.md, "Topic rules", has the examples):
 
-* HTML is stripped and entities are decoded (:func:`strip_html`; offsets of
-  matches are offsets into the *stripped* text);
+* texts arrive as the text pass leaves them (:func:`pipeline.text.clean_text`:
+  no markup, entities decoded, no invisible characters, no feed boilerplate),
+  and offsets of matches index that text; the classifier never sees HTML;
 * Unicode compatibility forms are folded (NFKC: ligatures, full-width letters,
   superscripts) and so are case and accents: ``reglement`` finds
   ``Règlement`` and vice versa; ``œ``/``æ`` match ``oe``/``ae``;
@@ -28,11 +29,12 @@ per-character path that keeps an explicit offset map.
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
+
+from pipeline.text import COMBINING_MARKS, clean_text, strip_accents
 
 __all__ = [
     "APOSTROPHES",
@@ -40,13 +42,11 @@ __all__ = [
     "FoldedText",
     "case_fold_latin1",
     "fast_bytes",
-    "fold",
     "fold_for_match",
     "fold_latin1",
     "fold_parts",
     "normalize",
     "original_span",
-    "strip_html",
     "term_words",
     "word_forms",
 ]
@@ -60,13 +60,9 @@ ELISIONS = frozenset({"jusqu", "lorsqu", "puisqu", "qu", "l", "d", "j", "n", "s"
 OE, AE, SZ = "\x9c", "\xe6", "\xdf"
 _LIGATURES = (("oe", OE), ("ae", AE), ("ss", SZ))
 
-_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-
-
 def _base(char: str, keep_case: bool) -> str:
     """The folded form of one character (possibly empty or several letters)."""
-    out = unicodedata.normalize("NFKC", char)
-    out = _MARKS.sub("", unicodedata.normalize("NFD", out))
+    out = strip_accents(char)
     return out if keep_case else out.lower()
 
 
@@ -114,7 +110,7 @@ def _build_unsafe() -> re.Pattern[str]:
         if char in _FAST_CHARS or char in APOSTROPHES:
             continue
         # Cheapest tests first: this loop runs over 65,000 characters at import.
-        if not (char.isalnum() or _MARKS.match(char)
+        if not (char.isalnum() or COMBINING_MARKS.match(char)
                 or any(c.isalnum() for c in unicodedata.normalize("NFKC", char))):
             continue
         if ranges and ranges[-1][1] == code - 1:
@@ -126,36 +122,6 @@ def _build_unsafe() -> re.Pattern[str]:
 
 
 _UNSAFE = _build_unsafe()
-
-_TAG_BLOCK = re.compile(
-    r"<(script|style|template|noscript)\b[^>]*>.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>",
-    re.IGNORECASE | re.DOTALL,
-)
-# A tag that starts a new block keeps the words on either side apart; inline
-# tags (<a>, <b>, <i>…) must not split a word written "R<b>G</b>PD".
-_BLOCK_TAGS = (
-    "address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|h[1-6]|header|hr|img|li|"
-    "main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul"
-)
-_TAG_SPLIT = re.compile(r"</?(?:" + _BLOCK_TAGS + r")\b[^>]*>", re.IGNORECASE)
-_TAG_ANY = re.compile(r"</?[A-Za-z][^>]*>")
-
-
-def strip_html(text: str) -> str:
-    """Plain text of an HTML fragment: tags removed, entities decoded.
-
-    Text without ``<`` or ``&`` is returned unchanged (so its offsets stay
-    valid); a lone ``<`` that opens no tag ("a < b") is kept. Block tags
-    (``<p>``, ``<br>``, ``<li>``…) become a space so that words never glue
-    together; scripts, styles and comments are dropped with their content.
-    """
-    if "<" not in text and "&" not in text:
-        return text
-    out = _TAG_BLOCK.sub(" ", text)
-    out = _TAG_SPLIT.sub(" ", out)
-    out = _TAG_ANY.sub("", out)
-    return html.unescape(out)
-
 
 def _fast_char(char: str, table: bytes) -> str:
     for ligature, code in _PRE:
@@ -268,12 +234,6 @@ def fold_for_match(text: str) -> FoldedText:
     return FoldedText(*fold_parts(text))
 
 
-def fold(text: str, keep_case: bool = False) -> str:
-    """The folded form of ``text`` (lower-case unless ``keep_case``), offsets not kept."""
-    folded = fold_for_match(text)
-    return folded.cased_text() if keep_case else folded.text
-
-
 def term_words(text: str, case: bool = False) -> tuple[str, ...]:
     """The words of a rule term after normalisation.
 
@@ -285,7 +245,8 @@ def term_words(text: str, case: bool = False) -> tuple[str, ...]:
     """
     stripped = text.strip()
     prefix = stripped.endswith("*")
-    words = fold(stripped.rstrip("*"), keep_case=case).split()
+    folded = fold_for_match(stripped.rstrip("*"))
+    words = (folded.cased_text() if case else folded.text).split()
     while words and words[0].lower() in ELISIONS and len(words) > 1:
         words.pop(0)
     if words and words[0].lower() in ELISIONS and len(words) == 1 and re.search(
@@ -349,10 +310,10 @@ def ligature_forms(forms: set[str]) -> set[str]:
 def normalize(text: str) -> str:
     """The normalised words of a text, space-separated (for display, tests and docs).
 
-    ``normalize("<p>L’AI-Act s’applique</p>")`` → ``"l ai act s applique"``.
-    The engine matches rule words against exactly these words.
+    ``normalize("<p>L’AI-Act s’applique</p>")`` → ``"l ai act s applique"``:
+    the text pass, then the fold. The engine matches rule words against exactly these words.
     """
-    words = " ".join(fold(strip_html(text)).split())
+    words = " ".join(fold_for_match(clean_text(text)).text.split())
     for pair, single in _LIGATURES:
         words = words.replace(single, pair)  # the one-character stand-ins, spelt out for reading
     return words

@@ -24,15 +24,15 @@ import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from xml.etree import ElementTree
+from typing import Any
 
+import feedgenerator  # type: ignore[import-untyped]  # the package ships no type hints
 from markupsafe import escape
 
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 from pipeline.render import IssueLinks, Renderer, french_date, safe_url
 
-ATOM_NS = "http://www.w3.org/2005/Atom"
 # The feed lists the latest issues only: a reader subscribes for what comes next, and a feed
 # holding a whole year would be re-downloaded in full by every client on every poll.
 FEED_ENTRIES = 30
@@ -114,6 +114,31 @@ def _topic_counts(issue: Issue, topics: Sequence[TopicInfo]) -> dict[str, int]:
 
 def _xml_text(text: str) -> str:
     return _NOT_XML.sub("", text)
+
+
+class _IssueFeed(feedgenerator.Atom1Feed):  # type: ignore[misc]  # untyped base class
+    """feedgenerator's Atom 1.0 writer with what a digest needs on top: each entry also links
+    its plain-text version, each entry stands on a line of its own (a diff of the file reads
+    entry by entry), and an empty archive's feed is dated 1970 rather than now (the file must not
+    change when nothing changed)."""
+
+    def write_items(self, handler: Any) -> None:
+        for item in self.items:
+            handler.ignorableWhitespace("\n")
+            handler.startElement("entry", self.item_attributes(item))
+            self.add_item_elements(handler, item)
+            handler.endElement("entry")
+        handler.ignorableWhitespace("\n")
+
+    def add_item_elements(self, handler: Any, item: dict[str, Any]) -> None:
+        super().add_item_elements(handler, item)
+        handler.addQuickElement("link", "", {"rel": "alternate", "type": "text/plain", "href": item["text_link"]})
+
+    def latest_post_date(self) -> dt.datetime:
+        if not self.items:
+            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        latest: dt.datetime = max(item["updateddate"] for item in self.items)
+        return latest
 
 
 class Archive:
@@ -241,44 +266,28 @@ class Archive:
     # -- Atom feed
 
     def atom_feed(self, newest_first: Sequence[ArchiveEntry]) -> bytes:
-        """An Atom 1.0 feed of the latest issues. Ids are the issues' URLs; every date comes from
-        the issue date at the newsletter's issue time (never the wall clock), so the feed is
-        byte-identical when nothing changed."""
-        ElementTree.register_namespace("", ATOM_NS)
-
-        def add(parent: ElementTree.Element, tag: str, text: str | None = None,
-                **attrs: str) -> ElementTree.Element:
-            element = ElementTree.SubElement(parent, f"{{{ATOM_NS}}}{tag}", attrs)
-            if text is not None:
-                element.text = _xml_text(text)
-            return element
-
-        feed = ElementTree.Element(f"{{{ATOM_NS}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": "fr"})
-        add(feed, "id", self.base_url)
-        add(feed, "title", self.site_name)
-        add(feed, "subtitle", f"Les numéros de {self.site_name}")
-        add(feed, "link", rel="alternate", type="text/html", href=self.base_url)
-        add(feed, "link", rel="self", type="application/atom+xml", href=f"{self.base_url}feed.xml")
-        author = add(feed, "author")
-        add(author, "name", self.site_name)
-        latest = list(newest_first[:FEED_ENTRIES])
-        stamps = [self._issue_time(e.issue) for e in latest]
-        add(feed, "updated", max(stamps).isoformat() if stamps else "1970-01-01T00:00:00+00:00")
-        for entry, stamp in zip(latest, stamps, strict=True):
+        """An Atom 1.0 feed of the latest issues, written by feedgenerator (the writer pelican
+        uses). Ids are the issues' URLs; every date comes from the issue date at the newsletter's
+        issue time (never the wall clock), so the feed is byte-identical when nothing changed."""
+        feed = _IssueFeed(
+            title=_xml_text(self.site_name), link=self.base_url, feed_url=f"{self.base_url}feed.xml",
+            feed_guid=self.base_url, description="", subtitle=_xml_text(f"Les numéros de {self.site_name}"),
+            language="fr", author_name=_xml_text(self.site_name),
+        )
+        for entry in newest_first[:FEED_ENTRIES]:
             issue = entry.issue
             url = f"{self.base_url}{issue.date.isoformat()}/"
-            node = add(feed, "entry")
-            add(node, "id", url)
-            add(node, "title", f"{self.site_name} du {french_date(issue.date, year=True)}")
-            add(node, "link", rel="alternate", type="text/html", href=url)
-            add(node, "link", rel="alternate", type="text/plain", href=f"{url}digest.txt")
-            add(node, "published", stamp.isoformat())
-            add(node, "updated", stamp.isoformat())
+            stamp = self._issue_time(issue)
             teasers = " ".join(f"— {t.theme} : {t.text}" for t in issue.menu)
-            add(node, "summary", teasers or "Rien de neuf ce matin sur nos sujets de veille.", type="text")
-            add(node, "content", self._feed_content(issue), type="html")
-        ElementTree.indent(feed)
-        return ElementTree.tostring(feed, encoding="utf-8", xml_declaration=True) + b"\n"
+            feed.add_item(
+                title=_xml_text(f"{self.site_name} du {french_date(issue.date, year=True)}"), link=url,
+                unique_id=url, pubdate=stamp, updateddate=stamp, text_link=f"{url}digest.txt",
+                # Atom1Feed marks the summary as HTML: the plain-text teasers go in escaped.
+                description=_xml_text(str(escape(teasers or "Rien de neuf ce matin sur nos sujets de veille."))),
+                content=_xml_text(self._feed_content(issue)),
+            )
+        xml: str = feed.writeString("utf-8")
+        return xml.encode("utf-8") + b"\n"
 
     @staticmethod
     def _issue_time(issue: Issue) -> dt.datetime:

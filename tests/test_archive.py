@@ -17,6 +17,7 @@ import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from xml.etree import ElementTree
 
 import feedparser
 import pytest
@@ -188,6 +189,44 @@ def test_atom_feed_parses_back_with_stable_ids_dates_and_links(tmp_path: Path) -
     assert any(link.type == "text/plain" and link.href == f"{BASE}2025-05-06/digest.txt" for link in first.links)
     # Deterministic: rendering again gives the same bytes.
     again, _ = site(tmp_path, SPRING)
+    assert again.written == [] and (out / "feed.xml").read_bytes() == data
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def test_atom_feed_is_valid_atom_with_escaped_text_and_only_http_links(tmp_path: Path) -> None:
+    evil = story("x1", 'Alerte\x0b <script>alert(1)</script>\ufffe "citée" & co', ("rgpd",),
+                 url="javascript:alert(1)")
+    fine = story("x2", "Le CEPD publie ses lignes directrices", ("rgpd",))
+    _, out = site(tmp_path, [issue(dt.date(2025, 5, 7), evil, fine), *SPRING])
+    data = (out / "feed.xml").read_bytes()
+    root = ElementTree.fromstring(data)  # well-formed XML despite the control characters of the title
+    assert root.tag == f"{ATOM}feed"
+    # RFC 4287: exactly one id, title and updated per feed and per entry; an author for the feed.
+    for node in (root, *root.findall(f"{ATOM}entry")):
+        for required in ("id", "title", "updated"):
+            assert len(node.findall(f"{ATOM}{required}")) == 1, (node.tag, required)
+    assert root.find(f"{ATOM}author/{ATOM}name") is not None
+    assert len(root.findall(f"{ATOM}entry")) == 4
+    hrefs = [link.get("href", "") for link in root.iter(f"{ATOM}link")]
+    content = "".join(node.text or "" for node in root.iter(f"{ATOM}content"))
+    parser = Links()
+    parser.feed(content)
+    assert parser.links and all(h.startswith(("http://", "https://")) for h in hrefs + parser.links)
+    # Feed text is text: the HTML content carries the title escaped, never as markup.
+    assert "<script" not in content and "&lt;script&gt;alert(1)&lt;/script&gt;" in content
+    assert "javascript:" not in data.decode("utf-8") and "\x0b" not in data.decode("utf-8")
+    assert not feedparser.parse(data).bozo
+
+
+def test_atom_feed_of_an_empty_archive_is_valid_and_stable(tmp_path: Path) -> None:
+    _, out = site(tmp_path, [])
+    data = (out / "feed.xml").read_bytes()
+    feed = feedparser.parse(data)
+    assert not feed.bozo and feed.entries == []
+    assert feed.feed.updated_parsed[:3] == (1970, 1, 1)  # never the wall clock
+    again, _ = site(tmp_path, [])
     assert again.written == [] and (out / "feed.xml").read_bytes() == data
 
 

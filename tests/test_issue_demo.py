@@ -14,7 +14,6 @@ import html
 import io
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pipeline.compose import cluster, group_stories
 from pipeline.config.sources import load_config
 from pipeline.models import Classification, StoredItem
 from pipeline.store import StoreTarget, issue_from_json, open_store
+from tests.goldenfiles import check_golden
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -124,22 +124,7 @@ def labels() -> dict[tuple[str, str], dict]:
 
 @pytest.mark.parametrize(("name", "attribute"), [("2025-05-06.html", "html"), ("2025-05-06.txt", "text")])
 def test_demo_issue_matches_its_golden_file(demo: DemoBuild, name: str, attribute: str) -> None:
-    produced = getattr(demo, attribute)
-    golden = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(produced, encoding="utf-8")
-        return
-    assert golden.is_file(), f"{golden} is missing: create it with UPDATE_GOLDEN=1 make test"
-    expected = golden.read_text(encoding="utf-8")
-    if produced != expected:
-        produced_lines, expected_lines = produced.splitlines(), expected.splitlines()
-        first = next((i for i, (a, b) in enumerate(zip(produced_lines, expected_lines, strict=False)) if a != b),
-                     min(len(produced_lines), len(expected_lines)))
-        pytest.fail(f"{name} differs from the golden file from line {first + 1}:\n"
-                    f"  golden:   {expected_lines[first] if first < len(expected_lines) else '<end>'}\n"
-                    f"  produced: {produced_lines[first] if first < len(produced_lines) else '<end>'}\n"
-                    "If the change is deliberate: UPDATE_GOLDEN=1 make test, then review the diff.")
+    check_golden(getattr(demo, attribute), GOLDEN / name)
 
 
 def test_a_second_build_and_a_rebuild_are_byte_identical(demo: DemoBuild, tmp_path: Path) -> None:

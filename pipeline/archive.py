@@ -330,12 +330,26 @@ class Archive:
                           separators=(",", ":")) + "\n"
 
     def search_page(self, topics: Sequence[TopicInfo]) -> str:
-        script_path = self.renderer.templates_dir / SEARCH_SCRIPT
-        try:
-            script = script_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PipelineError(f"{script_path}: cannot read the search script: {exc.strerror or exc}") from None
-        # The page allows exactly this script (Content-Security-Policy hash), nothing else.
-        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        script, script_hash = search_script(self.renderer.templates_dir)
         return self.renderer.render_page("search.html.j2", site_name=self.site_name, topics=topics,
-                                         script=script, script_hash=f"sha256-{digest}")
+                                         script=script, content_security_policy=content_security_policy(script_hash))
+
+
+def search_script(templates_dir: Path) -> tuple[str, str]:
+    """The search page's script (inlined into search.html) and its CSP hash ("sha256-…")."""
+    script_path = templates_dir / SEARCH_SCRIPT
+    try:
+        script = script_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"{script_path}: cannot read the search script: {exc.strerror or exc}") from None
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return script, f"sha256-{digest}"
+
+
+def content_security_policy(script_hash: str) -> str:
+    """The site's Content-Security-Policy: nothing loaded from elsewhere, no script but the search
+    page's own (by hash), inline styles (issue pages are email HTML: inlined CSS), images only
+    from the site or data: URLs (the empty favicon), fetch only from the site (the search index).
+    search.html carries it in a <meta>; `pipeline serve` sends it as a header on every page."""
+    return (f"default-src 'none'; script-src '{script_hash}'; connect-src 'self'; style-src 'unsafe-inline'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'self'")

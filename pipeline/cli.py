@@ -482,25 +482,10 @@ def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import functools
-    import http.server
+    from pipeline.serve import serve_site
 
-    output_dir = _pipeline(args).output_dir
-    if not output_dir.is_dir():
-        raise PipelineError(f"{output_dir}: no such folder; run `pipeline run` first")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(output_dir))
-    try:
-        server = http.server.ThreadingHTTPServer((args.host, args.port), handler)
-    except OSError as exc:
-        raise PipelineError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    host, port = server.server_address[:2]
-    print(f"serving {output_dir} on http://{host}:{port}/ (Ctrl-C to stop)", file=out, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    app = _pipeline(args)
+    serve_site(app.output_dir, app.templates_dir, args.host, args.port, out=out, log=err)
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from pipeline.render import IssueLinks, Renderer, french_date, safe_url
 # The feed lists the latest issues only: a reader subscribes for what comes next, and a feed
 # holding a whole year would be re-downloaded in full by every client on every poll.
 FEED_ENTRIES = 30
+TEMPORARY_SUFFIX = ".tmp"  # a page being written: `.index.html.1a2b3c.tmp`, then renamed
 SEARCH_SCRIPT = "search.js"  # in the templates folder; inlined into search.html with a CSP hash
 _TOPIC_FILE = re.compile(r"^[a-z0-9_-]+$")
 # Characters XML 1.0 cannot carry at all (escaping does not help): dropped from feed text.
@@ -47,7 +49,9 @@ def atomic_write(path: Path, data: str | bytes) -> bool:
 
     The bytes go to a temporary file in the same folder (same file system, so the rename is
     atomic), are flushed to disk, then renamed over `path`: at any instant `path` is either the
-    old file or the new one. On any failure the temporary file is removed.
+    old file or the new one. On any failure the temporary file is removed. On Linux the
+    temporary file has no name while it is written (O_TMPFILE) and gets one just before the
+    rename, so even a SIGKILL mid-write leaves nothing behind.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
@@ -58,21 +62,64 @@ def atomic_write(path: Path, data: str | bytes) -> bool:
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                temp.write(payload)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.chmod(temp_name, 0o644)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        if not _write_unnamed_then_rename(path, payload):
+            _write_temporary_then_rename(path, payload)
     except OSError as exc:
         # Disk full or read-only output: the run failed (exit 1), the previous page is intact.
         raise RunFailed(f"{path}: cannot write: {exc.strerror or exc}") from None
     return True
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{TEMPORARY_SUFFIX}")
+
+
+def _write_unnamed_then_rename(path: Path, payload: bytes) -> bool:
+    """The O_TMPFILE way; False where the system or the file system does not offer it."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return False
+    try:
+        handle = os.open(path.parent, flag | os.O_WRONLY, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return False
+        raise
+    with os.fdopen(handle, "wb") as temp:
+        temp.write(payload)
+        temp.flush()
+        os.fsync(temp.fileno())
+        os.fchmod(temp.fileno(), 0o644)
+        temp_name = _temporary_name(path)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            # A name only now, for the rename. A directory fd makes os.link call linkat() with
+            # AT_SYMLINK_FOLLOW (plain link() would link the /proc symbolic link itself).
+            os.link(f"/proc/self/fd/{temp.fileno()}", temp_name.name, dst_dir_fd=folder, follow_symlinks=True)
+        except OSError:
+            return False  # no /proc: the named way below
+        finally:
+            os.close(folder)
+    try:
+        os.replace(temp_name, path)
+    except BaseException:
+        temp_name.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _write_temporary_then_rename(path: Path, payload: bytes) -> None:
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(payload)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

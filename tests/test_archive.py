@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -100,6 +101,27 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
         atomic_write(page, "nouveau")
     assert page.read_text() == "ancien"
     assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+def test_a_page_being_written_has_no_name_until_it_is_complete(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL at any moment of the write leaves no partial file: while the bytes go to disk the
+    new file has no name in the folder (O_TMPFILE), so nothing but the old page is there."""
+    if not hasattr(os, "O_TMPFILE"):
+        pytest.skip("no O_TMPFILE on this system")
+    page = tmp_path / "page.html"
+    page.write_text("ancien")
+    seen: list[list[str]] = []
+    real_fsync = os.fsync
+
+    def watching(descriptor: int) -> None:
+        seen.append(sorted(os.listdir(tmp_path)))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("os.fsync", watching)
+    assert atomic_write(page, "nouveau") is True
+    assert seen == [["page.html"]]
+    assert page.read_text() == "nouveau" and os.listdir(tmp_path) == ["page.html"]
 
 
 # ---------------------------------------------------------------- the listing pages

@@ -98,10 +98,17 @@ def test_disk_full_keeps_previous_output(tmp_path: Path, cli, monkeypatch: pytes
 
 
 def test_read_only_output_is_a_clear_error(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    def read_only(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
+    real_open = os.open
 
-    monkeypatch.setattr("pipeline.archive.tempfile.mkstemp", read_only)
+    def read_only(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        # What a read-only output folder answers to any file creation in it (named or O_TMPFILE).
+        tmpfile = getattr(os, "O_TMPFILE", 0)
+        creates = flags & os.O_CREAT or (tmpfile and flags & tmpfile == tmpfile)
+        if creates and str(path).startswith(str(tmp_path / "out")):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("pipeline.archive.os.open", read_only)
     result = cli("run", "--config", DEMO, "--date", "2025-05-06", "--db", tmp_path / "db.sqlite3",
                  "--output", tmp_path / "out")
     assert result.code == 1

@@ -9,6 +9,12 @@
 Every file is written to a temporary file in its folder and renamed over the old one, so a
 reader (or a crash) never sees half a page; a page whose bytes did not change is not touched,
 so its mtime and inode stay and an incremental run rewrites only what a new issue changed.
+
+The folder is the archive's only if it is empty or carries the archive's manifest,
+`.tech-matin-archive.json`: the files the archive wrote there (with their sha256) and the key of
+what the listing pages were last rendered from. Nothing else is ever overwritten or deleted: a
+folder that holds someone's files is refused with one line. A folder built by a version that
+kept no manifest is recognised by its layout and adopted (see `Archive.__init__`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -23,13 +30,14 @@ import re
 import tempfile
 import zoneinfo
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import feedgenerator  # type: ignore[import-untyped]  # the package ships no type hints
 from markupsafe import escape
 
+from pipeline import render
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 from pipeline.render import IssueLinks, Renderer, french_date, safe_url
@@ -37,6 +45,13 @@ from pipeline.render import IssueLinks, Renderer, french_date, safe_url
 # The feed lists the latest issues only: a reader subscribes for what comes next, and a feed
 # holding a whole year would be re-downloaded in full by every client on every poll.
 FEED_ENTRIES = 30
+MANIFEST_NAME = ".tech-matin-archive.json"
+MANIFEST_FORMAT = "tech-matin-archive"
+# Files a folder may hold and still count as empty: version control's placeholders.
+PLACEHOLDERS = frozenset({".gitkeep", ".keep"})
+LISTING_PAGES = ("index.html", "feed.xml", "search-index.json", "search.html")  # + topics/<id>.html
+_ISSUE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISSUE_FILES = frozenset({"index.html", "digest.txt"})
 TEMPORARY_SUFFIX = ".tmp"  # a page being written: `.index.html.1a2b3c.tmp`, then renamed
 SEARCH_SCRIPT = "search.js"  # in the templates folder; inlined into search.html with a CSP hash
 _TOPIC_FILE = re.compile(r"^[a-z0-9_-]+$")
@@ -159,8 +174,122 @@ def _topic_counts(issue: Issue, topics: Sequence[TopicInfo]) -> dict[str, int]:
     return counts
 
 
+@functools.cache
+def _code_version() -> str:
+    """The code of the listing pages (this module, render's helpers, the feed writer): a new
+    version renders them again even when the issues did not change."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(render.__file__).read_bytes())
+    digest.update(str(getattr(feedgenerator, "__version__", "")).encode())
+    return digest.hexdigest()
+
+
 def _xml_text(text: str) -> str:
     return _NOT_XML.sub("", text)
+
+
+@dataclass
+class Manifest:
+    """The archive's record of its folder: every file it wrote there (relative path → sha256 of
+    the bytes), and the key of the inputs the listing pages were last rendered from. Its file is
+    also the marker that the folder belongs to the archive. Deterministic: the same site gives the
+    same manifest, byte for byte."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    listing_key: str = ""
+
+    def to_bytes(self) -> bytes:
+        document = {"format": MANIFEST_FORMAT, "version": 1, "listing_key": self.listing_key,
+                    "files": dict(sorted(self.files.items()))}
+        return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read a manifest; an empty file is a manifest with nothing recorded (`touch` adopts a
+        folder by hand). Anything else that is not ours is an error, never guessed at."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PipelineError(f"{path}: cannot read the archive's manifest: {exc.strerror or exc}") from None
+        if not data.strip():
+            return cls()
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError):
+            document = None
+        files = document.get("files", {}) if isinstance(document, dict) else None
+        key = document.get("listing_key", "") if isinstance(document, dict) else None
+        if (not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT
+                or not isinstance(files, dict) or not isinstance(key, str)
+                or not all(isinstance(v, str) and _is_site_path(k) for k, v in files.items())):
+            raise PipelineError(f"{path}: not a manifest of this archive; move it away, or empty it to adopt "
+                                "the folder with nothing recorded")
+        return cls(files=dict(files), listing_key=key)
+
+
+def _is_site_path(relative: object) -> bool:
+    """A relative path inside the folder (what a manifest may name, and so what may be deleted)."""
+    if not isinstance(relative, str) or not relative or relative.startswith("/") or "\\" in relative:
+        return False
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def _looks_like_an_old_archive(folder: Path) -> bool:
+    """A folder built before the manifest existed: nothing but the archive's own names (home,
+    feed, search, topics/<id>.html, YYYY-MM-DD/{index.html,digest.txt}), with at least the home,
+    the feed and one issue page. Someone's `index.html` and `topics/my-notes.html` is not one."""
+    top = {entry.name: entry for entry in folder.iterdir() if entry.name not in PLACEHOLDERS
+           and not _is_temporary(entry.name)}
+    issues = [entry for name, entry in top.items() if _ISSUE_FOLDER.match(name)]
+    if not issues or not {"index.html", "feed.xml"} <= top.keys():
+        return False
+    for name, entry in top.items():
+        if entry in issues:
+            if not entry.is_dir() or entry.is_symlink():
+                return False
+            names = {e.name for e in entry.iterdir() if not _is_temporary(e.name)}
+            if not names <= _ISSUE_FILES or "index.html" not in names:
+                return False
+        elif name == "topics":
+            if not entry.is_dir() or entry.is_symlink():
+                return False
+            if not all(_is_temporary(e.name) or (e.suffix == ".html" and _TOPIC_FILE.match(e.stem))
+                       for e in entry.iterdir()):
+                return False
+        elif name not in LISTING_PAGES or not entry.is_file():
+            return False
+    return True
+
+
+def claim_folder(output_dir: Path) -> Manifest:
+    """The manifest of `output_dir` if the archive may write there: the folder does not exist yet,
+    is empty (but for a placeholder), carries the manifest, or is an archive of an earlier version.
+    Otherwise a one-line PipelineError naming the folder. A symbolic link is judged by its target."""
+    folder = output_dir.resolve()
+    where = str(output_dir) if folder == output_dir.absolute() else f"{output_dir} (-> {folder})"
+    if not folder.exists():
+        return Manifest()
+    if not folder.is_dir():
+        raise PipelineError(f"{where}: the output folder is not a folder")
+    marker = folder / MANIFEST_NAME
+    if marker.exists() or marker.is_symlink():
+        if marker.is_symlink() or not marker.is_file():
+            raise PipelineError(f"{where}: {MANIFEST_NAME} is not a regular file; refusing to write there")
+        return Manifest.load(marker)
+    try:
+        others = sorted(e.name for e in folder.iterdir() if e.name not in PLACEHOLDERS)
+    except OSError as exc:
+        raise PipelineError(f"{where}: cannot read the output folder: {exc.strerror or exc}") from None
+    if not others or _looks_like_an_old_archive(folder):
+        return Manifest()
+    raise PipelineError(
+        f"{where}: refusing to write into a folder that is not an archive (it holds {others[0]!r}"
+        f"{f' and {len(others) - 1} more' if len(others) > 1 else ''} and no {MANIFEST_NAME}); "
+        f"use an empty folder, or create an empty {MANIFEST_NAME} in it to let the archive write there")
 
 
 class _IssueFeed(feedgenerator.Atom1Feed):  # type: ignore[misc]  # untyped base class
@@ -196,11 +325,37 @@ class Archive:
         self.site_name = site_name
         self.written: list[Path] = []  # files (re)written since this object was made
         self.removed: list[Path] = []  # stale generated files removed (topic pages of dropped topics)
+        # Checked before anything is written: a folder holding someone else's files is refused.
+        self.manifest = claim_folder(self.output_dir)
+        self._saved_manifest: bytes | None = None  # what the manifest file holds, once known
 
     def _write(self, relative: str, data: str | bytes) -> None:
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        if self._saved_manifest is None:
+            self.save_manifest()  # the marker comes first: a crash after it leaves a folder we can reuse
         path = self.output_dir / relative
-        if atomic_write(path, data):
+        self.manifest.files[relative] = hashlib.sha256(payload).hexdigest()
+        if atomic_write(path, payload):
             self.written.append(path)
+
+    def _remove(self, relative: str) -> None:
+        """Delete a file the archive wrote (per its manifest); anything else stays."""
+        if relative not in self.manifest.files:
+            return
+        path = self.output_dir / relative
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise RunFailed(f"{path}: cannot remove: {exc.strerror or exc}") from None
+        del self.manifest.files[relative]
+        self.removed.append(path)
+
+    def save_manifest(self) -> None:
+        """Write the manifest if it changed (atomically, like every page; not counted as written)."""
+        payload = self.manifest.to_bytes()
+        if payload != self._saved_manifest:
+            atomic_write(self.output_dir / MANIFEST_NAME, payload)
+            self._saved_manifest = payload
 
     # -- issue pages
 
@@ -237,18 +392,46 @@ class Archive:
 
     def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> None:
         """Every page that lists issues: index, topic pages, Atom feed, search page and index.
-        Each is rendered in full from `entries` and written only if its bytes changed."""
+        They are rendered only when what they are made from changed since the last time (the
+        listing key of the manifest) or one of them is missing or altered on disk; then each is
+        rendered in full from `entries` and written only if its bytes changed."""
         for topic in topics:
             if not _TOPIC_FILE.match(topic.id):
                 raise PipelineError(f"topic id {topic.id!r} cannot name a page (letters, digits, _ and - only)")
         newest_first = sorted(entries, key=lambda e: e.date, reverse=True)
-        self._write("index.html", self.index_page(newest_first, topics))
-        for topic in topics:
-            self._write(f"topics/{topic.id}.html", self.topic_page(topic, newest_first, topics))
+        pages = [*LISTING_PAGES, *(f"topics/{t.id}.html" for t in topics)]
+        key = self._listing_key(newest_first, topics)
+        if key != self.manifest.listing_key or not all(self._intact(page) for page in pages):
+            self._write("index.html", self.index_page(newest_first, topics))
+            for topic in topics:
+                self._write(f"topics/{topic.id}.html", self.topic_page(topic, newest_first, topics))
+            self._write("feed.xml", self.atom_feed(newest_first))
+            self._write("search-index.json", self.search_index(newest_first, topics))
+            self._write("search.html", self.search_page(topics))
+            self.manifest.listing_key = key
         self._remove_stale_topic_pages(topics)
-        self._write("feed.xml", self.atom_feed(newest_first))
-        self._write("search-index.json", self.search_index(newest_first, topics))
-        self._write("search.html", self.search_page(topics))
+        self.save_manifest()
+
+    def _listing_key(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> str:
+        """sha256 of everything the listing pages are made from: the issues as stored (repr of
+        frozen dataclasses: deterministic), the topics, the templates, the site's name and URL,
+        and the code that renders them."""
+        digest = hashlib.sha256()
+        for part in (_code_version(), self.renderer.fingerprint, self.base_url, self.site_name, repr(tuple(topics)),
+                     *(repr(entry.issue) for entry in newest_first)):
+            digest.update(part.encode("utf-8"))
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def _intact(self, relative: str) -> bool:
+        """True when the file is on disk with exactly the bytes the manifest says we wrote."""
+        recorded = self.manifest.files.get(relative)
+        if recorded is None:
+            return False
+        try:
+            return hashlib.sha256((self.output_dir / relative).read_bytes()).hexdigest() == recorded
+        except OSError:
+            return False
 
     def index_page(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> str:
         months: list[tuple[str, list[dict[str, object]]]] = []
@@ -300,15 +483,12 @@ class Archive:
         )
 
     def _remove_stale_topic_pages(self, topics: Sequence[TopicInfo]) -> None:
-        """A topic dropped from topics.yaml leaves no page behind (nothing links to it any more)."""
-        folder = self.output_dir / "topics"
-        if not folder.is_dir():
-            return
-        current = {f"{t.id}.html" for t in topics}
-        for page in sorted(folder.glob("*.html")):
-            if page.name not in current:
-                page.unlink()
-                self.removed.append(page)
+        """A topic dropped from topics.yaml leaves no page behind (nothing links to it any more).
+        Only pages the archive wrote are removed: someone's topics/my-notes.html stays."""
+        current = {f"topics/{t.id}.html" for t in topics}
+        for relative in sorted(self.manifest.files):
+            if relative.startswith("topics/") and relative not in current:
+                self._remove(relative)
 
     # -- Atom feed
 

@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import feedparser
 import pytest
 
-from pipeline.archive import FEED_ENTRIES, Archive, ArchiveEntry, atomic_write
+from pipeline.archive import FEED_ENTRIES, MANIFEST_NAME, Archive, ArchiveEntry, atomic_write
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.models import Issue, MenuTeaser, NewsletterSettings, Section, Story, TopicInfo
@@ -271,6 +271,114 @@ def test_unchanged_listing_pages_are_not_rewritten_and_dropped_topics_leave_no_p
     fewer, _ = site(tmp_path, SPRING, topics=TOPICS[:2])
     assert [p.name for p in fewer.removed] == ["ai_act.html"]
     assert not (out / "topics" / "ai_act.html").exists()
+
+
+# ---------------------------------------------------------------- the output folder's guard
+
+
+def build_demo(out: Path, root: Path, date: str = "2025-05-06") -> tuple[int, str]:
+    code, _, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3", "--output", out)
+    return code, err
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_folder_holding_someone_elses_files_is_refused_and_left_alone(tmp_path: Path, through_a_link: bool) -> None:
+    notes = tmp_path / "notes"
+    (notes / "topics").mkdir(parents=True)
+    (notes / "index.html").write_text("<p>mes notes</p>", encoding="utf-8")
+    (notes / "topics" / "my-notes.html").write_text("<p>à garder</p>", encoding="utf-8")
+    before = tree(notes)
+    target = notes
+    if through_a_link:
+        target = tmp_path / "output-link"
+        target.symlink_to(notes)
+    code, err = build_demo(target, tmp_path)
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(target) in err and "not an archive" in err and ".tech-matin-archive.json" in err
+    assert tree(notes) == before
+
+
+def test_the_archive_deletes_only_files_it_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert build_demo(out, tmp_path)[0] == 0
+    manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    assert manifest["format"] == "tech-matin-archive"
+    assert set(manifest["files"]) == {p for p in tree(out) if p != MANIFEST_NAME}
+    # Someone's page among the topic pages, and a topic dropped from the rules: the archive's own
+    # page of that topic goes, someone's page stays.
+    (out / "topics" / "my-notes.html").write_text("<p>à garder</p>", encoding="utf-8")
+    archive = Archive(out, Renderer(), BASE, "Tech Matin")
+    archive.write_site([ArchiveEntry(issue=i) for i in SPRING], TOPICS[:2])
+    assert sorted(p.name for p in archive.removed) == ["ai_act.html", "media_partnership.html"]
+    assert sorted(p.name for p in (out / "topics").iterdir()) == ["meta_ai.html", "my-notes.html", "rgpd.html"]
+    assert "topics/ai_act.html" not in json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+
+
+def test_an_archive_built_before_the_manifest_is_adopted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert build_demo(out, tmp_path)[0] == 0
+    (out / MANIFEST_NAME).unlink()  # what an earlier version left
+    old = tree(out)
+    code, err = build_demo(out, tmp_path, "2025-05-07")
+    assert code == 0, err
+    assert (out / MANIFEST_NAME).is_file() and (out / "2025-05-07" / "index.html").is_file()
+    assert all(name in tree(out) for name in old)
+
+
+FOREIGN_PATH = b'{"format": "tech-matin-archive", "files": {"../x": "0"}}'
+
+
+@pytest.mark.parametrize(("content", "accepted"), [(b"", True), (b"{}", False), (b"[1, 2]", False),
+                                                   (FOREIGN_PATH, False)])
+def test_the_manifest_is_read_strictly_and_an_empty_one_adopts_a_folder(tmp_path: Path, content: bytes,
+                                                                        accepted: bool) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("à moi", encoding="utf-8")
+    (out / MANIFEST_NAME).write_bytes(content)
+    code, err = build_demo(out, tmp_path)
+    if accepted:
+        assert code == 0, err
+        assert (out / "mine.txt").read_text(encoding="utf-8") == "à moi"
+        assert "mine.txt" not in json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    else:
+        assert code == 2 and err.count("\n") == 1 and "not a manifest of this archive" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, "mine.txt"]
+
+
+def test_an_empty_folder_or_one_with_a_placeholder_is_the_archives(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".gitkeep").touch()
+    assert build_demo(out, tmp_path)[0] == 0
+    assert (out / MANIFEST_NAME).is_file() and (out / ".gitkeep").is_file()
+
+
+def test_listing_pages_are_rendered_again_only_when_their_inputs_change(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _, out = site(tmp_path, SPRING)
+    rendered: list[str] = []
+    real_render = Renderer.render_page
+
+    def counting(self: Renderer, template: str, inline_css: bool = False, **context: object) -> str:
+        rendered.append(template)
+        return real_render(self, template, inline_css, **context)
+
+    monkeypatch.setattr(Renderer, "render_page", counting)
+    site(tmp_path, SPRING)
+    assert rendered == []  # nothing changed: nothing rendered, nothing written
+    (out / "feed.xml").write_text("altéré", encoding="utf-8")  # a page altered on disk is put back
+    again, _ = site(tmp_path, SPRING)
+    assert [p.name for p in again.written] == ["feed.xml"] and rendered
+    rendered.clear()
+    more, _ = site(tmp_path, [*SPRING, issue(dt.date(2025, 5, 7), story("d1", "Nouveau", ("rgpd",)))])
+    assert "index.html.j2" in rendered and "topic.html.j2" in rendered
+    assert {p.name for p in more.written} >= {"index.html", "rgpd.html", "feed.xml", "search-index.json"}
+    assert "meta_ai.html" not in {p.name for p in more.written}  # same bytes: not rewritten
 
 
 # ---------------------------------------------------------------- search in the store

@@ -516,7 +516,8 @@ class Pipeline:
     def publish_site(self, archive: Archive | None = None) -> None:
         """Write the pages that list issues: index, topic pages, Atom feed, search."""
         newsletter = self.config.newsletter
-        entries = [ArchiveEntry(issue=issue_from_json(s.issue_json, newsletter)) for s in self.store.issues()]
+        entries = [ArchiveEntry.stored(s.date, s.issue_json, lambda text: issue_from_json(text, newsletter))
+                   for s in self.store.issues()]
         (archive or self.new_archive()).write_site(entries, self.topic_info)
 
     def rebuild(self, dates: Sequence[dt.date] | None, *, now: dt.datetime | None = None, skip_empty: bool = False,

@@ -20,6 +20,7 @@ kept no manifest is recognised by its layout and adopted (see `Archive.__init__`
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import errno
 import functools
@@ -29,7 +30,7 @@ import os
 import re
 import tempfile
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,15 +138,38 @@ def _write_temporary_then_rename(path: Path, payload: bytes) -> None:
         raise
 
 
-@dataclass(frozen=True)
 class ArchiveEntry:
-    """One issue as the archive pages list it."""
+    """One issue as the archive pages list it. Made from an Issue, or from the issue as stored
+    (`ArchiveEntry.stored`): then the stored text is what the listing key is made from, and the
+    issue is decoded only if a listing page has to be rendered (not in a rebuild that changed
+    nothing, where decoding a year of issues was most of the publication's time)."""
 
-    issue: Issue
+    def __init__(self, issue: Issue | None = None, *, date: dt.date | None = None, source: str = "",
+                 load: Callable[[str], Issue] | None = None):
+        if issue is not None:
+            self.date = issue.date
+        elif date is not None and load is not None:
+            self.date = date
+        else:
+            raise ValueError("an ArchiveEntry needs an issue, or a date, a source and a loader")
+        self._issue = issue
+        self.source = source  # the issue as stored (text): its content, for the listing key
+        self._load = load
+
+    @classmethod
+    def stored(cls, date: dt.date, source: str, load: Callable[[str], Issue]) -> ArchiveEntry:
+        return cls(date=date, source=source, load=load)
 
     @property
-    def date(self) -> dt.date:
-        return self.issue.date
+    def issue(self) -> Issue:
+        if self._issue is None:
+            assert self._load is not None
+            self._issue = self._load(self.source)
+        return self._issue
+
+    def content_key(self) -> str:
+        """What the listing pages use of this issue, as text (deterministic)."""
+        return self.source or repr(self.issue)
 
 
 @dataclass(frozen=True)
@@ -328,15 +352,16 @@ class Archive:
         # Checked before anything is written: a folder holding someone else's files is refused.
         self.manifest = claim_folder(self.output_dir)
         self._saved_manifest: bytes | None = None  # what the manifest file holds, once known
+        self._last_dates: tuple[tuple[dt.date, ...], list[dt.date]] | None = None
 
     def _write(self, relative: str, data: str | bytes) -> None:
         payload = data.encode("utf-8") if isinstance(data, str) else data
         if self._saved_manifest is None:
             self.save_manifest()  # the marker comes first: a crash after it leaves a folder we can reuse
         path = self.output_dir / relative
-        self.manifest.files[relative] = hashlib.sha256(payload).hexdigest()
         if atomic_write(path, payload):
             self.written.append(path)
+        self.manifest.files[relative] = hashlib.sha256(payload).hexdigest()
 
     def _remove(self, relative: str) -> None:
         """Delete a file the archive wrote (per its manifest); anything else stays."""
@@ -361,8 +386,10 @@ class Archive:
 
     def issue_links(self, date: dt.date, dates: Sequence[dt.date]) -> IssueLinks:
         """Links of an issue page, with its neighbours among the archive's `dates`."""
-        ordered = sorted(set(dates) | {date})
-        index = ordered.index(date)
+        ordered = self._sorted_dates(tuple(dates))
+        index = bisect.bisect_left(ordered, date)
+        if index == len(ordered) or ordered[index] != date:
+            ordered = [*ordered[:index], date, *ordered[index:]]
         previous = ordered[index - 1] if index > 0 else None
         following = ordered[index + 1] if index + 1 < len(ordered) else None
         return IssueLinks(
@@ -374,6 +401,12 @@ class Archive:
             next_label=french_date(following, year=True) if following else None,
         )
 
+    def _sorted_dates(self, dates: tuple[dt.date, ...]) -> list[dt.date]:
+        # A rebuild asks for the links of every issue among the same dates: sort them once.
+        if self._last_dates is None or self._last_dates[0] != dates:
+            self._last_dates = (dates, sorted(set(dates)))
+        return self._last_dates[1]
+
     def write_issue(self, rendered: RenderedIssue) -> None:
         folder = rendered.date.isoformat()
         self._write(f"{folder}/index.html", rendered.html)
@@ -383,10 +416,14 @@ class Archive:
         """True when the issue's two files are on disk with exactly these contents."""
         folder = self.output_dir / date.isoformat()
         try:
-            return (hashlib.sha256((folder / "index.html").read_bytes()).hexdigest() == html_sha256
-                    and hashlib.sha256((folder / "digest.txt").read_bytes()).hexdigest() == text_sha256)
+            intact = (hashlib.sha256((folder / "index.html").read_bytes()).hexdigest() == html_sha256
+                      and hashlib.sha256((folder / "digest.txt").read_bytes()).hexdigest() == text_sha256)
         except OSError:
             return False
+        if intact:  # the pages are the archive's, as rendered: the manifest says so too
+            self.manifest.files[f"{date.isoformat()}/index.html"] = html_sha256
+            self.manifest.files[f"{date.isoformat()}/digest.txt"] = text_sha256
+        return intact
 
     # -- the pages that list issues
 
@@ -418,7 +455,7 @@ class Archive:
         and the code that renders them."""
         digest = hashlib.sha256()
         for part in (_code_version(), self.renderer.fingerprint, self.base_url, self.site_name, repr(tuple(topics)),
-                     *(repr(entry.issue) for entry in newest_first)):
+                     *(entry.content_key() for entry in newest_first)):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         return digest.hexdigest()

@@ -381,6 +381,25 @@ def test_listing_pages_are_rendered_again_only_when_their_inputs_change(tmp_path
     assert "meta_ai.html" not in {p.name for p in more.written}  # same bytes: not rewritten
 
 
+def test_stored_issues_are_decoded_only_when_a_listing_page_is_rendered(tmp_path: Path) -> None:
+    decoded: list[str] = []
+    by_text = {issue_to_json(i): i for i in SPRING}
+
+    def load(text: str) -> Issue:
+        decoded.append(text)
+        return by_text[text]
+
+    def publish() -> Archive:
+        archive = Archive(tmp_path / "out", Renderer(), BASE, "Tech Matin")
+        archive.write_site([ArchiveEntry.stored(i.date, t, load) for t, i in by_text.items()], TOPICS)
+        return archive
+
+    first = publish()
+    assert len(decoded) == len(SPRING) and "index.html" in {p.name for p in first.written}
+    decoded.clear()
+    assert publish().written == [] and decoded == []  # same stored issues: nothing decoded, nothing rendered
+
+
 # ---------------------------------------------------------------- search in the store
 
 

@@ -101,6 +101,23 @@ _DOCTYPE_SUBSET_RE = re.compile(rb"<!DOCTYPE\s+[^\[>]{0,1024}\[", re.IGNORECASE)
 _SUBSET_END_RE = re.compile(rb"\]\s*>")
 
 
+# A character reference to no Unicode character (a surrogate, or past U+10FFFF) makes
+# feedparser's loose parser raise (chr() or UTF-8 encoding of the value): it becomes U+FFFD.
+_CHAR_REF_RE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+
+
+def _valid_char_refs(body: bytes) -> bytes:
+    def replace(match: re.Match[bytes]) -> bytes:
+        digits = match.group(1) or match.group(2)
+        if len(digits) <= 8:
+            value = int(digits, 16 if match.group(1) else 10)
+            if value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF:
+                return match.group(0)
+        return b"&#xFFFD;"
+
+    return _CHAR_REF_RE.sub(replace, body)
+
+
 @dataclass(frozen=True)
 class XmlScreening:
     body: bytes
@@ -158,8 +175,11 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
     screened = screen_xml(result.body)
     if screened.error:
         return ParseResult(feed=feed, items=(), error=screened.error)
-    parsed = feedparser.parse(screened.body, response_headers=headers, sanitize_html=False,
-                              resolve_relative_uris=False)
+    try:
+        parsed = feedparser.parse(_valid_char_refs(screened.body), response_headers=headers, sanitize_html=False,
+                                  resolve_relative_uris=False)
+    except Exception as failure:  # feedparser's loose parser raised on hostile bytes: that feed fails alone
+        return ParseResult(feed=feed, items=(), error=f"not a feed: the feed parser failed ({type(failure).__name__})")
     error = _not_a_feed_reason(result, parsed)
     if error:
         return ParseResult(feed=feed, items=(), error=error)

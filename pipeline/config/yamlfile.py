@@ -113,7 +113,19 @@ def _scalar(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Any:
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, f"bad value: {exc}", node.start_mark.line + 1) from None
+        raise ConfigError(path, f"bad value: {_reason(exc)}", node.start_mark.line + 1) from None
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError (2025-13-45: ValueError)
+        raise ConfigError(path, f"bad value {node.value!r}: {exc}", node.start_mark.line + 1) from None
+
+
+def _reason(exc: yaml.YAMLError) -> str:
+    """One line for a PyYAML error (its str() adds lines pointing into the text)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return exc.problem or exc.context or "syntax error"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character #x{exc.character:04x} is not allowed in YAML"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_yaml(path: Path) -> Any:
@@ -128,8 +140,9 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror}") from None
-    loader = _BoundedLoader(text, path)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text, path)  # reads the text first: a control character raises here
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(path, "file is empty")
@@ -139,10 +152,13 @@ def load_yaml(path: Path) -> Any:
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "syntax error"
         raise ConfigError(path, f"YAML syntax error: {problem}", line) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(path, f"YAML error: {_reason(exc)}", text.count("\n", 0, exc.position) + 1) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, f"YAML error: {exc}") from None
+        raise ConfigError(path, f"YAML error: {_reason(exc)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def check_keys(path: Path, mapping: YamlMap, allowed: set[str], where: str) -> None:

@@ -72,7 +72,7 @@ def main_bench() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readers", type=int, default=300)
     options = parser.parse_args()
-    os.environ.setdefault("TECH_MATIN_UNSUBSCRIBE_SECRET", "bench")
+    os.environ.setdefault("TECH_MATIN_UNSUBSCRIBE_SECRET", "benchmark-secret-of-at-least-32-bytes")
     sink = Sink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)

@@ -31,7 +31,15 @@ class ConfigError(PipelineError):
         self.message = message
         where = f"{self.path}:{line}" if line else f"{self.path}"
         what = f"{key}: {message}" if key else message
-        super().__init__(f"{where}: {what}")
+        super().__init__(printable(f"{where}: {what}"))
+
+
+def printable(text: str) -> str:
+    """`text` on one line: a line break, control or invisible character that a file put in a key
+    or a value is shown escaped (\x85, \u202e), never raw."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def unexpected_error(exc: BaseException) -> str:

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOPICS = REPO / "topics.yaml"
 DATE = "2025-05-06"
 BASE_URL = "https://techmatin.example.org/"
-SECRET = "unsubscribe-key-for-tests"
+SECRET = "unsubscribe-key-for-tests-of-32-bytes-or-more"
 
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Veille test</title><link>https://news.example.org/</link>
@@ -731,6 +731,18 @@ def test_unsubscribe_token_needs_the_secret(site: Site, smtp: SmtpServer, monkey
     result = send(site)
     assert result.code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET is not set" in result.err
     assert smtp.inbox.messages == []
+
+
+@pytest.mark.parametrize("secret", ["k", "x" * 31, "é" * 15])
+def test_a_short_unsubscribe_secret_is_refused_before_any_send(site: Site, smtp: SmtpServer,
+                                                               monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", secret)
+    site.configure(smtp.port)
+    result = send(site)
+    assert result.code == 2
+    assert (f"environment variable TECH_MATIN_UNSUBSCRIBE_SECRET holds {len(secret.encode())} bytes; the "
+            "unsubscribe secret needs at least 32") in result.err
+    assert len(result.err.strip().splitlines()) == 1 and smtp.inbox.messages == []
 
 
 # ---------------------------------------------------------------- TLS

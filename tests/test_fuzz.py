@@ -3,7 +3,8 @@
 One target per way that text from others comes in: a feed body through parse (generated feeds,
 and mutations of the bundled demo feeds and of the real feeds of ../shared/feeds), the items of
 such feeds through compose and render, a sources.yaml or topics.yaml through the config loaders,
-and the command line's dates and numbers through `pipeline.cli.main`. The properties:
+item HTML through the text pass (`pipeline.text.clean_text`), and the command line's dates and
+numbers through `pipeline.cli.main`. The properties:
 
 - never an exception other than the project's own (pipeline/errors.py): bad input is a
   reported problem, not a crash;
@@ -23,6 +24,7 @@ import datetime as dt
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +51,7 @@ from pipeline.models import (
 )
 from pipeline.parse import parse_feed
 from pipeline.render import IssueLinks, Renderer
+from pipeline.text import clean_text
 from tests.test_hostile import VECTORS, audit_html
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,6 +213,35 @@ def test_a_reference_to_no_character_costs_one_character_not_the_feed(reference:
     assert [item.title for item in result.items] == ["Avant \ufffd après", "Seconde"]
 
 
+# ---------------------------------------------------------------- target: item HTML through the text pass
+
+TAGS = ["<p>", "</p>", "<b>", "</b>", "<div>", "</div>", "<br>", "<a href='https://ok.example/'>", "</a>",
+        "<script>", "</script>", "<style>", "</style>", "<textarea>", "<!--", "-->", "<![CDATA[", "]]>", "<title>",
+        "<svg>", "<math>", "<table><tr><td>", "</td></tr></table>", "<img src=x onerror=alert(1)>", "&lt;b&gt;",
+        "&amp;eacute;", "&nbsp;", "&#8217;", "&#x202e;", "Lire la suite", "[…]", "The post", "appeared first on"]
+item_html = st.lists(st.one_of(fragment, st.sampled_from(TAGS), st.text(max_size=30)), max_size=25).map("".join)
+
+
+@budget(150)
+@given(markup=item_html, limit=st.one_of(st.none(), st.integers(1, 400)))
+def test_fuzz_item_html_through_the_text_pass(markup: str, limit: int | None) -> None:
+    text = clean_text(markup, limit)  # any exception fails the property
+    assert text == text.strip() and "  " not in text, text
+    # One line, nothing invisible: no control, format (bidi, zero-width) or line-separator character.
+    assert not [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")], text
+    assert limit is None or len(text) <= limit + 1  # the cut adds "…"
+
+
+@budget(80)
+@given(before=st.text(st.characters(blacklist_characters="<&", blacklist_categories=("Lu",)), max_size=40),
+       after=st.text(st.characters(blacklist_characters="<&", blacklist_categories=("Lu",)), max_size=40),
+       element=st.sampled_from(["script", "style", "iframe", "object", "svg", "noscript", "template", "textarea"]),
+       secret=st.from_regex(r"\A[A-Z]{12}\Z"))
+def test_fuzz_dropped_elements_leave_none_of_their_text(before: str, after: str, element: str, secret: str) -> None:
+    text = clean_text(f"{before}<{element} class='x'>{secret} <b>{secret}</b></{element}>{after}")
+    assert secret not in text
+
+
 # ---------------------------------------------------------------- target: fuzzed items through compose and render
 
 TOPIC = TopicInfo(id="rgpd", heading="DONNÉES PERSONNELLES", theme="RGPD")
@@ -315,6 +347,7 @@ def test_fuzz_sources_yaml_through_the_config_loader(yaml_dir: Path, text: str) 
                       yaml_values.map(lambda value: yaml.safe_dump({"topics": [{"id": "t", "heading": "T",
                                                                                  "rules": value}]})),
                       yaml_values.map(yaml.safe_dump)))
+@example(text='? "\\N"\n: null\n')  # found by the fuzzer: a key holding U+0085 broke the one-line error
 def test_fuzz_topics_yaml_through_the_rules_loader(yaml_dir: Path, text: str) -> None:
     _load_without_crash(load_topics, yaml_dir / "topics.yaml", text)
 

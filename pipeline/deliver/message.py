@@ -60,11 +60,21 @@ class UnsubscribeLinks:
     https: str
 
 
+# A reader holds their own token, an HMAC of their address: a short key could be found offline
+# from it by brute force, and then every other reader's token forged.
+MIN_SECRET_BYTES = 32
+
+
 def unsubscribe_links(settings: DeliverySettings, email: str, secret: str | None) -> UnsubscribeLinks:
     needs_token = "{token}" in settings.unsubscribe_url or "{token}" in settings.unsubscribe_mailto
     if needs_token and not secret:
         raise PipelineError(f"delivery.unsubscribe_url uses {{token}} but environment variable "
                             f"{settings.unsubscribe_secret_env} is not set")
+    if needs_token and secret and len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise PipelineError(f"environment variable {settings.unsubscribe_secret_env} holds "
+                            f"{len(secret.encode('utf-8'))} bytes; the unsubscribe secret needs at least "
+                            f"{MIN_SECRET_BYTES} (make one with: python3 -c 'import secrets; "
+                            "print(secrets.token_urlsafe(32))')")
     token = unsubscribe_token(secret, email) if secret else ""
     values = {"email": quote(email, safe=""), "token": token}
     mailto = settings.unsubscribe_mailto or f"mailto:{settings.from_address}?subject=unsubscribe"

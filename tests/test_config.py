@@ -72,6 +72,8 @@ def test_real_sources_yaml_has_at_least_twelve_feeds(repo: Path) -> None:
         (GOOD + "colour: blue\n", ":17: colour: unknown key"),
         (GOOD.replace("  concurrency: 4", "  deadline: .nan"), ":8: fetch.deadline: must be a finite number"),
         (GOOD.replace("weight: 2", "weight: .inf"), ":12: feeds[0].weight: must be a finite number"),
+        (GOOD.replace("url: feeds/a.xml", 'url: "feeds/a\\0.xml"'),
+         ":11: feeds[0].url: URL contains a control or invisible character: 'feeds/a\\x00.xml'"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -138,6 +138,9 @@ def _feed(path: Path, raw: Any, index: int, line: int) -> FeedSource:
             raise ConfigError(path, f"missing required key '{required}'", entry.line, where)
     name = _typed(path, entry, "name", str, where)
     url_text = _typed(path, entry, "url", str, where).strip()
+    if not url_text.isprintable():  # "\0" in a quoted YAML string: open() would fail on it at every run
+        raise ConfigError(path, f"URL contains a control or invisible character: {url_text!r}",
+                          entry.line_of("url"), f"{where}.url")
     try:
         url = resolve_feed_url(path, url_text)
     except ValueError as exc:

@@ -8,7 +8,7 @@ Act…), then measures in the same run:
 (a) naive: for each field, lower-case the text and test every keyword of
     topics.yaml with ``in``; a rule adds weight x field weight once per field;
     the result is a Classification with the matched words, as the engine's;
-(b) the engine: ``Classifier.classify_fields`` (HTML check, normalisation, one
+(b) the engine: ``Classifier.classify_fields`` (normalisation, one
     Aho-Corasick scan of the item, rule evaluation, explanations with offsets).
 
 Prints items/s for each, the ratio b/a, and the engine's rate on the items

@@ -119,9 +119,11 @@ _TRAILING_RES = (
                 r"|En savoir plus|Continue reading|Read more|Read the rest|Read full (?:article|story)|Keep reading)"
                 r"\b[^.!?]{0,80}[.…»>→ ]*$")),
     (("partager", "share"),
-     re.compile(r"(?:^|(?<=[.!?…»)])) ?(?:Partager|Share)(?: (?:sur|on|this|cet article))?(?: ?:)?"
-                r"(?: ?(?:Facebook|Twitter|X|LinkedIn|E-?mail|WhatsApp|Reddit|Tumblr|Pinterest|Mastodon|Bluesky"
-                r"|Imprimer|Print)[ ,·|/-]*)*$", re.IGNORECASE)),
+     # Separators in one place only: a space that two parts could take would backtrack
+     # exponentially over "Partager Facebook Facebook … !".
+     re.compile(r"(?:^|(?<=[.!?…»)])) ?(?:Partager|Share)(?: (?:sur|on|this|cet article))?(?: ?:)?[ ,·|/-]*"
+                r"(?:(?:Facebook|Twitter|X|LinkedIn|E-?mail|WhatsApp|Reddit|Tumblr|Pinterest|Mastodon|Bluesky"
+                r"|Imprimer|Print)\b[ ,·|/-]*)*$", re.IGNORECASE)),
 )
 
 # Combining diacritical marks: what NFKD splits off "é" and "ç".
@@ -191,12 +193,15 @@ def remove_boilerplate(text: str) -> str:
     "L'article … est apparu en premier sur …" and share links."""
     if "…" in text or "..." in text:
         text = " ".join(_ELLIPSIS_RE.sub(" ", text).split())
-    head, tail = text[:-_TAIL], text[-_TAIL:]
-    lowered = tail.lower()
     for words, pattern in _TRAILING_RES:
-        if any(word in lowered for word in words):
-            tail = pattern.sub("", tail).rstrip()
-    return (head + tail).strip()
+        start = max(0, len(text) - _TAIL)
+        if any(word in text[start:].lower() for word in words):
+            # Searched from `start` in the whole text: "^" is still only its real beginning, and a
+            # look-behind sees the sentence before the window.
+            found = pattern.search(text, start)
+            if found:
+                text = text[:found.start()].rstrip()
+    return text
 
 
 def cut(text: str, limit: int) -> str:

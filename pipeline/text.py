@@ -193,14 +193,17 @@ def remove_boilerplate(text: str) -> str:
     "L'article … est apparu en premier sur …" and share links."""
     if "…" in text or "..." in text:
         text = " ".join(_ELLIPSIS_RE.sub(" ", text).split())
+    start = max(0, len(text) - _TAIL)
+    window = text[start:].lower()
     for words, pattern in _TRAILING_RES:
-        start = max(0, len(text) - _TAIL)
-        if any(word in text[start:].lower() for word in words):
+        if any(word in window for word in words):
             # Searched from `start` in the whole text: "^" is still only its real beginning, and a
             # look-behind sees the sentence before the window.
             found = pattern.search(text, start)
             if found:
                 text = text[:found.start()].rstrip()
+                start = min(start, len(text))
+                window = text[start:].lower()
     return text
 
 

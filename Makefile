@@ -1,6 +1,6 @@
 # Two entry points, both safe on a fresh machine with Python 3.11+:
 #   make demo   builds the demo digest from the feeds bundled in examples/
-#   make test   runs the test suite
+#   make test   type-checks pipeline/ (mypy --strict) and runs the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,10 +19,12 @@ demo: $(STAMP)
 	@echo "Open output/2025-05-06/index.html in a browser, or run: $(BIN)/pipeline serve --config examples/demo.yaml"
 
 test: $(STAMP)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) data output/*-*-* output/index.html

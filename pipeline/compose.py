@@ -18,12 +18,14 @@ import zoneinfo
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from rapidfuzz import fuzz
 
 from pipeline.models import (
     AgendaEntry,
     Issue,
+    Item,
     MenuTeaser,
     NewsletterSettings,
     Section,
@@ -745,6 +747,25 @@ def _teaser(story: Story, topic_themes: Mapping[str, str]) -> MenuTeaser:
     return MenuTeaser(theme=theme, text=phrase, story_id=story.id)
 
 
+# Words of a title, and folders of a link, that say a page is meant to be read any day (a
+# glossary, a FAQ, an explainer) rather than the day's news.
+_EVERGREEN_TITLE_RE = re.compile(
+    r"^comprendre\b|\b(?:glossaire|lexique|faq|foire aux questions|tout comprendre|explainer|what is|"
+    r"qu.est.ce que|ce qu.il faut savoir|l.abc|guide pratique|"
+    r"(?:en|\d+|deux|trois|quatre|cinq|six|sept|huit|neuf|dix|douze|quinze|vingt) questions)\b")
+_EVERGREEN_PATH_RE = re.compile(r"/(?:faq|glossaire|lexique|fiches?|guides?|questions)(?:[/.-]|$)")
+
+
+def is_evergreen(item: Item) -> bool:
+    """A page meant to be read any day rather than the day's news: undated (a feed's static
+    pages, dossiers; an undated item counts from when it was first seen, so it would look brand
+    new), or a glossary, a FAQ, an explainer by its title or its link."""
+    if item.published is None:
+        return True
+    path = urlsplit(item.url).path.lower() if item.url else ""
+    return bool(_EVERGREEN_TITLE_RE.search(fold(item.title)) or _EVERGREEN_PATH_RE.search(path))
+
+
 # ---------------------------------------------------------------- the issue
 
 
@@ -766,11 +787,12 @@ def compose_issue(
         if e.item.id not in already_featured and any(t in known for t in e.classification.topics)
     ]
     grouped = group_stories(relevant, source_weights, window=entries)
-    stories = sorted(
-        (_make_story(g, topic_order, source_weights, settings, window_end, generic) for g in grouped.groups),
-        # A roundup sums up stories told elsewhere: it never leads nor opens a section.
-        key=lambda s: (s.id in grouped.roundups, -s.score, s.id),
-    )
+    made = [(_make_story(g, topic_order, source_weights, settings, window_end, generic),
+             all(e.item.id in grouped.roundups or is_evergreen(e.item) for e in g)) for g in grouped.groups]
+    # The day's news first: an evergreen page (a glossary, a FAQ, an undated page) or a roundup
+    # of stories told elsewhere ranks after every news story, so it leads only a day without news.
+    background = {story.id for story, evergreen in made if evergreen}
+    stories = sorted((story for story, _ in made), key=lambda s: (s.id in background, -s.score, s.id))
     if not stories:
         return Issue(date=date, newsletter=settings, menu=(), lead=None, sections=(), agenda=(),
                      further_reading=())
@@ -785,11 +807,14 @@ def compose_issue(
     further: list[Story] = []
     for topic in topics:
         in_topic = [s for s in rest if s.primary_topic == topic.id]
+        if in_topic and in_topic[0].id in background:
+            further.extend(in_topic)  # a section opens with news, or is not there
+            continue
         shown = in_topic[: settings.max_stories_per_section]
         further.extend(in_topic[settings.max_stories_per_section :])
         if shown:
             sections.append(Section(topic=topic.id, heading=topic.heading, stories=tuple(shown)))
-    further.sort(key=lambda s: (-s.score, s.id))
+    further.sort(key=lambda s: (s.id in background, -s.score, s.id))
     menu = tuple(_teaser(s, themes) for s in [lead, *rest][:3])
     further = further[: settings.max_further_reading]
     shown_stories = [lead, *[s for sec in sections for s in sec.stories], *further]

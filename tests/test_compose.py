@@ -12,6 +12,7 @@ from pipeline.compose import (
     cut_at_sentence,
     find_dates,
     group_stories,
+    is_evergreen,
     issue_window,
     make_kicker,
     split_sentences,
@@ -31,10 +32,10 @@ WHEN = dt.datetime(2025, 5, 5, 9, 0, tzinfo=dt.UTC)
 
 
 def entry(identifier: str, feed: str, title: str, summary: str, topics: dict[str, float],
-          url: str | None = None, guid: str | None = None, published: dt.datetime = WHEN) -> StoredItem:
+          url: str | None = None, guid: str | None = None, published: dt.datetime | None = WHEN) -> StoredItem:
     item = Item(id=identifier, feed_id=feed, source=feed.capitalize(), title=title,
                 url=url or f"https://{feed}.example/{identifier}", summary=summary, guid=guid,
-                published=published, first_seen=published)
+                published=published, first_seen=published or WHEN)
     return StoredItem(item, Classification(identifier, tuple(topics), dict(topics)))
 
 
@@ -400,3 +401,50 @@ def test_grouping_time_grows_linearly_with_the_window() -> None:
             best = min(best, time.perf_counter() - started)
         per_item[count] = best / count
     assert per_item[2400] / per_item[300] <= 3
+
+
+
+# ---------------------------------------------------------------- the day's news before evergreen pages
+
+EVERGREEN = [
+    entry("glossary", "lettre", "Glossaire : consentement, intérêt légitime, opposition, les mots du RGPD",
+          "Base légale, consentement, intérêt légitime, droit d'opposition : les définitions du RGPD et de "
+          "la CNIL, de l'amende administrative à la mise en demeure.", {"rgpd": 6.0}, published=None),
+    entry("faq", "guide", "RGPD : vos droits en dix questions",
+          "Qui contrôle mes données ? Comment saisir la CNIL ? Que risque une entreprise ? Les réponses "
+          "aux questions les plus fréquentes sur le RGPD.", {"rgpd": 5.5}, published=None),
+    entry("fine", "veille", "TikTok condamné à 530 millions d'euros d'amende en Irlande",
+          "La Data Protection Commission sanctionne le réseau social pour des transferts de données "
+          "d'utilisateurs européens vers la Chine.", {"rgpd": 2.0}),
+]
+
+
+def test_dated_news_leads_its_section_and_evergreen_pages_open_nothing() -> None:
+    lead_story = entry("llama", "alpha", "Après LlamaCon, Meta ouvre une API pour Llama",
+                       "Clés d'accès, outils d'affinage et inférence accélérée pour les développeurs.",
+                       {"meta_ai": 9.0})
+    issue = compose_issue(DATE, [*EVERGREEN, lead_story], TOPICS, NewsletterSettings(), {})
+    assert issue.lead is not None and issue.lead.id == "llama"
+    section = next(s for s in issue.sections if s.topic == "rgpd")
+    assert section.stories[0].id == "fine"  # scored lower than both pages, but today's news
+    assert [t.story_id for t in issue.menu][:2] == ["llama", "fine"]
+    # Without other news the fine leads the issue, and no section opens with a page.
+    issue = compose_issue(DATE, EVERGREEN, TOPICS, NewsletterSettings(), {})
+    assert issue.lead is not None and issue.lead.id == "fine"
+    assert all(s.stories[0].id not in {"glossary", "faq"} for s in issue.sections)
+    assert {s.id for s in issue.further_reading} == {"glossary", "faq"}
+
+
+@pytest.mark.parametrize(("title", "url", "published", "evergreen"), [
+    ("Glossaire : les mots du RGPD", None, WHEN, True),
+    ("Droits voisins : comprendre le dispositif en cinq questions", None, WHEN, True),
+    ("FAQ : l'IA Act pour les PME", None, WHEN, True),
+    ("What is the AI Act?", None, WHEN, True),
+    ("Le RGPD", "https://x.example/fiches/rgpd", WHEN, True),
+    ("La CNIL sanctionne un revendeur de fichiers", None, None, True),  # undated
+    ("La CNIL sanctionne un revendeur de fichiers", None, WHEN, False),
+    ("Questions écrites : le Sénat interroge la CNIL", None, WHEN, False),
+])
+def test_evergreen_pages_are_recognised(title: str, url: str | None, published: dt.datetime | None,
+                                        evergreen: bool) -> None:
+    assert is_evergreen(entry("e", "feed", title, "", {}, url=url, published=published).item) is evergreen

@@ -75,6 +75,24 @@ _ABBREVIATIONS = frozenset("m mm mme mmes mlle dr pr me art cf p pp vol no n° s
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _BOUNDARY_RE = re.compile(r"[.!?…]+(?:\s?[»\"”)])?\s+(?=[«\"“(]?\s?[A-ZÀ-ÖØ-Þ0-9])")
 _TERMINAL = ".!?…"
+# French typography that lies in the characters themselves (render adds the spaces): the
+# apostrophe ’, the ellipsis …, guillemets « » for straight or English double quotes.
+_STRAIGHT_APOSTROPHE_RE = re.compile(r"(?<=\w)'")
+_ELLIPSIS_RE = re.compile(r"\.{3,}|\. \. \.")
+_QUOTED_RE = re.compile(r"\"\s*([^\"]+?)\s*\"|“\s*([^“”]+?)\s*”")
+
+
+def french_characters(text: str) -> str:
+    """"L'IA" → "L’IA", "..." → "…", "\"moteurs\"" and “moteurs” → « moteurs »."""
+    if "'" in text:
+        text = _STRAIGHT_APOSTROPHE_RE.sub("’", text)
+    if "..." in text or ". . ." in text:
+        text = _ELLIPSIS_RE.sub("…", text)
+    if '"' in text or "“" in text:
+        text = _QUOTED_RE.sub(lambda m: f"« {m.group(1) or m.group(2)} »", text)
+    return text
+
+
 def issue_window(date: dt.date, settings: NewsletterSettings) -> tuple[dt.datetime, dt.datetime]:
     """The 24 hours before the issue time of `date`, in UTC: [start, end)."""
     zone = zoneinfo.ZoneInfo(settings.timezone)
@@ -818,7 +836,29 @@ def compose_issue(
     menu = tuple(_teaser(s, themes) for s in [lead, *rest][:3])
     further = further[: settings.max_further_reading]
     shown_stories = [lead, *[s for sec in sections for s in sec.stories], *further]
-    return Issue(
+    return _typeset(Issue(
         date=date, newsletter=settings, menu=menu, lead=lead, sections=tuple(sections),
         agenda=build_agenda(shown_stories, by_id, date), further_reading=tuple(further),
+    ))
+
+
+def _typeset(issue: Issue) -> Issue:
+    """Every text the issue says in French characters (see french_characters), so that each
+    reader of the stored issue (pages, archive, search, email subject) gets them; outlet names
+    stay as configured, since they name the outlet."""
+
+    def story(s: Story) -> Story:
+        return dataclasses.replace(s, kicker=french_characters(s.kicker), title=french_characters(s.title),
+                                   text=french_characters(s.text))
+
+    return dataclasses.replace(
+        issue,
+        menu=tuple(dataclasses.replace(t, theme=french_characters(t.theme), text=french_characters(t.text))
+                   for t in issue.menu),
+        lead=story(issue.lead) if issue.lead else None,
+        sections=tuple(dataclasses.replace(sec, heading=french_characters(sec.heading),
+                                           stories=tuple(story(x) for x in sec.stories))
+                       for sec in issue.sections),
+        agenda=tuple(dataclasses.replace(a, context=french_characters(a.context)) for a in issue.agenda),
+        further_reading=tuple(story(x) for x in issue.further_reading),
     )

@@ -20,6 +20,7 @@ import css_inline
 import jinja2
 from babel.dates import format_date
 
+from pipeline.compose import french_characters
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 from pipeline.text import escape_invisible
 
@@ -59,18 +60,52 @@ def contrast_ratio(foreground: str, background: str) -> float:
 _SPACE_BEFORE_RE = re.compile(r"(?<=\S)[ \u00a0\u202f]?([;:!?»])(?=\s|$|[.,)])")
 _SPACE_AFTER_RE = re.compile(r"«[ \u00a0\u202f]?(?=\S)")
 _PERCENT_RE = re.compile(r"(?<=\d)[ \u00a0\u202f]?(%|€)")
-_APOSTROPHE_RE = re.compile(r"(?<=\w)'(?=\w)")
 
 
 def french_spacing(text: str) -> str:
-    """French typography, one rule everywhere: a non-breaking space before : ; ! ? » % € and
-    after «, so no line of the text or of a narrow screen starts with a colon or a lone quote;
-    and one apostrophe, the typographic ’, where feeds mix ' and ’. A colon not followed by a
+    """French typography, one rule everywhere: the characters of `compose.french_characters`
+    (’, …, « »), then a non-breaking space before : ; ! ? » % € and after «, so no line of the
+    text or of a narrow screen starts with a colon or a lone quote. A colon not followed by a
     space (URLs, "16:30") is left alone."""
-    text = _APOSTROPHE_RE.sub("’", text)
+    text = french_characters(text)
     text = _SPACE_BEFORE_RE.sub(lambda m: NBSP + m.group(1), text)
     text = _SPACE_AFTER_RE.sub("«" + NBSP, text)
     return _PERCENT_RE.sub(lambda m: NBSP + m.group(1), text)
+
+
+# "de" + "Le Veilleur" is "du Veilleur": the article of a name merges with the preposition.
+_CONTRACTIONS = {("de", "le"): "du", ("de", "les"): "des", ("à", "le"): "au", ("à", "les"): "aux"}
+_VOWELS = frozenset("aeiouyàâäéèêëîïôöùûüœæAEIOUYÀÂÄÉÈÊËÎÏÔÖÙÛÜŒÆ")
+
+
+def preposition(word: str, name: str) -> str:
+    """"de" or "à" before a name, as French says it: "du Veilleur Numérique", "des Échos",
+    "au Monde", "aux Échos", "d’Octet Hebdo", "de La Lettre", "à Régul’Info"."""
+    first, _, rest = name.strip().partition(" ")
+    contracted = _CONTRACTIONS.get((word, first.casefold()))
+    if contracted and rest:
+        return f"{contracted} {rest}"
+    if word == "de" and name[:1] in _VOWELS:
+        return f"d’{name.strip()}"
+    return f"{word} {name.strip()}"
+
+
+SUBJECT_CHARS = 120  # what mail clients show of a subject, about
+
+
+def email_subject(issue: Issue) -> str:
+    """The email's subject: "Tech Matin du mardi 6 mai — IA de Meta : l’intérêt légitime à
+    l’épreuve…", the lead's AU MENU line in sentence case (never the kicker in capitals), with
+    no final full stop, cut between words past SUBJECT_CHARS."""
+    subject = f"{issue.newsletter.name} du {french_date(issue.date)}"
+    if issue.menu:
+        teaser = issue.menu[0]
+        subject += f" — {teaser.theme} : {teaser.text}".rstrip(" .")
+    else:
+        subject += " — rien de neuf ce matin"
+    if len(subject) > SUBJECT_CHARS:
+        subject = subject[: subject.rfind(" ", 0, SUBJECT_CHARS - 1)].rstrip(" ,;:—") + "…"
+    return french_spacing(subject)
 
 
 def agenda_date(date: dt.date, issue_date: dt.date) -> str:
@@ -191,6 +226,7 @@ class Renderer:
         self.env.filters["french_date"] = french_date
         self.env.filters["wrap"] = wrap
         self.env.filters["fr"] = french_spacing
+        self.env.filters["de"] = lambda name: preposition("de", name)
         self.env.filters["further_parts"] = further_parts
         self.env.filters["agenda_date"] = agenda_date
         self.env.filters["paragraphs"] = story_paragraphs
@@ -244,7 +280,7 @@ class Renderer:
             sections.append(lead)
         for section in issue.sections:
             # A heading is printed as configured in topics.yaml (readers' filters may match it).
-            block = _TextSection(f"{section.heading} |")
+            block = _TextSection(french_spacing(f"{section.heading} |"))
             for story in section.stories:
                 block.paragraphs.extend(_story_paragraphs(story, block))
             sections.append(block)

@@ -7,6 +7,8 @@ import datetime as dt
 import random
 import time
 
+import pytest
+
 from pipeline.compose import (
     compose_issue,
     cut_at_sentence,

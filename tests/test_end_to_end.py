@@ -63,7 +63,7 @@ def test_passes_the_shared_issue_checker(built: Path, shared: Path) -> None:
 def test_sections_in_order(built: Path) -> None:
     text = (built / "out" / DATE / "digest.txt").read_text(encoding="utf-8")
     parts = ["Par Camille Roux", "AU MENU |", "nous sommes le mardi 6 mai et vous lisez Tech Matin.",
-             "LE FAIT DU JOUR |", "META ET L'IA |", "DONNÉES PERSONNELLES |", "DU CÔTÉ DE BRUXELLES |",
+             "LE FAIT DU JOUR |", "META ET L’IA |", "DONNÉES PERSONNELLES |", "DU CÔTÉ DE BRUXELLES |",
              "MÉDIAS |", "ORDRE DU JOUR |", "RESTEZ BRANCHÉS |"]
     flat = " ".join(text.split())
     positions = [flat.find(part) for part in parts]

@@ -332,3 +332,29 @@ def test_a_weekly_roundup_in_the_feeds_changes_no_story(demo: DemoBuild, tmp_pat
     assert groups([s for s in after.stories() if s is not roundup[0]], with_roundup) == groups(issue.stories(), items)
     assert after.lead is not None and after.lead.source != "La Revue"
     assert after.lead.also_on == issue.lead.also_on
+
+
+class _RawText(_Text):
+    """Visible text with its non-breaking spaces (the typography test needs them)."""
+
+
+def _prose(demo: DemoBuild) -> dict[str, str]:
+    """The words a reader reads, in the text version and the page, links left out."""
+    parser = _RawText()
+    parser.feed(demo.html)
+    text = "\n".join(line for line in demo.text.splitlines()
+                     if not URL_LINE.match(line) and not re.fullmatch(r"https?://\S+", line))
+    return {"text": text, "html": "".join(parser.parts)}
+
+
+@pytest.mark.parametrize("version", ["text", "html"])
+def test_french_typography_of_the_issue(demo: DemoBuild, version: str) -> None:
+    prose = _prose(demo)[version]
+    assert "'" not in prose and '"' not in prose and "..." not in prose  # ’, « », …
+    assert not re.search(r"\b(?:[Dd]e|[ÀàAa]) Les?\b", prose)  # du, des, au, aux
+    # A non-breaking space (or a narrow one) before ; ! ? » and a colon that ends a word, and
+    # after «: none of them ever starts a line.
+    assert not re.findall(r".{0,20}(?<![\u00a0\u202f])(?:[;!?»]|:(?=\s))", prose)
+    assert not re.findall(r"«(?![\u00a0\u202f]).{0,20}", prose)
+    if version == "html":
+        assert "Lire l’article du Veilleur Numérique" in prose

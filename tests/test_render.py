@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from html.parser import HTMLParser
@@ -24,8 +25,10 @@ from pipeline.render import (
     IssueLinks,
     Renderer,
     contrast_ratio,
+    email_subject,
     french_date,
     french_spacing,
+    preposition,
     safe_url,
 )
 
@@ -239,3 +242,34 @@ def test_email_html_keeps_a_style_block_for_dark_mode_and_narrow_screens(rendere
     anchors = re.findall(r"<a [^>]*>(.*?)</a>", html)
     assert all(a.strip() for a in anchors)  # every link has text
     assert not [a for a in anchors if a.strip().lower() in ("ici", "lien", "cliquez ici", "lire")]
+
+
+@pytest.mark.parametrize(("word", "name", "said"), [
+    ("de", "Le Veilleur Numérique", "du Veilleur Numérique"),
+    ("de", "Les Échos", "des Échos"),
+    ("à", "Le Monde", "au Monde"),
+    ("à", "Les Échos", "aux Échos"),
+    ("de", "Octet Hebdo", "d’Octet Hebdo"),
+    ("de", "La Lettre des Données", "de La Lettre des Données"),
+    ("de", "Régul'Info", "de Régul'Info"),
+    ("de", "Tech Matin", "de Tech Matin"),
+])
+def test_preposition_before_a_name(word: str, name: str, said: str) -> None:
+    assert preposition(word, name) == said
+
+
+def test_french_characters() -> None:
+    text = french_spacing('META ET L\'IA... les "moteurs de réponse" et “Llama”')
+    assert text == "META ET L’IA… les «\u00a0moteurs de réponse\u00a0» et «\u00a0Llama\u00a0»"
+
+
+def test_email_subject_is_the_leads_menu_line_in_sentence_case() -> None:
+    issue = make_issue()
+    subject = email_subject(issue)
+    assert subject.startswith(f"Tech Matin du {french_date(issue.date)} — ")
+    assert issue.menu[0].text.rstrip(".") in subject.replace("\u00a0", " ")
+    assert not subject.endswith(".") and (issue.lead is None or issue.lead.kicker not in subject)
+    long = dataclasses.replace(issue, menu=(dataclasses.replace(issue.menu[0], text="mot " * 60),))
+    assert len(email_subject(long)) <= 120 and email_subject(long).endswith("…")
+    empty = dataclasses.replace(issue, menu=(), lead=None, sections=(), further_reading=())
+    assert email_subject(empty).endswith("rien de neuf ce matin")

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from pipeline.deliver.recipients import Recipient
 from pipeline.errors import PipelineError
 from pipeline.models import DeliverySettings, Issue, RenderedIssue
-from pipeline.render import french_date
+from pipeline.render import email_subject
 
 
 class _ListUnsubscribeHeader(UnstructuredHeader, BaseHeader):
@@ -41,11 +41,8 @@ def _message_policy() -> email_policy.EmailPolicy[EmailMessage]:
 
 
 def subject_for(issue: Issue) -> str:
-    """'Tech Matin du mardi 6 mai — META ET L'IA.': name, French date, the lead's kicker."""
-    subject = f"{issue.newsletter.name} du {french_date(issue.date)}"
-    if issue.lead and issue.lead.kicker:
-        subject += f" — {issue.lead.kicker}"
-    return subject
+    """'Tech Matin du mardi 6 mai — IA de Meta : l’intérêt légitime…': see render.email_subject."""
+    return email_subject(issue)
 
 
 def unsubscribe_token(secret: str, email: str) -> str:

@@ -556,13 +556,18 @@ def _clause_around(sentence: str, start: int, end: int) -> str:
     return sentence[left:right].strip()
 
 
-def find_dates(text: str, reference: dt.date, whole: bool = False) -> list[tuple[dt.date, str]]:
-    """French dates in `text` with the clause they stand in (the whole sentence with `whole`, for
-    titles). A date without a year is resolved against `reference` (see `_resolve`); vague
-    periods ("d'ici à 2027", "en août") are not dates."""
-    found: list[tuple[dt.date, str]] = []
+@dataclass(frozen=True)
+class _DateMention:
+    date: dt.date
+    clause: str  # the clause holding the date (the whole sentence for a title), as a sentence
+    before: str  # what precedes the clause: the start of its sentence, else the sentence before
+
+
+def _date_mentions(text: str, reference: dt.date, whole: bool = False) -> list[_DateMention]:
+    found: list[_DateMention] = []
     if "&" not in text and not _MONTH_NAME_RE.search(text):
         return found  # most texts name no month (entities aside): spare them the sentence split
+    previous = ""
     for sentence in split_sentences(text):
         for match in _DATE_RE.finditer(sentence):
             day_text = match["first"] or match["day"]
@@ -573,13 +578,92 @@ def find_dates(text: str, reference: dt.date, whole: bool = False) -> list[tuple
             if when is None:
                 continue
             clause = sentence if whole else _clause_around(sentence, match.start(), match.end())
+            start = sentence.find(clause)
+            before = sentence[:start].strip() if start > 0 else previous
             if len(clause) > 200:
                 clause = _cut_at_word(clause, 200)
-            found.append((when, _as_sentence(clause)))
+            found.append(_DateMention(when, _as_sentence(clause), before))
+        previous = sentence
     return found
 
 
-_PERSONAL_PRONOUNS = frozenset("il ils elle elles on".split())
+def find_dates(text: str, reference: dt.date, whole: bool = False) -> list[tuple[dt.date, str]]:
+    """French dates in `text` with the clause they stand in (the whole sentence with `whole`, for
+    titles). A date without a year is resolved against `reference` (see `_resolve`); vague
+    periods ("d'ici à 2027", "en août") are not dates."""
+    return [(m.date, m.clause) for m in _date_mentions(text, reference, whole)]
+
+
+# A clause opening with one of these leans on words outside it ("elles seront entendues…",
+# "ceux qui étaient déjà commercialisés…", "dont le texte…"); "il faut", "il y a" do not.
+_LEANING_STARTERS = frozenset("""
+il ils elle elles on ceux celles celui celle cela ca ceci qui que qu dont lequel laquelle lesquels
+lesquelles ou son sa ses leur leurs y
+""".split())
+_IMPERSONAL_RE = re.compile(r"^il (?:faut|y a|y aura|reste|s[’']agit|suffit|est (?:possible|prévu|temps)|"
+                            r"sera (?:possible|temps))\b", re.IGNORECASE)
+# ... or holds a pronoun standing for something said before: "chacun peut s'y opposer", "il faut
+# la faire avant le 27 mai".
+_LEANING_INSIDE_RE = re.compile(r"(?<!\w)(?:[sndlj][’']y\b|(?:le|la|les) faire\b)", re.IGNORECASE)
+_PLURAL_DETERMINERS = frozenset("les des ces leurs nos vos plusieurs certains certaines".split())
+_SINGULAR_DETERMINERS = frozenset("le la un une ce cet cette son sa leur notre votre".split())
+_REPLACEABLE = {"il": False, "elle": False, "ils": True, "elles": True, "celui": False, "celle": False,
+                "ceux": True, "celles": True}  # pronoun: stands for a plural
+
+
+def _first_word(text: str) -> str:
+    return fold(re.split(r"[\s’',]", text.strip(), maxsplit=1)[0])
+
+
+def _leaning(clause: str) -> int:
+    """0 when `clause` stands on its own, 1 when a pronoun inside it points outside it, 2 when it
+    opens with one."""
+    if _first_word(clause) in _LEANING_STARTERS and not _IMPERSONAL_RE.match(clause):
+        return 2
+    return 1 if _LEANING_INSIDE_RE.search(clause) else 0
+
+
+def _subject_phrase(text: str, plural: bool) -> str:
+    """The noun phrase opening `text` when it can stand for a pronoun of that number: "Les
+    organisations d’éditeurs de presse" in "Les organisations d’éditeurs de presse plaident…",
+    "La CNIL", "Meta"; else ""."""
+    words = text.split()
+    if len(words) < 2:
+        return ""
+    first = fold(re.split(r"[’']", words[0])[0])
+    if re.match(r"^[Ll][’']\w", words[0]) and not plural:
+        phrase, index = words[:1], 1
+    elif first in (_PLURAL_DETERMINERS if plural else _SINGULAR_DETERMINERS):
+        phrase, index = words[:2], 2
+    elif not plural and words[0][:1].isupper() and first not in _LOWER_STARTERS | _INTRO_WORDS:
+        phrase, index = words[:1], 1  # a name: "Meta", "Bruxelles"
+    else:
+        return ""
+    while index < len(words) and phrase[-1][-1:] not in ",;:":  # complements: "d’éditeurs de presse"
+        word = words[index]
+        if re.match(r"^[dD][’']\w", word):
+            phrase.append(word)
+            index += 1
+        elif fold(word) in ("de", "du", "des") and index + 1 < len(words):
+            phrase += words[index : index + 2]
+            index += 2
+        else:
+            break
+    return " ".join(phrase).rstrip(",;:.")
+
+
+def _standalone(mention: _DateMention) -> str:
+    """The mention's clause, with an opening pronoun replaced by what it stands for when the
+    words before it name it: "Elles seront entendues le 15 mai" after "Les organisations
+    d’éditeurs plaident…" → "Les organisations d’éditeurs seront entendues le 15 mai"."""
+    clause = mention.clause
+    pronoun = _first_word(clause)
+    if pronoun not in _REPLACEABLE or _IMPERSONAL_RE.match(clause):
+        return clause
+    subject = _subject_phrase(mention.before, _REPLACEABLE[pronoun])
+    if not subject:
+        return clause
+    return _as_sentence(f"{subject} {clause.split(maxsplit=1)[1]}")
 
 
 def _title_theme(title: str) -> str:
@@ -591,48 +675,66 @@ def _title_theme(title: str) -> str:
 
 def _agenda_context(story: Story, clause: str) -> str:
     """An agenda line taken from a story's body, introduced by what the story is about unless the
-    clause already names it: "IA de Meta : la CNIL rappelle … avant le 27 mai 2025."."""
-    theme = _title_theme(story.title)
-    first_word = fold(re.split(r"[\s’']", clause, maxsplit=1)[0])
-    if first_word in _PERSONAL_PRONOUNS:
-        # "Elles seront entendues le 15 mai": the pronoun needs the title's sentence before it.
-        subject = split_title(story.title)[1].rstrip(".") or story.title
-    else:
-        subject = theme or story.title
-    if _words(subject) & _words(clause) and first_word not in _PERSONAL_PRONOUNS:
+    clause already names it: "IA de Meta : une opposition exprimée avant le 27 mai…"."""
+    subject = _title_theme(story.title) or story.title
+    if _words(subject) & _words(clause):
         return clause
     return f"{subject} : {lower_first(clause)}"
 
 
+def _agenda_label(story: Story) -> str:
+    """A few words saying what a far date is about, for the "Plus loin" line: the title's theme,
+    else the title."""
+    title = story.title.strip().rstrip(" .…")
+    return _title_theme(title) or (title if len(title) <= 60 else _cut_at_word(title, 60))
+
+
+AGENDA_DAYS = 60  # ORDRE DU JOUR: what is coming within this many days; later dates go to "Plus loin"
+AGENDA_LATER = 4  # at most this many dates in "Plus loin"
+
+
 def build_agenda(stories: Sequence[Story], entries: Mapping[str, StoredItem], issue_date: dt.date,
                  limit: int = 8) -> tuple[AgendaEntry, ...]:
-    """Dated events and deadlines after the issue date, found in the issue's stories (in reading
-    order, so the best-ranked telling of a deadline is the one kept). A deadline reported by
-    several outlets or stories of one topic appears once."""
+    """Dated events and deadlines after the issue date, found in the issue's stories: those of
+    the next AGENDA_DAYS days, each said by a line that stands on its own (of all the story's
+    mentions of the date, one whose clause leans on no word outside it, else the story's title),
+    then the later ones (`later`), with a few words each. A deadline reported by several outlets
+    or stories of one topic appears once, from the best-ranked story."""
+    horizon = issue_date + dt.timedelta(days=AGENDA_DAYS)
     kept: list[tuple[AgendaEntry, str, str]] = []  # entry, primary topic, folded context
     for story in stories:
+        # date -> (leaning, order, line, item) of each mention of it in the story's items
+        mentions: dict[dt.date, list[tuple[int, int, str, Item]]] = {}
         for item_id in story.item_ids:
             item = entries[item_id].item
             reference = (item.published or item.first_seen or dt.datetime.combine(issue_date, dt.time(),
                          tzinfo=dt.UTC)).date()
             for field_name, field_text in (("title", item.title), ("summary", item.summary),
                                            ("content", item.content)):
-                for when, clause in find_dates(field_text, reference, whole=field_name == "title"):
-                    if when <= issue_date:
+                for mention in _date_mentions(field_text, reference, whole=field_name == "title"):
+                    if mention.date <= issue_date:
                         continue
-                    context = clause if field_name == "title" else _agenda_context(story, clause)
-                    key = fold(context)
-                    duplicate = any(
-                        entry.date == when and (topic == story.primary_topic
-                                                or fuzz.token_set_ratio(folded, key) >= 80)
-                        for entry, topic, folded in kept
-                    )
-                    if duplicate:
-                        continue
-                    kept.append((AgendaEntry(date=when, context=context, source=item.source, url=item.url),
-                                 story.primary_topic, key))
+                    clause = _standalone(mention)
+                    line = clause if field_name == "title" else _agenda_context(story, clause)
+                    found = mentions.setdefault(mention.date, [])
+                    found.append((_leaning(clause), len(found), line, item))
+        for when, found in sorted(mentions.items()):
+            leaning, _, context, item = min(found, key=lambda m: (m[0], m[1]))
+            later = when > horizon
+            if later:
+                context = _agenda_label(story)
+            elif leaning:
+                context = _as_sentence(story.title)  # no clause stands alone: the story's title
+            key = fold(context)
+            duplicate = any(
+                entry.date == when and (topic == story.primary_topic or fuzz.token_set_ratio(folded, key) >= 80)
+                for entry, topic, folded in kept
+            )
+            if not duplicate:
+                kept.append((AgendaEntry(date=when, context=context, source=item.source, url=item.url, later=later),
+                             story.primary_topic, key))
     agenda = sorted((entry for entry, _, _ in kept), key=lambda a: (a.date, a.source, a.context))
-    return tuple(agenda[:limit])
+    return (*[a for a in agenda if not a.later][:limit], *[a for a in agenda if a.later][:AGENDA_LATER])
 
 
 # ---------------------------------------------------------------- stories

@@ -268,9 +268,10 @@ class MenuTeaser:
 @dataclass(frozen=True)
 class AgendaEntry:
     date: dt.date
-    context: str
+    context: str  # the line's words; for a `later` entry, a few words ("Bureau de l'IA")
     source: str
     url: str | None
+    later: bool = False  # beyond the next weeks: said in one short "Plus loin" line
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,12 @@ def agenda_date(date: dt.date, issue_date: dt.date) -> str:
     return text[:1].upper() + text[1:]
 
 
+def later_date(date: dt.date, issue_date: dt.date) -> str:
+    """"2 août" this year, "2 août 2026" later, the dates of the "Plus loin" line, never cut by a
+    line break."""
+    return french_date(date, weekday=False, year=date.year != issue_date.year).replace(" ", NBSP)
+
+
 @functools.lru_cache(maxsize=4096)  # Babel's formatting is slow and archive pages repeat dates
 def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
     """'mardi 6 mai', '1er mai 2025': the French way, with Babel's month and day names."""
@@ -229,6 +235,7 @@ class Renderer:
         self.env.filters["de"] = lambda name: preposition("de", name)
         self.env.filters["further_parts"] = further_parts
         self.env.filters["agenda_date"] = agenda_date
+        self.env.filters["later_date"] = later_date
         self.env.filters["paragraphs"] = story_paragraphs
         # A global, so that every page including _style.css.j2 gets the palette.
         self.env.globals["palette"] = PALETTE
@@ -286,10 +293,15 @@ class Renderer:
             sections.append(block)
         agenda = _TextSection("ORDRE DU JOUR |")
         for entry in issue.agenda:
-            context = entry.context.rstrip(" .")
-            agenda.paragraphs.append(french_spacing(
-                f"— {agenda_date(entry.date, issue.date)}. {context} ({entry.source}{agenda.cite(entry.url)})."
-            ))
+            if not entry.later:
+                context = entry.context.rstrip(" .")
+                agenda.paragraphs.append(french_spacing(
+                    f"— {agenda_date(entry.date, issue.date)}. {context} ({entry.source}{agenda.cite(entry.url)})."
+                ))
+        later = [f"{later_date(e.date, issue.date)}, {e.context.rstrip(' .')} ({e.source}{agenda.cite(e.url)})"
+                 for e in issue.agenda if e.later]
+        if later:
+            agenda.paragraphs.append(french_spacing(f"— Plus loin : {' ; '.join(later)}."))
         further = _TextSection("RESTEZ BRANCHÉS |")
         for story in issue.further_reading:
             further.paragraphs.append(french_spacing(further_line(story, further.cite(story.url))))

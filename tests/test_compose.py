@@ -225,9 +225,8 @@ def test_agenda_says_a_deadline_once_with_its_subject_and_keeps_future_dates_onl
                      "2 août 2025, le Bureau pourra demander des informations.", {"ai_act": 2.5})]
     issue = compose_issue(DATE, entries, TOPICS, SETTINGS, {})
     assert [a.date for a in issue.agenda] == [dt.date(2025, 5, 27), dt.date(2025, 8, 2)]
-    august = issue.agenda[1]
-    assert august.context == "Code de bonnes pratiques : les obligations s’appliquent le 2 août 2025."
-    assert august.source == "Eps"
+    august = issue.agenda[1]  # more than 60 days ahead: a few words for the "Plus loin" line
+    assert august.later and august.context == "Code de bonnes pratiques" and august.source == "Eps"
 
 
 def test_empty_window_gives_an_empty_issue() -> None:
@@ -450,3 +449,46 @@ def test_dated_news_leads_its_section_and_evergreen_pages_open_nothing() -> None
 def test_evergreen_pages_are_recognised(title: str, url: str | None, published: dt.datetime | None,
                                         evergreen: bool) -> None:
     assert is_evergreen(entry("e", "feed", title, "", {}, url=url, published=published).item) is evergreen
+
+
+# ---------------------------------------------------------------- ORDRE DU JOUR lines stand on their own
+
+_DANGLING = ("il ", "ils ", "elle ", "elles ", "on ", "ceux ", "celles ", "celui ", "celle ", "cela ",
+             "qui ", "dont ", "y ")
+
+
+def _clause_of(context: str) -> str:
+    """What an agenda line says after its "Sujet : " introduction, if any."""
+    return context.split(" : ", 1)[-1].casefold()
+
+
+def test_an_agenda_line_names_its_subject_instead_of_a_pronoun() -> None:
+    entries = [
+        entry("hearing", "presse", "IA générative : les éditeurs veulent étendre les droits voisins aux chatbots",
+              "Les organisations d'éditeurs de presse plaident pour une extension des droits voisins aux "
+              "réponses des assistants. Elles seront entendues par la commission de la culture du Sénat le 15 mai.",
+              {"media_partnership": 3.0}),
+        entry("objection", "lettre", "IA de Meta : la CNIL détaille le droit d'opposition",
+              "La CNIL rappelle que chacun peut s'y opposer, et qu'il vaut mieux le faire avant le 27 mai 2025.",
+              {"meta_ai": 3.0}),
+        entry("models", "bxl", "IA à usage général : le code de bonnes pratiques en retard",
+              "Les modèles mis sur le marché après le 2 août 2025 devront s'y conformer ; ceux qui étaient déjà "
+              "commercialisés ont jusqu'au 2 juin pour se déclarer.", {"ai_act": 3.0}),
+    ]
+    agenda = {a.date: a for a in compose_issue(DATE, entries, TOPICS, SETTINGS, {}).agenda}
+    assert agenda[dt.date(2025, 5, 15)].context == ("IA générative : les organisations d’éditeurs de presse seront "
+                                                    "entendues par la commission de la culture du Sénat le 15 mai.")
+    # "s'y opposer… le faire": no clause stands alone, the story's title says what it is about.
+    assert agenda[dt.date(2025, 5, 27)].context == "IA de Meta : la CNIL détaille le droit d’opposition."
+    assert agenda[dt.date(2025, 6, 2)].context == ("IA à usage général : les modèles qui étaient déjà "
+                                                   "commercialisés ont jusqu’au 2 juin pour se déclarer.")
+    assert all(not _clause_of(a.context).startswith(_DANGLING) for a in agenda.values())
+
+
+def test_the_agenda_keeps_the_next_sixty_days_and_far_dates_go_to_plus_loin() -> None:
+    entries = [entry("soon", "alpha", "Bureau de l’IA : consultation ouverte",
+                     "Les contributions sont attendues jusqu’au 30 juin. Les obligations des modèles "
+                     "s’appliqueront le 2 août 2026.", {"ai_act": 3.0})]
+    agenda = compose_issue(DATE, entries, TOPICS, SETTINGS, {}).agenda
+    assert [(a.date, a.later) for a in agenda] == [(dt.date(2025, 6, 30), False), (dt.date(2026, 8, 2), True)]
+    assert agenda[1].context == "Bureau de l’IA"

@@ -222,7 +222,7 @@ def test_agenda_lists_future_deadlines_once(demo: DemoBuild) -> None:
     assert dates.count(dt.date(2025, 8, 2)) == 1  # four AI Act stories, one deadline
     section = flat(demo.text)
     section = section[section.index("ORDRE DU JOUR |"):section.index("RESTEZ BRANCHÉS |")]
-    assert "Mardi 27 mai." in section and "Samedi 2 août." in section
+    assert "Mardi 27 mai." in section and "Plus loin : 2 août, " in section
     for past in ("2 mai", "29 avril", "14 avril", "11 mars", "2 février"):
         assert f". {past}." not in section and f"— Vendredi {past}" not in section
 
@@ -358,3 +358,19 @@ def test_french_typography_of_the_issue(demo: DemoBuild, version: str) -> None:
     assert not re.findall(r"«(?![\u00a0\u202f]).{0,20}", prose)
     if version == "html":
         assert "Lire l’article du Veilleur Numérique" in prose
+
+
+def test_no_agenda_line_leans_on_a_word_outside_it(demo: DemoBuild) -> None:
+    issue, _ = stored_issue(demo)
+    pronouns = {"il", "ils", "elle", "elles", "on", "ceux", "celles", "celui", "celle", "cela", "qui", "dont"}
+    for entry in issue.agenda:
+        said = entry.context.split(" : ", 1)[-1]
+        assert said.split()[0].casefold() not in pronouns, entry.context
+        assert not re.search(r"\b[sn]’y\b|\ble faire\b", said), entry.context
+    soon = [e.date for e in issue.agenda if not e.later]
+    assert soon and all(d <= DATE + dt.timedelta(days=60) for d in soon)
+    later = [e for e in issue.agenda if e.later]
+    assert later and all(e.date > DATE + dt.timedelta(days=60) for e in later)
+    section = flat(demo.text)
+    section = section[section.index("ORDRE DU JOUR |"):section.index("RESTEZ BRANCHÉS |")]
+    assert "— Plus loin : 2 août, Bureau de l’IA (Bruxelles Tech Watch [4])" in section

@@ -818,7 +818,10 @@ def _make_story(group: Sequence[StoredItem], topic_order: Sequence[str], source_
     outlets: dict[str, SourceRef] = {}
     for entry in group[1:]:
         if entry.item.source != lead.item.source:
-            outlets.setdefault(entry.item.source, SourceRef(entry.item.source, entry.item.url))
+            # An outlet that carries the lead's own article (a reprise) is named without a link:
+            # "Également sur : X [1]" pointing at the source's page would read as a mistake.
+            url = entry.item.url if entry.item.url != lead.item.url else None
+            outlets.setdefault(entry.item.source, SourceRef(entry.item.source, url))
     published = lead.item.published or lead.item.first_seen
     # An undated item may be an evergreen page ("Glossaire"): no freshness bonus.
     dated = [e.item.published for e in group if e.item.published]

@@ -91,7 +91,10 @@ def test_same_url_always_merges() -> None:
         entry("u2", "beta", "Un titre sans rapport apparent", "Autre texte.", {"media_partnership": 2.0},
               url="https://afp.example/accord"),
     ]
-    assert len(compose_issue(DATE, entries, TOPICS, SETTINGS, {}).stories()) == 1
+    stories = compose_issue(DATE, entries, TOPICS, SETTINGS, {}).stories()
+    assert len(stories) == 1
+    # The other outlet carries the same article: named, but not linked to the source's page again.
+    assert [(ref.source, ref.url) for ref in stories[0].also_on] == [("Beta", None)]
 
 
 def test_sections_follow_topic_order_and_cap_overflow_goes_to_further_reading() -> None:

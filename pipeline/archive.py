@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import datetime as dt
 import errno
 import functools
@@ -264,12 +265,14 @@ def _is_temporary(name: str) -> bool:
 
 def _looks_like_an_old_archive(folder: Path) -> bool:
     """A folder built before the manifest existed: nothing but the archive's own names (home,
-    feed, search, topics/<id>.html, YYYY-MM-DD/{index.html,digest.txt}), with at least the home,
-    the feed and one issue page. Someone's `index.html` and `topics/my-notes.html` is not one."""
+    feed, search, topics/<id>.html, YYYY-MM-DD/{index.html,digest.txt}), with at least the feed
+    and either the home and one issue page, or the search index (what the old `make clean`,
+    which removed the issues and the home, left). Someone's `index.html` and
+    `topics/my-notes.html` is not one."""
     top = {entry.name: entry for entry in folder.iterdir() if entry.name not in PLACEHOLDERS
            and not _is_temporary(entry.name)}
     issues = [entry for name, entry in top.items() if _ISSUE_FOLDER.match(name)]
-    if not issues or not {"index.html", "feed.xml"} <= top.keys():
+    if "feed.xml" not in top or not ((issues and "index.html" in top) or "search-index.json" in top):
         return False
     for name, entry in top.items():
         if entry in issues:
@@ -411,6 +414,16 @@ class Archive:
         folder = rendered.date.isoformat()
         self._write(f"{folder}/index.html", rendered.html)
         self._write(f"{folder}/digest.txt", rendered.text)
+
+    def remove_issue(self, date: dt.date) -> None:
+        """Delete an issue's pages (only those the archive wrote, per its manifest) and its folder
+        if nothing else is left in it; the caller publishes the listing pages again afterwards."""
+        folder = date.isoformat()
+        for name in sorted(_ISSUE_FILES):
+            self._remove(f"{folder}/{name}")
+        with contextlib.suppress(OSError):  # not empty (someone's file) or already gone: left as is
+            (self.output_dir / folder).rmdir()
+        self.save_manifest()
 
     def has_issue(self, date: dt.date, html_sha256: str, text_sha256: str) -> bool:
         """True when the issue's two files are on disk with exactly these contents."""

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -318,10 +319,28 @@ def test_the_archive_deletes_only_files_it_wrote(tmp_path: Path) -> None:
     assert "topics/ai_act.html" not in json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
 
 
-def test_an_archive_built_before_the_manifest_is_adopted(tmp_path: Path) -> None:
+def test_removing_an_issue_deletes_its_pages_but_nothing_of_someone_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert build_demo(out, tmp_path)[0] == 0
+    assert build_demo(out, tmp_path, "2025-05-07")[0] == 0
+    (out / "2025-05-07" / "notes.txt").write_text("à moi", encoding="utf-8")
+    archive = Archive(out, Renderer(), BASE, "Tech Matin")
+    archive.remove_issue(dt.date(2025, 5, 6))
+    archive.remove_issue(dt.date(2025, 5, 7))
+    assert not (out / "2025-05-06").exists()
+    assert sorted(p.name for p in (out / "2025-05-07").iterdir()) == ["notes.txt"]
+    files = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    assert not [name for name in files if name.startswith("2025-05-0")]
+
+
+@pytest.mark.parametrize("after_the_old_make_clean", [False, True])
+def test_an_archive_built_before_the_manifest_is_adopted(tmp_path: Path, after_the_old_make_clean: bool) -> None:
     out = tmp_path / "out"
     assert build_demo(out, tmp_path)[0] == 0
     (out / MANIFEST_NAME).unlink()  # what an earlier version left
+    if after_the_old_make_clean:  # `rm -rf output/*-*-* output/index.html`
+        shutil.rmtree(out / "2025-05-06")
+        (out / "index.html").unlink()
     old = tree(out)
     code, err = build_demo(out, tmp_path, "2025-05-07")
     assert code == 0, err

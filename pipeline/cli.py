@@ -178,9 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--config", type=Path, default=Path("sources.yaml"), help=argparse.SUPPRESS)
 
     evaluate = commands.add_parser("evaluate", help="precision, recall and F1 of the rules on labelled JSONL")
-    evaluate.add_argument("file", type=Path, help="labelled JSONL (a `labels` list per item)")
+    evaluate.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                          help="labelled JSONL (a `labels` list per item); several files give a table each and "
+                               "the total")
     evaluate.add_argument("--topics", type=Path, default=None, help="topic rules (default: topics.yaml)")
     evaluate.add_argument("--config", type=Path, default=Path("sources.yaml"), help=argparse.SUPPRESS)
+
+    suggest = commands.add_parser(
+        "suggest-rules", help="propose terms that separate the labelled items the rules miss (writes nothing)")
+    suggest.add_argument("file", type=Path, help="labelled JSONL (a `labels` list per item)")
+    suggest.add_argument("--topic", help="only this topic (default: every topic)")
+    suggest.add_argument("--limit", type=int, default=12, choices=range(1, 101), metavar="N",
+                         help="candidate terms per topic (1-100, default 12)")
+    _add_common(suggest, output=False)
 
     try_rules = commands.add_parser(
         "try-rules", help="try a changed topics.yaml on stored items: which would gain or lose a topic")
@@ -383,12 +393,34 @@ def _cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.classify import Classifier
-    from pipeline.classify.evaluate import evaluate, format_report
+    from pipeline.classify.evaluate import evaluate, format_reports
     from pipeline.config.topics import load_topics
 
     classifier = Classifier.compile(load_topics(_topics_path(args)))
+    reports = []
+    for path in args.files:
+        lines, source = _read_lines(str(path))
+        reports.append(evaluate(classifier, lines, source))
+    print(format_reports(reports), file=out, end="")
+    return EXIT_OK
+
+
+def _cmd_suggest_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.classify.suggest import format_suggestions, read_labelled, suggest_rules
+    from pipeline.config.topics import load_topics
+    from pipeline.models import Item
+
+    topics = load_topics(_topics_path(args))
     lines, source = _read_lines(str(args.file))
-    print(format_report(evaluate(classifier, lines, source)), file=out)
+    items = read_labelled(lines, source, topics.ids)
+    stored: list[Item] = []
+    if Path(args.config).exists():  # the stored items of the archive, when there is one
+        with _pipeline(args) as app:
+            if app.store_target.exists():
+                stored = list(app.store.items_between(dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                                                      dt.datetime(9999, 1, 1, tzinfo=dt.UTC)))
+    print(format_suggestions(suggest_rules(topics, items, stored, topic=args.topic, limit=args.limit), source),
+          file=out, end="")
     return EXIT_OK
 
 
@@ -560,6 +592,7 @@ COMMANDS = {
     "rebuild": _cmd_rebuild,
     "classify": _cmd_classify,
     "evaluate": _cmd_evaluate,
+    "suggest-rules": _cmd_suggest_rules,
     "check": _cmd_check,
     "try-rules": _cmd_try_rules,
     "archive": _cmd_archive,

@@ -49,12 +49,12 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
 
 
 def test_every_topics_yaml_feature_is_documented() -> None:
-    from pipeline.config.topics import OPERATOR_OPTIONS, OPERATORS, RULE_KEYS, TOP_KEYS, TOPIC_KEYS
+    from pipeline.config.topics import DAMPEN_KEYS, OPERATOR_OPTIONS, OPERATORS, RULE_KEYS, TOP_KEYS, TOPIC_KEYS
 
     match = re.search(r"^## Topic rules \(`topics.yaml`\).*?(?=^## )", README, re.S | re.M)
     assert match, "README has no 'Topic rules (`topics.yaml`)' section"
     text = match.group(0)
-    features = set(TOP_KEYS) | set(TOPIC_KEYS) | set(RULE_KEYS) | set(OPERATORS)
+    features = set(TOP_KEYS) | set(TOPIC_KEYS) | set(RULE_KEYS) | set(OPERATORS) | set(DAMPEN_KEYS)
     features |= {option for options in OPERATOR_OPTIONS.values() for option in options}
     missing = sorted(f for f in features if f"`{f}`" not in text)
     assert not missing, f"undocumented topics.yaml keys or operators: {missing}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.classify import Classifier, evaluate, format_report
-from pipeline.classify.evaluate import TopicScore
+from pipeline.classify.evaluate import TopicScore, format_reports, total
 from pipeline.config.topics import load_topics
 from pipeline.errors import PipelineError
 
@@ -130,3 +130,36 @@ def test_real_rules_on_the_held_out_sets(name: str) -> None:
     assert report.items == 90
     assert report.macro_f1 >= 0.95, format_report(report)
     assert all(score.f1 >= 0.92 for score in report.topics), format_report(report)
+
+
+def test_several_files_give_a_table_each_and_the_total(classifier: Classifier) -> None:
+    first = evaluate(classifier, [line("1", "La CNIL sanctionne", ["rgpd"]), line("2", "Vie privée", ["rgpd"])],
+                     "a.jsonl")
+    second = evaluate(classifier, [line("3", "L'AI Act s'applique", ["ai_act"]), line("4", "RGPD", [])], "b.jsonl")
+    combined = total([first, second])
+    assert combined.items == 4
+    assert [(t.topic, t.tp, t.fp, t.fn) for t in combined.topics] == [("rgpd", 1, 1, 1), ("ai_act", 1, 0, 0)]
+    text = format_reports([first, second])
+    assert text.index("a.jsonl: 2 items") < text.index("b.jsonl: 2 items") < text.index("total: 4 items")
+    assert format_reports([first]) == format_report(first)
+
+
+def test_evaluate_command_takes_several_files(tmp_path: Path, run_cli) -> None:
+    rules = tmp_path / "topics.yaml"
+    rules.write_text(textwrap.dedent(RULES), encoding="utf-8")
+    for name, rows in (("a.jsonl", [line("1", "La CNIL", ["rgpd"])]), ("b.jsonl", [line("2", "AI Act", ["ai_act"])])):
+        (tmp_path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = run_cli("evaluate", tmp_path / "a.jsonl", tmp_path / "b.jsonl", "--topics", rules, cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "a.jsonl: 1 items" in result.out and "b.jsonl: 1 items" in result.out and "total: 2 items" in result.out
+
+
+def test_real_rules_on_the_tune_set(shared: Path) -> None:
+    # The second tuning set (three other writers): a regression guard; check.jsonl is never scored in tests.
+    path = shared / "labeled" / "tune.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    classifier = Classifier.compile(load_topics(REPO / "topics.yaml"))
+    with path.open(encoding="utf-8") as lines:
+        report = evaluate(classifier, lines, str(path))
+    assert report.macro_f1 >= 0.95, format_report(report)

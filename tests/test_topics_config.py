@@ -147,7 +147,7 @@ def topic_with(rule: str) -> str:
         (topic_with("- name: law\n  term: 'protect* données'\n"), 7, "topic rgpd, rule law.term",
          "only at the end"),
         (topic_with("- name: law\n  term: RGPD\n  unless: [{all: [a, b]}]\n"), 8,
-         "topic rgpd, rule law.unless[0]", "must be a term or a `near`"),
+         "topic rgpd, rule law.unless[0]", "must be a term, a `near`"),
         # rule names
         (topic_with("- term: RGPD\n"), 6, "topic rgpd, rules[0]", "missing `name`"),
         (topic_with("- name: law\n  term: RGPD\n- name: law\n  term: CNIL\n"), 8, "topic rgpd, rule law",

@@ -56,7 +56,7 @@ from pipeline.classify.normalize import (
     original_span,
     word_forms,
 )
-from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Near, Node, Not, Term, TopicRules, terms_of
+from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Damper, Near, Node, Not, Term, TopicRules, terms_of
 from pipeline.models import Classification, Item, Match
 
 if TYPE_CHECKING:
@@ -130,6 +130,13 @@ _Special = tuple[int, str | None, bool]
 # the terms that need a check).
 _Keyword = tuple[int, int, tuple[int, ...], tuple[_Special, ...]]
 
+# A compiled damper: (its marker term ids, the field indexes where they are
+# looked for, the factor by field index: 1.0 where it does not scale).
+_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float]]
+
+# A summary of fewer words than this is no lead ("Lire la suite").
+_SHORT_SUMMARY_WORDS = 5
+
 # Distinct (field, language, term set) keys kept before the memo starts
 # again: plans are shared, so an entry costs about its key (a few hundred
 # bytes), tens of MB at most.
@@ -156,12 +163,13 @@ class _CompiledRule:
 def _literals(term: Term) -> list[tuple[str, ...]]:
     """Every word sequence that ``term`` stands for, sorted for determinism."""
     options: list[set[str]] = []
+    in_phrase = len(term.words) > 1
     for word in term.words:
         if word.endswith("*") or term.case:
             # Prefixes and case-sensitive acronyms are matched as written.
             options.append(ligature_forms({word}))
         else:
-            options.append(set(word_forms(word)))
+            options.append(set(word_forms(word, in_phrase)))
     return sorted(set(product(*options)))
 
 
@@ -175,13 +183,21 @@ class Classifier:
 
     def __init__(self, topics: tuple[TopicRules, ...], terms: tuple[Term, ...],
                  automaton: ahocorasick.Automaton, rules: tuple[_CompiledRule, ...],
-                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "") -> None:
+                 rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "",
+                 dampers: tuple[_CompiledDamper, ...] = (), depth: tuple[int, int] = (0, 0)) -> None:
         self.topics = topics
         self.terms = terms
         self.fingerprint = fingerprint
         self._automaton = automaton
         self._rules = rules
         self._rules_by_term = rules_by_term
+        self._dampers = dampers
+        # By field index, the markers of every damper that looks there: one set test per field
+        # rules out the common case, an item of no damped kind.
+        self._damper_markers = tuple(frozenset().union(*(m for m, look_in, _ in dampers if f in look_in))
+                                     for f in range(len(FIELDS)))
+        # Characters of the summary and of the content that are read (0: all).
+        self._depth = depth
         self._thresholds = tuple(t.threshold for t in topics)
         self._ids = tuple(t.id for t in topics)
         # (field index, language, terms present) → plan. Filled as items are
@@ -195,11 +211,16 @@ class Classifier:
     @classmethod
     def compile(cls, topics: TopicsConfig) -> Classifier:
         """Compile every rule of ``topics`` into one automaton (done once per run)."""
-        return cls.from_topics(topics.topics, topics.fingerprint)
+        return cls.from_topics(topics.topics, topics.fingerprint, topics.dampen, topics.depth)
 
     @classmethod
-    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "") -> Classifier:
-        """Compile rules given as values (tests and tools build them in code)."""
+    def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "",
+                    dampen: Iterable[Damper] = (), depth: tuple[int, int] = (0, 0)) -> Classifier:
+        """Compile rules given as values (tests and tools build them in code).
+
+        ``depth`` is how many characters of the summary and of the content are
+        read (0: all of it): a mention deeper in a long text is not its subject.
+        """
         topic_list = tuple(topics)
         ids: dict[tuple[tuple[str, ...], bool], int] = {}
         terms: list[Term] = []
@@ -264,6 +285,12 @@ class Classifier:
                         for tid in sorted(trig):
                             triggers[field_index].setdefault(tid, []).append(len(rules) - 1)
 
+        dampers = tuple(
+            (frozenset(term_id(t) for t in damper.markers), tuple(FIELDS.index(f) for f in damper.look_in),
+             (damper.factor if "title" in damper.scales else 1.0, damper.factor if "summary" in damper.scales else 1.0,
+              damper.factor if "content" in damper.scales else 1.0))
+            for damper in dampen)
+
         # keyword → its terms: plain ones, and those that need a check (case-kept or prefix)
         plain: dict[str, list[int]] = {}
         special: dict[str, list[_Special]] = {}
@@ -289,7 +316,7 @@ class Classifier:
         if plain or special:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
-        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint)
+        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint, dampers, depth)
 
     # ---------------------------------------------------------------- classifying
 
@@ -305,11 +332,22 @@ class Classifier:
     def _classify(self, item_id: str, texts: tuple[str, str, str], lang: str) -> Classification:
         # This is the hot path (every item of every run): locals instead of
         # attributes, no helper calls where the common case needs none.
+        summary_depth, content_depth = self._depth
+        if (summary_depth and len(texts[1]) > summary_depth) or (content_depth and len(texts[2]) > content_depth):
+            texts = (texts[0], _cut(texts[1], summary_depth), _cut(texts[2], content_depth))
+        # An item without a real summary (none, or a "Read more" link) has its
+        # lead in the content: the content then weighs as a summary.
+        content_zone = 3 if texts[2] and len(texts[1].split(None, _SHORT_SUMMARY_WORDS)) < _SHORT_SUMMARY_WORDS else 2
         text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
         occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
             return Classification(item_id, (), {}, ())
         plans = self._plans
+        # Factors by field of the item kinds found (roundup, job offer…), or None.
+        markers = self._damper_markers
+        scale = self._scale(occurrences) if (not markers[0].isdisjoint(occurrences[0])
+                                             or not markers[1].isdisjoint(occurrences[1])
+                                             or not markers[2].isdisjoint(occurrences[2])) else None
         scores: dict[int, float] = {}
         # (field index, start, end, topic index, rule name, rounded contribution)
         found: list[tuple[int, int, int, int, str, float]] = []
@@ -323,11 +361,12 @@ class Classifier:
             if not occ:
                 continue
             shift = shifts[field_index]
-            # Keyed by the language as given: normalised only when a plan is made.
-            key = (field_index, lang, frozenset(occ))
+            # Keyed by the zone (the field, or the content weighed as a summary)
+            # and the language as given: normalised only when a plan is made.
+            key = (content_zone if field_index == 2 else field_index, lang, frozenset(occ))
             plan = plans.get(key)
             if plan is None:
-                plan = self._memo_plan(field_index, lang, key)
+                plan = self._memo_plan(key)
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] | None = None
@@ -350,6 +389,9 @@ class Classifier:
                     if evaluated is None:
                         continue
                     spans = evaluated
+                if scale is not None:
+                    contribution *= scale[field_index]
+                    rounded = round(contribution, 2)
                 scores[topic] = scores.get(topic, 0.0) + contribution
                 if len(spans) == 1:
                     span_start, span_end = spans[0]
@@ -361,9 +403,19 @@ class Classifier:
             return Classification(item_id, (), {}, ())
         return self._result(item_id, texts, starts, scores, found)
 
-    def _memo_plan(self, field_index: int, lang: str, key: tuple[int, str, frozenset[int]]) -> _Plan:
-        """The plan for ``key`` (field index, language as given, terms present), made and memoised."""
-        plan = self._plan(field_index, _language(lang), key[2])
+    def _scale(self, occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]) -> tuple[float, float, float] | None:
+        """The product of the factors of the dampers whose markers occur where they look, by field."""
+        scale: tuple[float, float, float] | None = None
+        for markers, look_in, factors in self._dampers:
+            if any(not markers.isdisjoint(occurrences[f]) for f in look_in):
+                scale = factors if scale is None else (scale[0] * factors[0], scale[1] * factors[1],
+                                                       scale[2] * factors[2])
+        return scale
+
+    def _memo_plan(self, key: tuple[int, str, frozenset[int]]) -> _Plan:
+        """The plan for ``key`` (zone, language as given, terms present), made and memoised."""
+        zone, lang, present = key
+        plan = self._plan(min(zone, 2), 1 if zone == 3 else zone, _language(lang), present)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             # Bounded memory; a plan is cheap to rebuild.
             self._plans.clear()
@@ -371,7 +423,7 @@ class Classifier:
         self._plans[key] = plan
         return plan
 
-    def _plan(self, field_index: int, language: str, present: frozenset[int]) -> _Plan:
+    def _plan(self, field_index: int, weight_index: int, language: str, present: frozenset[int]) -> _Plan:
         """What to do in a field where exactly the terms ``present`` occur (memoised by the caller).
 
         Candidate rules in rule order. A rule whose outcome the set of terms
@@ -394,7 +446,7 @@ class Classifier:
             # Necessary conditions: each part of an `all`, each side of a `near`.
             if any(required.isdisjoint(present) for required in rule.required):
                 continue
-            contribution, rounded = rule.contributions[field_index], rule.rounded[field_index]
+            contribution, rounded = rule.contributions[weight_index], rule.rounded[weight_index]
             # Contexts are kept in their written order; those that cannot
             # cancel anything here would add no span in _cancel.
             topic_contexts = tuple(c for c in rule.topic_unless if _may_cancel(c, present))
@@ -492,6 +544,14 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
+
+
+def _cut(text: str, depth: int) -> str:
+    """The first ``depth`` characters of ``text`` (all of it for 0), ending on a word boundary."""
+    if not depth or len(text) <= depth:
+        return text
+    space = text.rfind(" ", 0, depth + 1)
+    return text[:space] if space > 0 else text[:depth]
 
 
 def _language(lang: str) -> str:

@@ -9,15 +9,16 @@ editor can see why a rule change helps or hurts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.classify.engine import Classifier
-from pipeline.classify.jsonl import read_records, record_item
+from pipeline.classify.jsonl import read_records, record_item, record_labels
 from pipeline.errors import PipelineError
 from pipeline.models import Match
 
-__all__ = ["EvaluationReport", "Misclassification", "TopicScore", "evaluate", "format_report"]
+__all__ = ["EvaluationReport", "Misclassification", "TopicScore", "evaluate", "format_report", "format_reports",
+           "total"]
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,7 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
     errors: list[Misclassification] = []
     items = 0
     for record in read_records(lines, source_name):
-        labels = record.raw.get("labels")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise PipelineError(f"{source_name}:{record.lineno}: 'labels' must be a list of topic ids")
-        unknown = sorted(set(labels) - set(known))
-        if unknown:
-            raise PipelineError(f"{source_name}:{record.lineno}: unknown topic {unknown[0]!r} in labels "
-                                f"(known: {', '.join(known)})")
+        labels = record_labels(record, known, source_name)
         items += 1
         result = classifier.classify(record_item(record))
         predicted = set(result.topics)
@@ -120,6 +115,23 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
     return EvaluationReport(source=source_name, items=items, topics=scores, errors=tuple(errors))
 
 
+def total(reports: Sequence[EvaluationReport]) -> EvaluationReport:
+    """The reports of several files as one: items and counts added up, topic by topic."""
+    if not reports:
+        raise PipelineError("no report to add up")
+    topics = [t.topic for t in reports[0].topics]
+    counts = {t: [0, 0, 0] for t in topics}
+    for report in reports:
+        for score in report.topics:
+            entry = counts[score.topic]
+            entry[0] += score.tp
+            entry[1] += score.fp
+            entry[2] += score.fn
+    return EvaluationReport(source="total", items=sum(r.items for r in reports),
+                            topics=tuple(TopicScore(t, *counts[t]) for t in topics),
+                            errors=tuple(e for r in reports for e in r.errors))
+
+
 def _matched_words(matches: tuple[Match, ...]) -> str:
     if not matches:
         return "nothing matched"
@@ -131,8 +143,7 @@ def _matched_words(matches: tuple[Match, ...]) -> str:
     return ", ".join(parts)
 
 
-def format_report(report: EvaluationReport) -> str:
-    """A text table of P/R/F1 per topic, macro-F1, then every FP and FN with its matched words."""
+def _table(report: EvaluationReport) -> list[str]:
     width = max([len("topic")] + [len(t.topic) for t in report.topics])
     lines = [
         f"{report.source}: {report.items} items",
@@ -143,6 +154,20 @@ def format_report(report: EvaluationReport) -> str:
         lines.append(f"{t.topic:<{width}}  {t.tp:>3} {t.fp:>3} {t.fn:>3}  {t.precision:>9.3f} "
                      f"{t.recall:>6.3f} {t.f1:>5.3f}")
     lines.append(f"{'macro-F1':<{width}}  {'':>3} {'':>3} {'':>3}  {'':>9} {'':>6} {report.macro_f1:>5.3f}")
+    return lines
+
+
+def format_reports(reports: Sequence[EvaluationReport]) -> str:
+    """One :func:`format_report` per file, then, for several files, the table of their total."""
+    parts = [format_report(report) for report in reports]
+    if len(reports) > 1:
+        parts.append("\n".join(_table(total(reports))) + "\n")
+    return "\n".join(parts)
+
+
+def format_report(report: EvaluationReport) -> str:
+    """A text table of P/R/F1 per topic, macro-F1, then every FP and FN with its matched words."""
+    lines = _table(report)
     for kind, title in (("FP", "False positives"), ("FN", "False negatives")):
         errors = [e for e in report.errors if e.kind == kind]
         lines.append("")

@@ -15,7 +15,7 @@ feed boilerplate), as a feed's items do; ``start``/``end`` index that cleaned te
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -24,7 +24,8 @@ from pipeline.errors import PipelineError
 from pipeline.models import Classification, Item
 from pipeline.text import clean_text
 
-__all__ = ["InputRecord", "classification_to_json", "classify_jsonl", "read_records", "record_item"]
+__all__ = ["InputRecord", "classification_to_json", "classify_jsonl", "read_records", "record_item",
+           "record_labels"]
 
 _OPTIONAL_TEXT = ("summary", "content", "lang", "source")
 
@@ -84,6 +85,18 @@ def record_item(record: InputRecord) -> Item:
     """The item of a record: its text fields through the text pass, once."""
     return Item(id=record.id, feed_id="jsonl", source=record.source, title=clean_text(record.title), url=None,
                 summary=clean_text(record.summary), content=clean_text(record.content), language=record.lang)
+
+
+def record_labels(record: InputRecord, known: Sequence[str], source_name: str) -> frozenset[str]:
+    """The ``labels`` of a labelled line (a list of known topic ids); anything else raises PipelineError."""
+    labels = record.raw.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise PipelineError(f"{source_name}:{record.lineno}: 'labels' must be a list of topic ids")
+    unknown = sorted(set(labels) - set(known))
+    if unknown:
+        raise PipelineError(f"{source_name}:{record.lineno}: unknown topic {unknown[0]!r} in labels "
+                            f"(known: {', '.join(known)})")
+    return frozenset(labels)
 
 
 def classification_to_json(result: Classification, topic_order: Iterable[str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from pipeline.classify.morphology import inflections
 from pipeline.text import COMBINING_MARKS, clean_text, strip_accents
 
 __all__ = [
@@ -257,42 +258,17 @@ def term_words(text: str, case: bool = False) -> tuple[str, ...]:
     return tuple(words)
 
 
-_VOWELS = frozenset("aeiouy")
+def word_forms(word: str, in_phrase: bool = False) -> frozenset[str]:
+    """The forms a normalised rule word stands for, with their ligature spellings.
 
-
-def word_forms(word: str) -> frozenset[str]:
-    """Light plural handling: the singular and plural forms a rule word stands for.
-
-    Not a linguistic stemmer: regular French and English plurals (``-s``,
-    ``-x`` after ``eau``/``eu``, ``-al``/``-aux``, English ``-y``/``-ies``),
-    so that ``donnée`` finds ``données`` and ``publishers`` finds
-    ``publisher``. Words shorter than three letters are never inflected, and
-    a word keeps at least four letters once its ``s`` is removed (``news``
-    never becomes ``new``). Ligature spellings (``œuvre``/``oeuvre``) are
-    added too.
+    Number and gender, French and English, and the forms of French ``-er``
+    verbs, as :func:`pipeline.classify.morphology.inflections` gives them:
+    ``donnée`` finds ``données``, ``européen`` finds ``européennes``,
+    ``publishers`` finds ``publisher``, ``entraîner`` finds ``entraîné``.
+    Words of one or two letters are never inflected, and ``news`` never
+    becomes ``new``. Ligature spellings (``œuvre``/``oeuvre``) are added too.
     """
-    bases = {word}
-    if len(word) >= 5 and word.endswith("s") and not word.endswith("ss"):
-        bases.add(word[:-1])
-    if len(word) >= 5 and word.endswith("ies"):
-        bases.add(word[:-3] + "y")
-    if len(word) >= 6 and word.endswith("aux") and not word.endswith("eaux"):
-        bases.add(word[:-3] + "al")
-    if len(word) >= 5 and word.endswith(("eaux", "eux")):
-        bases.add(word[:-1])
-    forms = set(bases)
-    for base in bases:
-        if len(base) < 3:
-            continue
-        if not base.endswith(("s", "x", "z")):
-            forms.add(base + "s")
-        if len(base) >= 5 and base.endswith("al"):
-            forms.add(base[:-2] + "aux")
-        if base.endswith(("eau", "eu")):
-            forms.add(base + "x")
-        if len(base) >= 4 and base.endswith("y") and base[-2] not in _VOWELS:
-            forms.add(base[:-1] + "ies")
-    return frozenset(ligature_forms(forms))
+    return frozenset(ligature_forms(set(inflections(word, in_phrase))))
 
 
 def ligature_forms(forms: set[str]) -> set[str]:

@@ -93,6 +93,23 @@ class TopicRules:
         return dict(self.field_weights).get(field, 0.0)
 
 
+@dataclass(frozen=True)
+class Damper:
+    """A kind of item whose mentions are not its subject: roundups, job offers, event listings.
+
+    When one of ``markers`` occurs in one of the fields ``look_in`` (the
+    title, by default), every rule's contribution in the fields ``scales`` is
+    multiplied by ``factor`` (0 to 1), for every topic.
+    """
+
+    name: str
+    markers: tuple[Term, ...]
+    factor: float
+    look_in: tuple[str, ...] = ("title",)
+    scales: tuple[str, ...] = FIELDS
+    line: int = 0
+
+
 def terms_of(node: Node) -> tuple[Term, ...]:
     """Every term under ``node``, negated ones included, in writing order."""
     if isinstance(node, Term):

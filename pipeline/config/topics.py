@@ -21,12 +21,14 @@ from pipeline.classify.rules import (
     FIELDS,
     AllOf,
     AnyOf,
+    Damper,
     Near,
     Node,
     Not,
     Rule,
     Term,
     TopicRules,
+    terms_of,
 )
 from pipeline.config.yamlfile import YamlList, YamlMap, check_keys, expect_list, expect_map, load_yaml
 from pipeline.errors import ConfigError
@@ -34,10 +36,11 @@ from pipeline.models import TopicInfo
 
 __all__ = ["DEFAULT_NEAR_WITHIN", "TopicsConfig", "load_topics"]
 
-TOP_KEYS = {"version", "field_weights", "threshold", "topics"}
+TOP_KEYS = {"version", "field_weights", "threshold", "depth", "lexicons", "dampen", "topics"}
 TOPIC_KEYS = {"id", "heading", "theme", "description", "threshold", "field_weights", "unless", "rules"}
 RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note"}
-OPERATORS = ("term", "any", "all", "not", "near")
+OPERATORS = ("term", "any", "all", "not", "near", "lexicon")
+DAMPEN_KEYS = {"name", "note", "factor", "fields", "scales", "term", "any", "lexicon", "case"}
 OPERATOR_OPTIONS = {"term": {"case"}, "near": {"within", "ordered"}}
 DEFAULT_THRESHOLD = 3.0
 DEFAULT_NEAR_WITHIN = 5
@@ -51,6 +54,16 @@ class TopicsConfig:
     fingerprint: str  # sha256 of the canonical rules: changes exactly when classification can
     field_weights: tuple[tuple[str, float], ...] = DEFAULT_FIELD_WEIGHTS  # global, before topic overrides
     threshold: float = DEFAULT_THRESHOLD  # global default
+    lexicons: tuple[tuple[str, tuple[Term, ...]], ...] = ()  # named term lists, in file order
+    dampen: tuple[Damper, ...] = ()  # item kinds whose mentions count less (roundups, job offers…)
+    depth: tuple[int, int] = (0, 0)  # characters of the summary and the content read (0: all)
+
+    def lexicon(self, name: str) -> tuple[Term, ...]:
+        """The terms of the lexicon ``name`` (lexicons it includes expanded)."""
+        for key, terms in self.lexicons:
+            if key == name:
+                return terms
+        raise KeyError(name)
 
     def info(self) -> tuple[TopicInfo, ...]:
         return tuple(TopicInfo(t.id, t.heading, t.theme, t.description) for t in self.topics)
@@ -71,6 +84,9 @@ class _Loader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.raw_lexicons: YamlMap | None = None
+        self.lexicons: dict[str, tuple[Term, ...]] = {}
+        self.resolving: list[str] = []  # lexicons being expanded, to report a cycle
 
     def fail(self, message: str, line: int | None, where: str) -> ConfigError:
         return ConfigError(self.path, message, line, where or None)
@@ -161,6 +177,8 @@ class _Loader:
             if not isinstance(case, bool):
                 raise self.fail("must be true or false", mapping.line_of("case"), f"{where}.case")
             return self.term(value, line, inner, case)
+        if op == "lexicon":
+            return AnyOf(self.lexicon(value, line, inner))
         if op == "not":
             if isinstance(value, YamlList | list):
                 raise self.fail("unbalanced combination: `not` takes one term or mapping, not a list "
@@ -194,6 +212,74 @@ class _Loader:
                             "match by absence", line, inner)
         return AnyOf(nodes) if op == "any" else AllOf(nodes)
 
+    def lexicon(self, value: Any, line: int, where: str) -> tuple[Term, ...]:
+        """The terms of the lexicon named ``value``, its own references expanded."""
+        name = self.text(value, line, where)
+        if name in self.lexicons:
+            return self.lexicons[name]
+        raw = self.raw_lexicons
+        if raw is None or name not in raw:
+            known = ", ".join(raw) if raw else "none"
+            raise self.fail(f"unknown lexicon {name!r} (defined: {known})", line, where)
+        if name in self.resolving:
+            cycle = " -> ".join([*self.resolving[self.resolving.index(name):], name])
+            raise self.fail(f"lexicon {name!r} includes itself ({cycle})", line, where)
+        self.resolving.append(name)
+        entries = expect_list(self.path, raw[name], f"lexicons.{name}", raw.line_of(name))
+        if not entries:
+            raise self.fail("a lexicon needs at least one term", raw.line_of(name), f"lexicons.{name}")
+        terms: list[Term] = []
+        for i, entry in enumerate(entries):
+            entry_where = f"lexicons.{name}[{i}]"
+            node = self.node(entry, entries.item_lines[i], entry_where)
+            if not _is_term_set(node):
+                raise self.fail("a lexicon entry is a term, {term: …, case: true}, {lexicon: NAME} or an `any` "
+                                "of those", entries.item_lines[i], entry_where)
+            terms.extend(terms_of(node))
+        self.resolving.pop()
+        self.lexicons[name] = tuple(terms)
+        return self.lexicons[name]
+
+    def dampers(self, value: Any, line: int) -> tuple[Damper, ...]:
+        entries = expect_list(self.path, value, "dampen", line)
+        out: list[Damper] = []
+        for i, raw in enumerate(entries):
+            mapping = expect_map(self.path, raw, f"dampen[{i}]", entries.item_lines[i])
+            if "name" not in mapping:
+                raise self.fail("missing `name`", mapping.line, f"dampen[{i}]")
+            name = self.text(mapping["name"], mapping.line_of("name"), f"dampen[{i}].name")
+            where = f"dampen {name}"
+            check_keys(self.path, mapping, DAMPEN_KEYS, where)
+            if "factor" not in mapping:
+                raise self.fail("missing `factor` (0 to 1: what the contributions are multiplied by)",
+                                mapping.line, where)
+            factor = self.number(mapping["factor"], mapping.line_of("factor"), f"{where}.factor")
+            if not 0 <= factor < 1:
+                raise self.fail(f"must be at least 0 and below 1, got {factor:g}", mapping.line_of("factor"),
+                                f"{where}.factor")
+            ops = [k for k in ("term", "any", "lexicon") if k in mapping]
+            if len(ops) != 1:
+                raise self.fail("needs exactly one of: term, any, lexicon (the markers)", mapping.line, where)
+            markers = self.operator(mapping, where, allowed_extra=DAMPEN_KEYS - {"term", "any", "lexicon", "case"})
+            if not _is_term_set(markers):
+                raise self.fail("markers must be terms (`term`, `any` of terms or `lexicon`)",
+                                mapping.line_of(ops[0]), f"{where}.{ops[0]}")
+            look_in = self.field_names(mapping, "fields", where, ("title",))
+            scales = self.field_names(mapping, "scales", where, FIELDS)
+            out.append(Damper(name=name, markers=terms_of(markers), factor=factor, look_in=look_in, scales=scales,
+                              line=mapping.line))
+        return tuple(out)
+
+    def field_names(self, mapping: YamlMap, key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if key not in mapping:
+            return default
+        names = self.strings(mapping[key], mapping.line_of(key), f"{where}.{key}")
+        for field in names:
+            if field not in FIELDS:
+                raise self.fail(f"unknown field {field!r} (expected: {', '.join(FIELDS)})", mapping.line_of(key),
+                                f"{where}.{key}")
+        return tuple(f for f in FIELDS if f in names)
+
     def contexts(self, value: Any, line: int, where: str) -> tuple[Node, ...]:
         items = value if isinstance(value, YamlList) else None
         if items is None:
@@ -209,8 +295,12 @@ class _Loader:
         out: list[Node] = []
         for i, item in enumerate(items_list):
             node = self.node(item, lines[i], f"{where}[{i}]")
+            if isinstance(node, AnyOf) and _is_term_set(node):
+                out.extend(terms_of(node))  # a lexicon or an `any` of terms: each term is a context
+                continue
             if not isinstance(node, Term | Near):
-                raise self.fail("an `unless` context must be a term or a `near`", lines[i], f"{where}[{i}]")
+                raise self.fail("an `unless` context must be a term, a `near`, an `any` of terms or a lexicon",
+                                lines[i], f"{where}[{i}]")
             out.append(node)
         return tuple(out)
 
@@ -237,14 +327,7 @@ class _Loader:
         if "weight" in mapping:
             weight = self.number(mapping["weight"], mapping.line_of("weight"), f"{where}.weight",
                                  nonzero=True)
-        fields: tuple[str, ...] = FIELDS
-        if "fields" in mapping:
-            names = self.strings(mapping["fields"], mapping.line_of("fields"), f"{where}.fields")
-            for field in names:
-                if field not in FIELDS:
-                    raise self.fail(f"unknown field {field!r} (expected: {', '.join(FIELDS)})",
-                                    mapping.line_of("fields"), f"{where}.fields")
-            fields = tuple(f for f in FIELDS if f in names)
+        fields = self.field_names(mapping, "fields", where, FIELDS)
         lang: tuple[str, ...] = ()
         if "lang" in mapping:
             lang = tuple(x.lower() for x in self.strings(mapping["lang"], mapping.line_of("lang"),
@@ -319,6 +402,23 @@ class _Loader:
         threshold = DEFAULT_THRESHOLD
         if "threshold" in top:
             threshold = self.number(top["threshold"], top.line_of("threshold"), "threshold", positive=True)
+        if "lexicons" in top:
+            self.raw_lexicons = expect_map(self.path, top["lexicons"], "lexicons", top.line_of("lexicons"))
+            for name in self.raw_lexicons:
+                self.lexicon(name, self.raw_lexicons.line_of(name), f"lexicons.{name}")
+        depth = (0, 0)
+        if "depth" in top:
+            mapping = expect_map(self.path, top["depth"], "depth", top.line_of("depth"))
+            check_keys(self.path, mapping, {"summary", "content"}, "depth")
+            for key in mapping:
+                value = mapping[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise self.fail(f"must be a whole number of characters >= 0 (0: all), got {value!r}",
+                                    mapping.line_of(key), f"depth.{key}")
+            depth = (mapping.get("summary", 0), mapping.get("content", 0))
+        dampen: tuple[Damper, ...] = ()
+        if "dampen" in top:
+            dampen = self.dampers(top["dampen"], top.line_of("dampen"))
         if "topics" not in top:
             raise self.fail("missing `topics`", top.line, "")
         raw_topics = expect_list(self.path, top["topics"], "topics", top.line_of("topics"))
@@ -333,8 +433,9 @@ class _Loader:
                                 f"topic {topic.id}")
             seen[topic.id] = topic.line
             topics.append(topic)
-        return TopicsConfig(path=self.path, topics=tuple(topics), fingerprint=fingerprint(tuple(topics)),
-                            field_weights=weights, threshold=threshold)
+        return TopicsConfig(path=self.path, topics=tuple(topics), fingerprint=fingerprint(tuple(topics), dampen, depth),
+                            field_weights=weights, threshold=threshold, lexicons=tuple(self.lexicons.items()),
+                            dampen=dampen, depth=depth)
 
 
 def _is_term_set(node: Node) -> bool:
@@ -354,7 +455,8 @@ def _canonical(node: Node) -> Any:
             "ordered": node.ordered}
 
 
-def fingerprint(topics: tuple[TopicRules, ...]) -> str:
+def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
+                depth: tuple[int, int] = (0, 0)) -> str:
     """sha256 of what decides classification (not comments, notes, line numbers or layout).
 
     Terms enter in normalised form, so rewriting ``Règlement`` as
@@ -374,6 +476,10 @@ def fingerprint(topics: tuple[TopicRules, ...]) -> str:
         }
         for t in topics
     ]
+    if dampen or depth != (0, 0):  # (absent from older fingerprints, which stay valid)
+        canonical.append({"dampen": [
+            {"name": d.name, "markers": [_canonical(t) for t in d.markers], "factor": d.factor,
+             "look_in": list(d.look_in), "scales": list(d.scales)} for d in dampen], "depth": list(depth)})
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

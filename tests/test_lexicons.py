@@ -1,0 +1,233 @@
+"""Lexicons, dampers and reading depth: the rule features that state the topics' definitions.
+
+Three parts: the features on small rule files (behaviour and one-line errors), then the
+lexicons of the repository's topics.yaml against the entities of the labelling guide
+(../shared/labeled/README.md) and its traps.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.classify import Classifier
+from pipeline.config.topics import load_topics
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+RULES = """\
+lexicons:
+  dpa: [CNIL, {term: DPC, case: true}, "Garante per la protezione dei dati personali"]
+  law: [RGPD, GDPR]
+  all_law: [{lexicon: dpa}, {lexicon: law}]
+  traps: TRAPS
+dampen:
+  - name: roundup
+    any: ["en bref", "revue de presse"]
+    scales: [summary, content]
+    factor: 0.5
+  - name: job
+    any: ["H/F", {term: CDI, case: true}]
+    fields: [title, summary]
+    factor: 0
+depth:
+  summary: 60
+topics:
+  - id: t
+    heading: T
+    theme: T
+    threshold: 3
+    unless: [{lexicon: traps}]
+    rules:
+      - name: authority
+        weight: 2
+        lexicon: all_law
+      - name: fine
+        near: [amende, {lexicon: dpa}]
+        within: 3
+"""
+
+
+def compile_rules(tmp_path: Path, text: str = RULES, traps: str = '["Data Act"]') -> Classifier:
+    path = tmp_path / "topics.yaml"
+    path.write_text(text.replace("TRAPS", traps), encoding="utf-8")
+    return Classifier.compile(load_topics(path))
+
+
+def test_a_lexicon_stands_for_its_terms_and_lexicons_nest(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    for title in ("La CNIL enquête", "Le GDPR a sept ans", "Garante per la protezione dei dati personali",
+                  "La DPC inflige une amende"):
+        assert classifier.classify_fields("1", title, "").topics == ("t",), title
+    assert classifier.classify_fields("1", "Le dpc de la ville", "").topics == ()  # case: true kept
+    config = load_topics(tmp_path / "topics.yaml")
+    assert [t.text for t in config.lexicon("all_law")] == [
+        "CNIL", "DPC", "Garante per la protezione dei dati personali", "RGPD", "GDPR"]
+
+
+def test_a_lexicon_in_near_and_in_unless(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, traps='["RGPD du Data Act"]')
+    result = classifier.classify_fields("1", "", "une amende de la CNIL")
+    assert sorted({m.rule for m in result.matches}) == ["authority", "fine"]
+    assert classifier.classify_fields("1", "Le RGPD du Data Act", "").topics == ()
+
+
+def test_a_roundup_line_does_not_make_the_topic(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    news = classifier.classify_fields("1", "Budget", "La CNIL inflige une amende")
+    roundup = classifier.classify_fields("2", "En bref : budget", "La CNIL inflige une amende")
+    assert news.scores == {"t": 3.0} and news.topics == ("t",)
+    assert roundup.scores == {"t": 1.5} and roundup.topics == ()
+    assert {m.weight for m in roundup.matches} == {1.0, 0.5}  # the explanation shows the damped weights
+    # The title of a roundup still counts.
+    assert classifier.classify_fields("3", "En bref : la CNIL", "").topics == ("t",)
+
+
+def test_a_job_offer_names_the_field_it_recruits_for(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    assert classifier.classify_fields("1", "Juriste RGPD H/F", "Poste en CDI").topics == ()
+    assert classifier.classify_fields("1", "Juriste RGPD", "Le métier change").topics == ("t",)
+
+
+def test_what_lies_deeper_than_the_depth_is_not_read(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    filler = "Une longue introduction sur tout autre chose que le sujet. "
+    assert classifier.classify_fields("1", "x", "La CNIL et une amende").topics == ("t",)
+    deep = classifier.classify_fields("1", "x", filler + "La CNIL et une amende")
+    assert deep.matches == ()
+
+
+def test_without_a_summary_the_content_is_the_lead(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    body = "La CNIL a infligé une amende"
+    assert classifier.classify_fields("1", "x", "", body).scores == {"t": 3.0}
+    assert classifier.classify_fields("1", "x", "Lire la suite", body).scores == {"t": 3.0}
+    # With a real summary, the content weighs as content.
+    assert classifier.classify_fields("1", "x", "Un article sur le budget de l'an prochain", body).scores == {
+        "t": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "where", "problem"),
+    [
+        (("lexicon: all_law", "lexicon: nowhere"), 26, "topic t, rule authority.lexicon", "unknown lexicon 'nowhere'"),
+        (("  law: [RGPD, GDPR]", "  law: [RGPD, {lexicon: all_law}]"), 4, "lexicons.all_law[1].lexicon",
+         "includes itself (law -> all_law -> law)"),
+        (("  law: [RGPD, GDPR]", "  law: []"), 3, "lexicons.law", "at least one term"),
+        (("  law: [RGPD, GDPR]", "  law: [{all: [RGPD, GDPR]}]"), 3, "lexicons.law[0]", "a lexicon entry is a term"),
+        (("    factor: 0.5", "    factor: 1.5"), 10, "dampen roundup.factor", "below 1"),
+        (("    factor: 0.5\n", ""), 7, "dampen roundup", "missing `factor`"),
+        (("    scales: [summary, content]", "    scales: [body]"), 9, "dampen roundup.scales", "unknown field 'body'"),
+        (("    fields: [title, summary]", "    where: [title]"), 13, "dampen job.where", "unknown key"),
+        (("  summary: 60", "  summary: -1"), 16, "depth.summary", "whole number of characters"),
+    ],
+)
+def test_bad_features_are_named(tmp_path: Path, change: tuple[str, str], line: int, where: str,
+                                problem: str) -> None:
+    assert change[0] in RULES
+    with pytest.raises(ConfigError) as caught:
+        compile_rules(tmp_path, RULES.replace(change[0], change[1], 1))
+    error = caught.value
+    assert (error.line, error.key) == (line, where), str(error)
+    assert problem in error.message, str(error)
+    assert "\n" not in str(error)
+
+
+# ---------------------------------------------------------------- the repository's lexicons
+
+
+@pytest.fixture(scope="module")
+def real() -> Classifier:
+    return Classifier.compile(load_topics(REPO / "topics.yaml"))
+
+
+def test_every_lexicon_of_topics_yaml_is_used_and_not_empty() -> None:
+    config = load_topics(REPO / "topics.yaml")
+    text = (REPO / "topics.yaml").read_text(encoding="utf-8")
+    assert len(config.lexicons) >= 15
+    for name, terms in config.lexicons:
+        assert terms, name
+        assert text.count(f"lexicon: {name}}}") + text.count(f"lexicon: {name}\n") >= 1, f"{name} is never used"
+
+
+@pytest.mark.parametrize(
+    ("topic", "title"),
+    [
+        # Meta by its town, its labs, its people and products, in French and English
+        ("meta_ai", "Le groupe de Menlo Park présente un modèle de vidéo générée par IA"),
+        ("meta_ai", "Le FAIR de Meta perd son directeur"),
+        ("meta_ai", "Yann LeCun défend l'IA ouverte de Meta"),
+        ("meta_ai", "Llama 4 arrive en Europe"),
+        ("meta_ai", "Facebook's parent trains its AI on European posts"),
+        ("meta_ai", "Zuckenberg promet une superintelligence"),  # a frequent misspelling
+        # data-protection authorities in their own, French and English names
+        ("rgpd", "Le Garante per la protezione dei dati personali bloque un chatbot"),
+        ("rgpd", "La Autoriteit Persoonsgegevens inflige une amende à Clearview"),
+        ("rgpd", "Datatilsynet urges users to object"),
+        ("rgpd", "L'AEPD sanctionne une banque"),
+        ("rgpd", "La DPC irlandaise ouvre une enquête"),
+        ("rgpd", "Le contrôleur européen de la protection des données rend son avis"),
+        ("rgpd", "The Hamburg DPA weighs an urgency procedure"),
+        ("rgpd", "Vie privée : l'autorité néerlandaise met en garde les utilisateurs d'Instagram"),
+        ("rgpd", "Le R.G.P.D. reste un mystère"),
+        ("rgpd", "Six ans de GDPR"),
+        # the AI Act by its names, number, institutions, duties and dates
+        ("ai_act", "Le règlement (UE) 2024/1689 s'applique"),
+        ("ai_act", "Le Bureau de l'IA recrute des experts"),
+        ("ai_act", "EU AI Office publishes a template"),
+        ("ai_act", "Systèmes d'IA à haut risque : les lignes directrices attendues"),
+        ("ai_act", "RIA : la DGCCRF désignée"),
+        ("ai_act", "L'A.I. Act expliqué simplement"),
+        ("ai_act", "IA à usage général : le code de bonnes pratiques est publié"),
+        # deals between AI or platform firms and news publishers or agencies
+        ("media_partnership", "L'AFP signe un accord de licence avec Mistral AI"),
+        ("media_partnership", "Axel Springer and OpenAI strike a content deal"),
+        ("media_partnership", "Droits voisins : Google verse 40 millions aux éditeurs de presse"),
+        ("media_partnership", "EBRA scelle un partenariat avec Perplexity"),
+    ],
+)
+def test_the_lexicons_name_each_topic(real: Classifier, topic: str, title: str) -> None:
+    assert topic in real.classify_fields("1", title, "").topics
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Data Act : ce qui change pour les objets connectés",  # another Act
+        "Chips Act 2.0 : les industriels réclament plus",
+        "Colorado delays its AI Act",  # another jurisdiction's AI law
+        "La Corée du Sud adopte sa loi-cadre sur l'intelligence artificielle",
+        "Sécurité incendie : les RIA du gymnase jugés non conformes",  # a fire hose reel
+        "Viginum dévoile un réseau relayant RIA Novosti",
+        "Des métadonnées mal renseignées privent les artistes de revenus",
+        "Meta Quest 3 : la mise à jour v68",
+        "Fuite de données : 16 milliards d'identifiants dans la nature",  # a leak, no law
+        "Droits voisins : les musiciens veulent une rémunération sur les plateformes d'écoute",
+        "La Voix du Nord et le LOSC renouvellent leur partenariat",  # not a platform
+        "Juriste RGPD / Data Protection H/F — CDI — Paris",  # a job offer
+        "Agenda : les rendez-vous tech de la semaine",
+    ],
+)
+def test_the_traps_select_no_topic(real: Classifier, title: str) -> None:
+    summary = {"Agenda : les rendez-vous tech de la semaine":
+               "Mardi, conférence sur le RIA et la conformité ; jeudi, atelier RGPD."}.get(title, "")
+    assert real.classify_fields("1", title, summary).topics == ()
+
+
+def test_a_roundup_one_liner_does_not_make_its_topic(real: Classifier) -> None:
+    summary = "Au menu : la 5G, le budget du numérique, et la CNIL qui publie un guide."
+    assert "rgpd" not in real.classify_fields("1", "En bref : l'actualité du jour", summary).topics
+
+
+def test_a_misspelling_and_a_missing_accent_still_match(real: Classifier) -> None:
+    assert "ai_act" in real.classify_fields("1", "Reglement europeen sur l'IA : feu vert definitif", "").topics
+    assert "rgpd" in real.classify_fields("1", "Le RGDP a bon dos", "").topics
+
+
+def test_rules_file_has_the_documented_sections() -> None:
+    text = textwrap.dedent((REPO / "topics.yaml").read_text(encoding="utf-8"))
+    for key in ("lexicons:", "dampen:", "depth:", "topics:"):
+        assert f"\n{key}" in text

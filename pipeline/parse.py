@@ -43,11 +43,11 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
         return None
     url = "".join(ch for ch in url.strip() if ch > " ")  # "java\tscript:" tricks lose their whitespace
     url = escape_invisible(url)
-    if base:
-        url = urljoin(base, url)
     try:
+        if base:
+            url = urljoin(base, url)
         parts = urlsplit(url)
-    except ValueError:
+    except ValueError:  # "//[" and other hosts that are no URL's (found by tests/test_fuzz.py)
         return None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:

@@ -177,6 +177,8 @@ def _parse_without_crash(body: bytes, content_type: str | None = "application/rs
      "text/xml; charset=bogus"]))
 @example(body=b'<rss version="2.0"><channel><item><title>a &#xD800; b</title></item></channel></rss>',
          content_type=None)
+@example(body=b'<rss version="2.0"><channel><link>https://a.example/</link><item><title>t</title><link>//[</link>'
+              b"</item></channel></rss>", content_type=None)  # urljoin raised ValueError: Invalid IPv6 URL
 def test_fuzz_generated_feeds_through_parse(body: bytes, content_type: str | None) -> None:
     _parse_without_crash(body, content_type)
 

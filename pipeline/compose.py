@@ -333,7 +333,7 @@ class _Window:
                 entry=e, words=item_words, title_words=_words(e.item.title), title_key=fold(e.item.title),
                 score=max(e.classification.scores.values(), default=0.0) * source_weights.get(e.item.feed_id, 1.0),
                 topics=frozenset(e.classification.topics), when=e.item.published or e.item.first_seen,
-                weight=sum(self.idf[w] for w in item_words),
+                weight=math.fsum(self.idf[w] for w in item_words),
             )
             for e, item_words in zip(entries, words, strict=False)
         ]
@@ -355,7 +355,7 @@ class _Window:
             return 0.0  # outlets cover one event within a day or two; later pieces are follow-ups
         shared = a.words & b.words
         smaller = min(a.weight, b.weight)
-        overlap = sum(self.idf[w] for w in shared) / smaller if smaller > 0 else 0.0
+        overlap = math.fsum(self.idf[w] for w in shared) / smaller if smaller > 0 else 0.0
         if overlap < WEAK_LINK:
             return 0.0
         if overlap >= SHARED_WEIGHT_MIN and len(shared) >= SHARED_WORDS_MIN:
@@ -418,9 +418,9 @@ def _roundups(window: _Window, links: Mapping[tuple[int, int], float]) -> set[in
 
     def sums_up(big: int, small: int) -> bool:
         head, whole = docs[small].title_words, docs[big].words
-        title_weight = sum(window.idf.get(w, 0.0) for w in head)
+        title_weight = math.fsum(window.idf.get(w, 0.0) for w in head)
         return (docs[small].weight <= docs[big].weight and title_weight > 0
-                and sum(window.idf.get(w, 0.0) for w in head & whole) >= title_weight / 2)
+                and math.fsum(window.idf.get(w, 0.0) for w in head & whole) >= title_weight / 2)
 
     neighbours: dict[int, set[int]] = {}
     for i, j in links:

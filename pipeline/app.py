@@ -44,7 +44,7 @@ from pipeline.deliver import (
     send_mailing,
     write_outbox,
 )
-from pipeline.errors import PipelineError, RunFailed, unexpected_error
+from pipeline.errors import PipelineError, RunFailed
 from pipeline.fetch import fetch_feeds
 from pipeline.lock import BuildLock, build_lock, exclusive
 from pipeline.models import (
@@ -64,6 +64,7 @@ from pipeline.models import (
     TopicInfo,
 )
 from pipeline.parse import parse_feed
+from pipeline.pool import CallFailed, CallPool, Pending
 from pipeline.render import DEFAULT_TEMPLATES, IssueLinks, Renderer
 from pipeline.store import (
     FeedHealth,
@@ -235,6 +236,11 @@ def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, se
     return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
 
 
+def _has_body(result: FetchResult) -> bool:
+    """Whether a fetch result brought a body to parse (not a 304, a failure or a skip)."""
+    return result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED)
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -251,7 +257,7 @@ class Pipeline:
 
     def __init__(self, config: Config, topics: TopicsConfig, *, store: StoreTarget, output_dir: Path,
                  templates_dir: Path = DEFAULT_TEMPLATES, fetcher: Fetcher = fetch_feeds,
-                 parser: FeedParser = parse_feed):
+                 parser: FeedParser = parse_feed, parse_workers: int | None = None):
         self.config = config
         self.topics = topics
         self.store_target = store
@@ -259,6 +265,7 @@ class Pipeline:
         self.templates_dir = Path(templates_dir)
         self.fetcher = fetcher
         self.parser = parser
+        self.parse_workers = parse_workers  # processes that parse feeds; None: one per core, 1: in this process
         self._store: Store | None = None
 
     @classmethod
@@ -383,21 +390,17 @@ class Pipeline:
         store = self.store
         feeds = list(self.config.feeds if feeds is None else feeds)
         states = store.feed_states(feeds)
-        results = self.fetcher(feeds, self.config.fetch, states, on_result=on_result)
         seen_at = self._seen_at(date, now)
+        results = self._fetch_and_parse(feeds, states, seen_at, on_result)
         last_new = store.last_new_item()
         reports: list[FeedReport] = []
         budget = MAX_ITEMS_PER_RUN
-        for result in results:
+        # Stored in the order of the feeds, so the run's item budget falls as in a sequential run.
+        for result, parsed in results:
             new_items = 0
             parse_error: str | None = None
             warnings: tuple[str, ...] = ()
-            if result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED):
-                try:
-                    parsed = self.parser(result, seen_at)
-                except Exception as exc:  # one feed's body, whatever it provokes, fails that feed alone
-                    parsed = ParseResult(feed=result.feed, items=(),
-                                         error=f"could not parse: {unexpected_error(exc)}")
+            if parsed is not None:
                 parse_error = parsed.error
                 warnings = parsed.warnings
                 items = parsed.items[:budget]
@@ -420,6 +423,37 @@ class Pipeline:
                 fetch=result,
             ))
         return reports
+
+    def _fetch_and_parse(self, feeds: Sequence[FeedSource], states: Mapping[str, FeedState], seen_at: dt.datetime,
+                         on_result: Callable[[FetchResult], None] | None,
+                         ) -> list[tuple[FetchResult, ParseResult | None]]:
+        """Every feed's fetch result, in the order of `feeds`, with its body parsed (None: no body).
+        Parses while fetching, on every core: each body goes to a process pool as soon as it
+        arrives (feedparser is pure Python and holds the GIL). Whatever one body provokes, an
+        exception or its worker process dying, fails that feed alone, with a one-line reason."""
+        with CallPool(self.parser, self.parse_workers) as parsing:
+            calls: dict[int, Pending[ParseResult]] = {}
+
+            def arrived(result: FetchResult) -> None:
+                if _has_body(result):
+                    calls[id(result)] = parsing.submit(result, seen_at)
+                if on_result is not None:
+                    on_result(result)
+
+            results = self.fetcher(feeds, self.config.fetch, states, on_result=arrived)
+            parsed: list[tuple[FetchResult, ParseResult | None]] = []
+            for result in results:
+                if not _has_body(result):
+                    parsed.append((result, None))
+                    continue
+                # A fetcher that did not report this result as it came: parse it now.
+                call = calls.pop(id(result), None) or parsing.submit(result, seen_at)
+                try:
+                    parsed.append((result, call.result()))
+                except CallFailed as failure:
+                    parsed.append((result, ParseResult(feed=result.feed, items=(),
+                                                       error=f"could not parse: {failure}")))
+        return parsed
 
     # -- building issues
 

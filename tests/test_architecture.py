@@ -20,7 +20,7 @@ PACKAGE = REPO / "pipeline"
 
 STAGES = ("fetch", "parse", "store", "classify", "compose", "render", "archive", "deliver")
 # Usable by every stage: typed records, errors, the one lock, the one text pass, configuration.
-SHARED = ("models", "errors", "lock", "text", "config")
+SHARED = ("models", "errors", "lock", "text", "config", "pool")
 # The top: what people and machines run. They call the app (and the stages' records); no stage
 # calls them. `fetchreport` is the terminal's view of a fetch, used by the CLI only.
 TOP = ("app", "schedule", "cli", "fetchreport", "serve", "desk", "worker", "__main__")

@@ -21,31 +21,16 @@ import os
 import time
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from pipeline.archive import Archive, ArchiveEntry
-from pipeline.classify import Classifier
-from pipeline.compose import compose_issue, issue_window
+from pipeline import __version__
 from pipeline.config import load_config
 from pipeline.config.topics import TopicsConfig, load_topics
-from pipeline.deliver import (
-    DeliveryEvent,
-    DeliveryReport,
-    Recipient,
-    add_recipient,
-    credentials_from_env,
-    load_recipients,
-    prepare_mailing,
-    remove_recipient,
-    send_mailing,
-    write_outbox,
-)
 from pipeline.errors import PipelineError, RunFailed
-from pipeline.fetch import fetch_feeds
 from pipeline.lock import BuildLock, build_lock, exclusive
 from pipeline.models import (
     Classification,
@@ -58,14 +43,13 @@ from pipeline.models import (
     FetchStatus,
     Issue,
     Item,
+    NewsletterSettings,
     ParseResult,
     RenderedIssue,
     StoredItem,
     TopicInfo,
 )
-from pipeline.parse import parse_feed
 from pipeline.pool import CallFailed, CallPool, Pending
-from pipeline.render import DEFAULT_TEMPLATES, IssueLinks, Renderer
 from pipeline.store import (
     FeedHealth,
     FeedOutcome,
@@ -81,6 +65,15 @@ from pipeline.store import (
     issue_to_json,
     open_store,
 )
+
+# The later stages are imported where they are used: a run whose feeds all answer 304 needs
+# neither the feed parser, nor the classifier, nor compose, nor the mail modules, and their
+# imports were most of its start-up (`python -X importtime`; benchmarks/morning.py).
+if TYPE_CHECKING:
+    from pipeline.archive import Archive
+    from pipeline.classify import Classifier
+    from pipeline.deliver import DeliveryEvent, DeliveryReport, Recipient
+    from pipeline.render import IssueLinks, Renderer
 
 DEFAULT_DB = Path("data/pipeline.sqlite3")
 DEFAULT_OUTPUT = Path("output")
@@ -135,6 +128,7 @@ class RunReport:
     new_items: int = 0
     build: BuildResult | None = None
     duration: float = 0.0
+    fetch_duration: float = 0.0  # of `duration`: fetching, parsing and storing
 
     @property
     def feeds_read(self) -> int:
@@ -150,7 +144,8 @@ class RunReport:
         where = f"{built.issue_dir}" if built and not built.skipped else "no issue written"
         stories = built.stories if built else 0
         return (f"{self.date.isoformat()}: {self.feeds_read} feeds read, {self.feeds_failed} failed, "
-                f"{self.new_items} new items, {stories} stories, {self.duration:.1f} s, {where}")
+                f"{self.new_items} new items, {stories} stories, {self.duration:.2f} s "
+                f"(fetch {self.fetch_duration:.2f} s), {where}")
 
     def outcome(self) -> RunOutcome:
         """What the store records of this run."""
@@ -160,6 +155,36 @@ class RunReport:
                                     elapsed=f.elapsed, moved_to=f.moved_to) for f in self.feeds),
             stories=self.build.stories if self.build else 0,
         )
+
+
+@dataclass(frozen=True)
+class ComposeInputs:
+    """Everything `compose_issue` reads for one issue. Its repr keys the stored issue (see
+    Pipeline._compose_key): an issue composed from equal inputs is not composed again, so an
+    argument that compose gains belongs here."""
+
+    date: dt.date
+    entries: tuple[StoredItem, ...]
+    topics: tuple[TopicInfo, ...]
+    settings: NewsletterSettings
+    source_weights: Mapping[str, float]
+    already_featured: frozenset[str]  # only those of `entries`: the others cannot change the issue
+
+    def __repr__(self) -> str:
+        # Equal inputs, equal text: a set's order changes from one process to the next (string
+        # hashing) and a classification's scores come in the engine's order fresh, in the
+        # store's read back; both are sorted.
+        entries = [(e.item, e.classification.item_id, e.classification.topics,
+                    sorted(e.classification.scores.items()), e.classification.matches) for e in self.entries]
+        fields = (self.date, entries, self.topics, self.settings, sorted(self.source_weights.items()),
+                  sorted(self.already_featured))
+        return f"ComposeInputs{fields!r}"
+
+    def compose(self) -> Issue:
+        from pipeline.compose import compose_issue
+
+        return compose_issue(self.date, self.entries, self.topics, self.settings, self.source_weights,
+                             already_featured=self.already_featured)
 
 
 @dataclass(frozen=True)
@@ -256,29 +281,29 @@ class Pipeline:
     """
 
     def __init__(self, config: Config, topics: TopicsConfig, *, store: StoreTarget, output_dir: Path,
-                 templates_dir: Path = DEFAULT_TEMPLATES, fetcher: Fetcher = fetch_feeds,
-                 parser: FeedParser = parse_feed, parse_workers: int | None = None):
+                 templates_dir: Path | None = None, fetcher: Fetcher | None = None,
+                 parser: FeedParser | None = None, parse_workers: int | None = None):
         self.config = config
         self.topics = topics
         self.store_target = store
         self.output_dir = Path(output_dir)
-        self.templates_dir = Path(templates_dir)
-        self.fetcher = fetcher
-        self.parser = parser
+        self._templates_dir = Path(templates_dir) if templates_dir is not None else None  # None: render's default
+        self._fetcher = fetcher  # None: pipeline.fetch.fetch_feeds
+        self._parser = parser  # None: pipeline.parse.parse_feed
         self.parse_workers = parse_workers  # processes that parse feeds; None: one per core, 1: in this process
         self._store: Store | None = None
 
     @classmethod
     def from_files(cls, config_path: Path, topics_path: Path, *, db: Path | None = None, output: Path | None = None,
-                   templates: Path | None = None, fetcher: Fetcher = fetch_feeds,
-                   parser: FeedParser = parse_feed) -> Pipeline:
+                   templates: Path | None = None, fetcher: Fetcher | None = None,
+                   parser: FeedParser | None = None) -> Pipeline:
         """Load sources.yaml and topics.yaml (errors name file, line and key). `db` and `output`
         override the config's `storage:` section (default data/pipeline.sqlite3 and output/)."""
         config = load_config(Path(config_path))
         topics = load_topics(Path(topics_path))
         return cls(config, topics, store=StoreTarget(Path(db or config.db_path or DEFAULT_DB)),
                    output_dir=Path(output or config.output_dir or DEFAULT_OUTPUT),
-                   templates_dir=Path(templates or DEFAULT_TEMPLATES), fetcher=fetcher, parser=parser)
+                   templates_dir=templates, fetcher=fetcher, parser=parser)
 
     # -- what it owns
 
@@ -293,14 +318,49 @@ class Pipeline:
             self._store = open_store(self.store_target)
         return self._store
 
+    @property
+    def templates_dir(self) -> Path:
+        if self._templates_dir is None:
+            from pipeline.render import DEFAULT_TEMPLATES
+
+            self._templates_dir = DEFAULT_TEMPLATES
+        return self._templates_dir
+
+    @property
+    def fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            from pipeline.fetch import fetch_feeds
+
+            self._fetcher = fetch_feeds
+        return self._fetcher
+
+    @property
+    def parser(self) -> FeedParser:
+        if self._parser is None:
+            from pipeline.parse import parse_feed
+
+            self._parser = parse_feed
+        return self._parser
+
     @functools.cached_property
     def classifier(self) -> Classifier:
         """The rules compiled (once); compiling proves every rule is usable."""
+        from pipeline.classify import Classifier
+
         return Classifier.compile(self.topics)
 
     @functools.cached_property
     def renderer(self) -> Renderer:
+        from pipeline.render import Renderer
+
         return Renderer(self.templates_dir)
+
+    @functools.cached_property
+    def templates_fingerprint(self) -> str:
+        """sha256 of the templates (without loading them: a run with nothing to render needs only this)."""
+        from pipeline.render import templates_fingerprint
+
+        return templates_fingerprint(self.templates_dir)
 
     @functools.cached_property
     def topic_info(self) -> tuple[TopicInfo, ...]:
@@ -353,7 +413,10 @@ class Pipeline:
         now = now or utc_now()
         date = date or self.today(now)
         report = RunReport(date=date)
-        self._load_rules_and_templates()
+        # The rules are compiled and the templates loaded when an issue needs them: a run whose
+        # feeds all answer 304 composes and renders nothing. A missing folder fails before the lock.
+        if not self.templates_dir.is_dir():
+            raise FileNotFoundError(f"templates folder not found: {self.templates_dir}")
         with self.build_lock(lock_timeout, f"pipeline run {date}", held=lock):
             store = self.store
             run_id = store.start_run("run", date, now)
@@ -361,7 +424,9 @@ class Pipeline:
             try:
                 if retry_failed:
                     store.set_feeds_enabled(None, enabled=True)
+                fetch_started = time.monotonic()
                 report.feeds = self.fetch_and_store(date, now, on_result=on_result)
+                report.fetch_duration = time.monotonic() - fetch_started
                 report.new_items = sum(f.new_items for f in report.feeds)
                 if report.feeds_read == 0:
                     raise RunFailed(
@@ -379,6 +444,8 @@ class Pipeline:
     def _seen_at(self, date: dt.date, now: dt.datetime) -> dt.datetime:
         """When items first seen in this run count as seen. Building a past date stamps undated
         items at that issue's cut-off, so a backfill puts them in the issue being built."""
+        from pipeline.compose import issue_window
+
         _, window_end = issue_window(date, self.config.newsletter)
         return min(now, window_end - dt.timedelta(seconds=1))
 
@@ -431,12 +498,19 @@ class Pipeline:
         Parses while fetching, on every core: each body goes to a process pool as soon as it
         arrives (feedparser is pure Python and holds the GIL). Whatever one body provokes, an
         exception or its worker process dying, fails that feed alone, with a one-line reason."""
-        with CallPool(self.parser, self.parse_workers) as parsing:
+        with ExitStack() as stack:
+            pools: list[CallPool[ParseResult]] = []  # made on the first body: a run of 304s loads no parser
+
+            def parse(result: FetchResult) -> Pending[ParseResult]:
+                if not pools:
+                    pools.append(stack.enter_context(CallPool(self.parser, self.parse_workers)))
+                return pools[0].submit(result, seen_at)
+
             calls: dict[int, Pending[ParseResult]] = {}
 
             def arrived(result: FetchResult) -> None:
                 if _has_body(result):
-                    calls[id(result)] = parsing.submit(result, seen_at)
+                    calls[id(result)] = parse(result)
                 if on_result is not None:
                     on_result(result)
 
@@ -447,7 +521,7 @@ class Pipeline:
                     parsed.append((result, None))
                     continue
                 # A fetcher that did not report this result as it came: parse it now.
-                call = calls.pop(id(result), None) or parsing.submit(result, seen_at)
+                call = calls.pop(id(result), None) or parse(result)
                 try:
                     parsed.append((result, call.result()))
                 except CallFailed as failure:
@@ -459,6 +533,8 @@ class Pipeline:
 
     def classified_window(self, date: dt.date) -> list[StoredItem]:
         """The items of an issue's window with their classification under the current rules."""
+        from pipeline.compose import issue_window
+
         store, fingerprint = self.store, self.topics.fingerprint
         start, end = issue_window(date, self.config.newsletter)
         items = store.items_between(start, end)
@@ -469,14 +545,21 @@ class Pipeline:
             known.update({c.item_id: c for c in missing})
         return [StoredItem(item=i, classification=known[i.id]) for i in items]
 
-    def _render_key(self, issue_json: str, links: IssueLinks) -> str:
-        """Everything an issue's pages are rendered from; see StoredIssue.render_key."""
-        return _sha("\0".join((issue_json, repr(self.topic_info), repr(links), repr(self.config.newsletter),
-                               self.renderer.fingerprint)))
+    def _render_key(self, compose_key: str, issue_json: str, links: IssueLinks) -> str:
+        """Everything an issue's pages are rendered from (see StoredIssue.render_key), after the
+        key of what the issue was composed from (see _compose_key) and a "/"."""
+        return compose_key + "/" + _sha("\0".join((issue_json, repr(self.topic_info), repr(links),
+                                                   repr(self.config.newsletter), self.templates_fingerprint)))
+
+    def _compose_key(self, inputs: ComposeInputs) -> str:
+        """Everything compose reads (it is deterministic): the rules and the code that ran too."""
+        return _sha("\0".join((__version__, self.topics.fingerprint, repr(inputs))))
 
     def new_archive(self) -> Archive:
         """The static site in the output folder (one Archive can serve several builds)."""
         newsletter = self.config.newsletter
+        from pipeline.archive import Archive
+
         return Archive(self.output_dir, self.renderer, newsletter.base_url, newsletter.name)
 
     def build_issue(self, date: dt.date, now: dt.datetime, *, skip_empty: bool = False,
@@ -489,10 +572,21 @@ class Pipeline:
         before `date`, when the caller already knows them."""
         store, config = self.store, self.config
         entries = self.classified_window(date)
-        weights = {f.id: f.weight for f in config.feeds}
-        issue = compose_issue(date, entries, self.topic_info, config.newsletter, weights,
-                              already_featured=store.featured_item_ids(before=date) if featured_before is None
-                              else featured_before)
+        featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
+        inputs = ComposeInputs(date=date, entries=tuple(entries), topics=self.topic_info, settings=config.newsletter,
+                               source_weights={f.id: f.weight for f in config.feeds},
+                               already_featured=frozenset(e.item.id for e in entries if e.item.id in featured))
+        compose_key = self._compose_key(inputs)
+        known_dates = store.issue_dates()
+        is_new_date = date not in known_dates
+        previous = None if is_new_date else store.issue(date)
+        if previous is not None and previous.render_key.partition("/")[0] == compose_key:
+            # Composed from the same inputs before: the stored issue is what compose would give again.
+            issue_json = previous.issue_json
+            issue = issue_from_json(issue_json, config.newsletter)
+        else:
+            issue = inputs.compose()
+            issue_json = issue_to_json(issue)
         if archive is None:
             archive = self.new_archive()
         written_before = len(archive.written)
@@ -500,12 +594,8 @@ class Pipeline:
         if issue.is_empty and skip_empty:
             return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(), issue_dir=issue_dir)
 
-        known_dates = store.issue_dates()
-        is_new_date = date not in known_dates
         links = archive.issue_links(date, known_dates)
-        issue_json = issue_to_json(issue)
-        render_key = self._render_key(issue_json, links)
-        previous = None if is_new_date else store.issue(date)
+        render_key = self._render_key(compose_key, issue_json, links)
         if previous is not None and previous.render_key == render_key and \
                 archive.has_issue(date, previous.html_sha256, previous.text_sha256):
             # Same inputs, pages intact: rendering again would give the same bytes (it is deterministic).
@@ -517,7 +607,7 @@ class Pipeline:
         item_ids = featured_item_ids(issue)
         record = StoredIssue(
             date=date, built_at=now, rules_fingerprint=self.topics.fingerprint,
-            templates_fingerprint=self.renderer.fingerprint, html_sha256=html_sha, text_sha256=text_sha,
+            templates_fingerprint=self.templates_fingerprint, html_sha256=html_sha, text_sha256=text_sha,
             story_count=len(issue.stories()), issue_json=issue_json, render_key=render_key,
         )
         if previous is None or dataclasses.replace(previous, built_at=now) != record:
@@ -544,11 +634,14 @@ class Pipeline:
         rendered = self.renderer.render_issue(issue, self.topic_info, links)
         archive.write_issue(rendered)
         # Keep the record true to the pages on disk, so the next rebuild can tell they are current.
+        compose_key = stored.render_key.partition("/")[0] if "/" in stored.render_key else ""
         self.store.update_issue_render(date, _sha(rendered.html), _sha(rendered.text),
-                                       self._render_key(stored.issue_json, links))
+                                       self._render_key(compose_key, stored.issue_json, links))
 
     def publish_site(self, archive: Archive | None = None) -> None:
         """Write the pages that list issues: index, topic pages, Atom feed, search."""
+        from pipeline.archive import ArchiveEntry
+
         newsletter = self.config.newsletter
         entries = [ArchiveEntry.stored(s.date, s.issue_json, lambda text: issue_from_json(text, newsletter))
                    for s in self.store.issues()]
@@ -570,6 +663,8 @@ class Pipeline:
             if dates is None and not targets:
                 raise PipelineError(f"{self.db_path}: no issue stored yet; nothing to rebuild")
             stored_dates = set(store.issue_dates())
+            from pipeline.compose import issue_window
+
             for date in targets:  # every date is checked before anything is written
                 start, end = issue_window(date, self.config.newsletter)
                 if date not in stored_dates and store.count_items_between(start, end) == 0:
@@ -627,6 +722,8 @@ class Pipeline:
     def email_links(self, date: dt.date) -> IssueLinks:
         """Links of an issue read in a mailbox: absolute only, and no previous/next issue."""
         base = self.config.newsletter.base_url
+        from pipeline.render import IssueLinks
+
         return IssueLinks(web_url=f"{base}{date.isoformat()}/", archive_url=base,
                           text_href=f"{base}{date.isoformat()}/digest.txt", home_href=None)
 
@@ -669,6 +766,8 @@ class Pipeline:
         """Classify stored items with the current rules and with `candidate`, and list those whose
         topics would change: a rule change tried on real items before it goes live. Read-only."""
         store = self._existing_store()
+        from pipeline.classify import Classifier
+
         current, proposed = self.classifier, Classifier.compile(candidate)
         zone = zoneinfo.ZoneInfo(self.config.newsletter.timezone)
         start = (dt.datetime.combine(since, dt.time(), tzinfo=zone) if since
@@ -718,6 +817,8 @@ class Pipeline:
         """Send the stored issue of `date` (default: today) to every reader who has not had it
         yet, exactly once (see pipeline.deliver). Safe to call again after any interruption.
         `dry_run` writes one .eml per reader to `outbox` (default: outbox/ beside the database)."""
+        from pipeline.deliver import DeliveryReport, credentials_from_env, prepare_mailing, send_mailing, write_outbox
+
         settings = self.delivery_settings()
         started = time.monotonic()
         date = date or self.today()
@@ -748,6 +849,8 @@ class Pipeline:
             yield
 
     def subscribers(self) -> Subscribers:
+        from pipeline.deliver import load_recipients
+
         path = self.delivery_settings().recipients
         suppressed = self.store.suppressions()
         recipients = load_recipients(path, [t.id for t in self.topic_info])
@@ -757,6 +860,8 @@ class Pipeline:
                        topics: Sequence[str] = ()) -> tuple[Recipient, Suppression | None]:
         """Add a reader to the recipients file and lift a suppression of the address; returns the
         reader and the suppression lifted, if any."""
+        from pipeline.deliver import add_recipient
+
         path = self.delivery_settings().recipients
         store = self.store
         recipient = add_recipient(path, email, name=name, topics=topics, known_topics=[t.id for t in self.topic_info])
@@ -764,6 +869,8 @@ class Pipeline:
 
     def remove_subscriber(self, email: str, now: dt.datetime | None = None) -> Recipient:
         """Take a reader out of the recipients file and suppress the address."""
+        from pipeline.deliver import remove_recipient
+
         path = self.delivery_settings().recipients
         store = self.store
         recipient = remove_recipient(path, email)

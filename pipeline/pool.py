@@ -14,7 +14,6 @@ fake), the calls run in this process, when their result is asked for.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import signal
@@ -116,6 +115,8 @@ class CallPool(Generic[T]):
             function = self._function
             return Pending(call=lambda: _guarded(function, *args))
         if self._pool is None:
+            import multiprocessing
+
             from pebble import ProcessPool
 
             # fork: a worker starts in milliseconds with the modules this process already has.

@@ -14,15 +14,18 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import css_inline
-import jinja2
-from babel.dates import format_date
 
 from pipeline.compose import french_characters
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
 from pipeline.text import escape_invisible
+
+# jinja2, css_inline and babel are imported when first used: a run with nothing to render needs
+# only the templates' fingerprint, and those imports were a good part of its start-up.
+if TYPE_CHECKING:
+    import css_inline
+    import jinja2
 
 TEXT_WIDTH = 72
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -123,6 +126,8 @@ def later_date(date: dt.date, issue_date: dt.date) -> str:
 @functools.lru_cache(maxsize=4096)  # Babel's formatting is slow and archive pages repeat dates
 def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
     """'mardi 6 mai', '1er mai 2025': the French way, with Babel's month and day names."""
+    from babel.dates import format_date
+
     day = "1er" if date.day == 1 else str(date.day)
     words = []
     if weekday:
@@ -212,6 +217,17 @@ class IssueLinks:
     home_href: str | None = "../index.html"
 
 
+def templates_fingerprint(templates_dir: Path) -> str:
+    """sha256 over every template file: a changed template means issues need rebuilding."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(templates_dir).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(templates_dir).as_posix().encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 class Renderer:
     """Loads the templates once; renders issues and archive pages."""
 
@@ -219,7 +235,13 @@ class Renderer:
         self.templates_dir = Path(templates_dir)
         if not self.templates_dir.is_dir():
             raise FileNotFoundError(f"templates folder not found: {self.templates_dir}")
-        self.env = jinja2.Environment(
+
+    @functools.cached_property
+    def env(self) -> jinja2.Environment:
+        """The jinja2 environment, made on the first render (a build with nothing to render needs none)."""
+        import jinja2
+
+        env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(self.templates_dir)),
             # Escape everything but plain-text templates: feed text is untrusted.
             autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
@@ -228,30 +250,29 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.env.filters["safe_url"] = safe_url
-        self.env.filters["french_date"] = french_date
-        self.env.filters["wrap"] = wrap
-        self.env.filters["fr"] = french_spacing
-        self.env.filters["de"] = lambda name: preposition("de", name)
-        self.env.filters["further_parts"] = further_parts
-        self.env.filters["agenda_date"] = agenda_date
-        self.env.filters["later_date"] = later_date
-        self.env.filters["paragraphs"] = story_paragraphs
+        env.filters["safe_url"] = safe_url
+        env.filters["french_date"] = french_date
+        env.filters["wrap"] = wrap
+        env.filters["fr"] = french_spacing
+        env.filters["de"] = lambda name: preposition("de", name)
+        env.filters["further_parts"] = further_parts
+        env.filters["agenda_date"] = agenda_date
+        env.filters["later_date"] = later_date
+        env.filters["paragraphs"] = story_paragraphs
         # A global, so that every page including _style.css.j2 gets the palette.
-        self.env.globals["palette"] = PALETTE
-        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+        env.globals["palette"] = PALETTE
+        return env
+
+    @functools.cached_property
+    def _inliner(self) -> css_inline.CSSInliner:
+        import css_inline
+
+        return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over every template file: a changed template means issues need rebuilding.
-        Computed once per Renderer (one per run), not once per issue built."""
-        digest = hashlib.sha256()
-        for path in sorted(self.templates_dir.rglob("*")):
-            if path.is_file():
-                digest.update(path.relative_to(self.templates_dir).as_posix().encode())
-                digest.update(b"\0")
-                digest.update(path.read_bytes())
-        return digest.hexdigest()
+        """See templates_fingerprint. Computed once per Renderer (one per run), not once per issue built."""
+        return templates_fingerprint(self.templates_dir)
 
     def render_page(self, template: str, inline_css: bool = False, **context: object) -> str:
         html = self.env.get_template(template).render(**context)

@@ -29,6 +29,7 @@ per-character path that keeps an explicit offset map.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from bisect import bisect_right
@@ -96,12 +97,14 @@ _CASE_TABLE = _build_table(keep_case=True)
 _FAST_CHARS = frozenset(chr(i) for i in range(256)) | {"œ", "Œ"}
 
 
-def _build_unsafe() -> re.Pattern[str]:
+@functools.cache
+def _unsafe() -> re.Pattern[str]:
     """Characters outside Latin-1 that carry letters (or accents) and need the slow path.
 
     Other characters outside Latin-1 (’, –, …, €, narrow no-break space,
     emoji…) are separators either way, so a text holding only those stays on
-    the fast path. Computed once at import over the BMP.
+    the fast path. Computed once, over the BMP, when a text first needs it (not at import:
+    loading topics.yaml or a run with nothing to classify does not).
     """
     ranges: list[tuple[int, int]] = []
     for code in range(0x100, 0x10000):
@@ -122,7 +125,6 @@ def _build_unsafe() -> re.Pattern[str]:
     return re.compile("[" + "".join(parts) + "]")
 
 
-_UNSAFE = _build_unsafe()
 
 def _fast_char(char: str, table: bytes) -> str:
     for ligature, code in _PRE:
@@ -202,7 +204,7 @@ def fast_bytes(text: str) -> bytes | None:
         return swapped.encode("latin-1")
     except UnicodeEncodeError:  # characters outside Latin-1 besides ’ œ Œ (– … € or letters)
         encoded = swapped.encode("latin-1", errors="replace")
-    if encoded.count(b"?") == text.count("?") or _UNSAFE.search(text) is None:
+    if encoded.count(b"?") == text.count("?") or _unsafe().search(text) is None:
         # Either every character was in Latin-1, or the ones that were not are
         # separators (they became "?", which the table maps to a space).
         return encoded

@@ -1,0 +1,164 @@
+"""What a build does not redo: an issue composed from the same inputs (items of its window and
+their classification, rules, settings, weights, items featured before) is not composed again,
+and pages rendered from the same issue, links and templates are not rendered again, with the
+same bytes as a build from scratch. A run whose feeds all answer 304 composes and renders
+nothing and loads neither the feed parser, the classifier's engine, jinja2 nor the mail code.
+Real CLI, real demo feeds, real SQLite, a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline.archive import MANIFEST_NAME
+from pipeline.render import Renderer
+from tests.localfeed import RSS
+from tests.test_rebuild import DATES, DEMO, REPO, call, changed_templates, snapshot
+
+
+def demo_archive(root: Path, *extra: str | Path) -> Path:
+    for date in DATES:
+        code, _out, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
+                               "--output", root / "out", *extra)
+        assert code == 0, err
+    return root
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many issues were composed and rendered (the real functions still run)."""
+    import pipeline.compose
+
+    calls = {"composed": 0, "rendered": 0}
+    compose, render = pipeline.compose.compose_issue, Renderer.render_issue
+
+    def composing(*args: object, **kwargs: object) -> object:
+        calls["composed"] += 1
+        return compose(*args, **kwargs)  # type: ignore[arg-type]
+
+    def rendering(self: Renderer, *args: object, **kwargs: object) -> object:
+        calls["rendered"] += 1
+        return render(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.compose, "compose_issue", composing)
+    monkeypatch.setattr(Renderer, "render_issue", rendering)
+    return calls
+
+
+def rebuild(root: Path, *extra: str | Path) -> None:
+    code, _out, err = call("rebuild", "--all", "--config", DEMO, "--db", root / "db.sqlite3", "--output",
+                           root / "out", *extra)
+    assert code == 0, err
+
+
+def test_unchanged_issues_are_neither_composed_nor_rendered_again(tmp_path: Path, counted: dict[str, int]) -> None:
+    root = demo_archive(tmp_path / "archive")
+    counted.update(composed=0, rendered=0)
+    before = snapshot(root / "out")
+    rebuild(root)
+    assert counted == {"composed": 0, "rendered": 0}
+    assert snapshot(root / "out") == before
+
+
+def test_a_template_edit_renders_the_stored_issues_as_a_build_from_scratch(tmp_path: Path,
+                                                                           counted: dict[str, int]) -> None:
+    templates = changed_templates(tmp_path)
+    root = demo_archive(tmp_path / "archive")
+    counted.update(composed=0, rendered=0)
+    rebuild(root, "--templates", templates)
+    # The issues were not composed again (only the templates changed), only rendered.
+    assert counted == {"composed": 0, "rendered": len(DATES)}
+    scratch = demo_archive(tmp_path / "scratch", "--templates", templates)
+    pages = {k: v[0] for k, v in snapshot(root / "out").items() if k != MANIFEST_NAME}
+    assert "chers lecteurs" in pages[f"{DATES[-1]}/digest.txt"].decode()
+    assert pages == {k: v[0] for k, v in snapshot(scratch / "out").items() if k != MANIFEST_NAME}
+
+
+def test_a_rule_change_composes_every_issue_again(tmp_path: Path, counted: dict[str, int]) -> None:
+    root = demo_archive(tmp_path / "archive")
+    rules = (REPO / "topics.yaml").read_text(encoding="utf-8")
+    marker = '  - id: media_partnership\n    heading: "MÉDIAS"\n'
+    assert marker in rules
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(rules.replace(marker, marker + "    threshold: 1000\n"), encoding="utf-8")
+    counted.update(composed=0, rendered=0)
+    rebuild(root, "--topics", topics)
+    assert counted["composed"] == len(DATES)
+
+
+# ---------------------------------------------------------------- a run where every feed answers 304
+
+ETAG = '"v1"'
+
+
+class _Feed(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.headers.get("If-None-Match") == ETAG:
+            self.send_response(304)
+            self.send_header("ETag", ETAG)
+            self.end_headers()
+            return
+        body = RSS.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml; charset=utf-8")
+        self.send_header("ETag", ETAG)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def feed_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Feed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
+    server.shutdown()
+    server.server_close()
+
+
+HEAVY = ("feedparser", "pipeline.parse", "pebble", "pipeline.classify.engine", "jinja2", "css_inline",
+         "pipeline.deliver")
+
+
+def test_a_run_whose_feeds_all_answer_304_composes_renders_and_loads_nothing(tmp_path: Path, feed_url: str) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text("storage:\n  db: data/archive.sqlite3\n  output: out\n"
+                      f"feeds:\n  - {{id: exemple, name: Exemple, url: '{feed_url}'}}\n", encoding="utf-8")
+    command = ["-m", "pipeline", "run", "--config", str(config), "--topics", str(REPO / "topics.yaml"),
+               "--date", "2025-05-06"]
+
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, *options, *command], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    first = run()
+    assert "1 new items, 1 stories" in first.stdout
+    pages = {name: hashlib.sha256(path.read_bytes()).hexdigest()
+             for name, path in ((p.relative_to(tmp_path).as_posix(), p) for p in (tmp_path / "out").rglob("*"))
+             if path.is_file()}
+    second = run("-X", "importtime")
+    assert "1 feeds read, 0 failed, 0 new items, 1 stories" in second.stdout
+    # Every import of the process is on stderr, one line each: "import time: self | cumulative | name".
+    loaded = {line.rsplit("|", 1)[1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")}
+    assert "pipeline.app" in loaded and "httpx" in loaded  # the listing is real
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert {name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for name, path in ((p.relative_to(tmp_path).as_posix(), p) for p in (tmp_path / "out").rglob("*"))
+            if path.is_file()} == pages
+    shutil.rmtree(tmp_path / "out" / "2025-05-06")  # a page gone: the next run of 304s writes it again
+    third = run()
+    assert "0 new items, 1 stories" in third.stdout and (tmp_path / "out" / "2025-05-06" / "index.html").is_file()

@@ -301,7 +301,8 @@ class Pipeline:
         override the config's `storage:` section (default data/pipeline.sqlite3 and output/)."""
         config = load_config(Path(config_path))
         topics = load_topics(Path(topics_path))
-        return cls(config, topics, store=StoreTarget(Path(db or config.db_path or DEFAULT_DB)),
+        store = StoreTarget.from_settings(config.store_backend, Path(db or config.db_path or DEFAULT_DB), os.environ)
+        return cls(config, topics, store=store,
                    output_dir=Path(output or config.output_dir or DEFAULT_OUTPUT),
                    templates_dir=templates, fetcher=fetcher, parser=parser)
 

@@ -79,6 +79,7 @@ class Config:
     db_path: Path | None = None  # from sources.yaml `storage.db`, overridden by --db
     output_dir: Path | None = None  # from sources.yaml `storage.output`, overridden by --output
     delivery: DeliverySettings | None = None  # from sources.yaml `delivery`; None: no email
+    store_backend: str = "sqlite"  # sources.yaml `storage.backend`: sqlite | postgresql
 
 
 @dataclass(frozen=True)

@@ -432,8 +432,8 @@ def save(store: Store, one: Issue) -> None:
     )
 
 
-def test_store_search_folds_accents_ranks_and_snippets(tmp_path: Path) -> None:
-    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
+def test_store_search_folds_accents_ranks_and_snippets(store_target: StoreTarget) -> None:
+    with open_store(store_target) as store:  # the same queries and answers on each backend
         for one in SPRING:
             save(store, one)
         hits = store.search_stories("reglement")
@@ -453,8 +453,8 @@ def test_store_search_folds_accents_ranks_and_snippets(tmp_path: Path) -> None:
             store.search_stories("« » !")
 
 
-def test_a_rebuilt_issue_replaces_its_rows_in_the_search_index(tmp_path: Path) -> None:
-    with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
+def test_a_rebuilt_issue_replaces_its_rows_in_the_search_index(store_target: StoreTarget) -> None:
+    with open_store(store_target) as store:
         save(store, SPRING[1])
         assert store.search_stories("llama")
         save(store, issue(SPRING[1].date, story("b9", "Autre chose", ("rgpd",))))

@@ -1,4 +1,5 @@
-"""Store: items, feed health, classifications and issues survive in a real SQLite file."""
+"""Store: items, feed health, classifications and issues survive in a real database, on each backend
+(a SQLite file, a PostgreSQL database of the session's cluster: the `store` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pipeline.models import (
     SourceRef,
     Story,
 )
-from pipeline.store import StoredIssue, issue_from_json, issue_to_json
+from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
 from pipeline.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
@@ -35,61 +36,56 @@ def item(identifier: str, published: dt.datetime | None, title: str = "Titre") -
                 summary="Résumé", published=published, first_seen=T0)
 
 
-def test_upsert_counts_only_new_items_and_keeps_first_seen(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        assert store.upsert_items([item("a", T0), item("b", None)]) == 2
-        later = Item(**{**item("a", T0).__dict__, "title": "Titre corrigé", "first_seen": T0 + dt.timedelta(days=3)})
-        assert store.upsert_items([later]) == 0
-        (stored,) = [i for i in store.all_items() if i.id == "a"]
-        assert stored.title == "Titre corrigé" and stored.first_seen == T0
+def test_upsert_counts_only_new_items_and_keeps_first_seen(store: Store) -> None:
+    assert store.upsert_items([item("a", T0), item("b", None)]) == 2
+    later = Item(**{**item("a", T0).__dict__, "title": "Titre corrigé", "first_seen": T0 + dt.timedelta(days=3)})
+    assert store.upsert_items([later]) == 0
+    (stored,) = [i for i in store.all_items() if i.id == "a"]
+    assert stored.title == "Titre corrigé" and stored.first_seen == T0
 
 
-def test_undated_items_count_from_first_seen(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        store.upsert_items([item("dated", T0 - dt.timedelta(days=2)), item("undated", None)])
-        window = store.items_between(T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
-        assert [i.id for i in window] == ["undated"]
+def test_undated_items_count_from_first_seen(store: Store) -> None:
+    store.upsert_items([item("dated", T0 - dt.timedelta(days=2)), item("undated", None)])
+    window = store.items_between(T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
+    assert [i.id for i in window] == ["undated"]
 
 
-def test_feed_health_and_conditional_state(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        ok = FetchResult(feed=FEED, status=FetchStatus.NEW, url=FEED.url, body=b"x", etag='"v1"',
-                         last_modified="Mon, 05 May 2025 08:00:00 GMT")
-        store.record_fetch(ok, new_items=3, at=T0)
-        state = store.feed_states([FEED])["f1"]
-        assert (state.etag, state.items_seen, state.consecutive_failures) == ('"v1"', 3, 0)
-        failed = FetchResult(feed=FEED, status=FetchStatus.FAILED, url=FEED.url, error="HTTP 500")
-        for _ in range(2):
-            store.record_fetch(failed, 0, T0)
-        state = store.feed_states([FEED])["f1"]
-        assert state.consecutive_failures == 2 and state.last_error == "HTTP 500" and state.etag == '"v1"'
-        moved = FetchResult(feed=FEED, status=FetchStatus.MOVED, url=FEED.url, body=b"x",
-                            permanent_redirect="https://example.org/new-rss")
-        store.record_fetch(moved, 0, T0)
-        assert store.feed_states([FEED])["f1"].url == "https://example.org/new-rss"
-        # A new URL in sources.yaml forgets the old redirect and validators.
-        edited = FeedSource(id="f1", name="Feed One", url="https://example.org/other")
-        state = store.feed_states([edited])["f1"]
-        assert state.url is None and state.etag is None
+def test_feed_health_and_conditional_state(store: Store) -> None:
+    ok = FetchResult(feed=FEED, status=FetchStatus.NEW, url=FEED.url, body=b"x", etag='"v1"',
+                     last_modified="Mon, 05 May 2025 08:00:00 GMT")
+    store.record_fetch(ok, new_items=3, at=T0)
+    state = store.feed_states([FEED])["f1"]
+    assert (state.etag, state.items_seen, state.consecutive_failures) == ('"v1"', 3, 0)
+    failed = FetchResult(feed=FEED, status=FetchStatus.FAILED, url=FEED.url, error="HTTP 500")
+    for _ in range(2):
+        store.record_fetch(failed, 0, T0)
+    state = store.feed_states([FEED])["f1"]
+    assert state.consecutive_failures == 2 and state.last_error == "HTTP 500" and state.etag == '"v1"'
+    moved = FetchResult(feed=FEED, status=FetchStatus.MOVED, url=FEED.url, body=b"x",
+                        permanent_redirect="https://example.org/new-rss")
+    store.record_fetch(moved, 0, T0)
+    assert store.feed_states([FEED])["f1"].url == "https://example.org/new-rss"
+    # A new URL in sources.yaml forgets the old redirect and validators.
+    edited = FeedSource(id="f1", name="Feed One", url="https://example.org/other")
+    state = store.feed_states([edited])["f1"]
+    assert state.url is None and state.etag is None
 
 
-def test_reenable_resets_failures(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        failed = FetchResult(feed=FEED, status=FetchStatus.FAILED, url=FEED.url, error="boom")
-        for _ in range(5):
-            store.record_fetch(failed, 0, T0)
-        assert store.set_feeds_enabled(["f1"], enabled=True) == 1
-        assert store.feed_states([FEED])["f1"].consecutive_failures == 0
+def test_reenable_resets_failures(store: Store) -> None:
+    failed = FetchResult(feed=FEED, status=FetchStatus.FAILED, url=FEED.url, error="boom")
+    for _ in range(5):
+        store.record_fetch(failed, 0, T0)
+    assert store.set_feeds_enabled(["f1"], enabled=True) == 1
+    assert store.feed_states([FEED])["f1"].consecutive_failures == 0
 
 
-def test_classifications_are_keyed_by_rules_fingerprint(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        store.upsert_items([item("a", T0)])
-        c = Classification(item_id="a", topics=("rgpd",), scores={"rgpd": 3.0},
-                           matches=(Match("rgpd", "cnil", "title", "CNIL", 0, 4),))
-        store.save_classifications([c], "fp1")
-        assert store.classifications(["a"], "fp1")["a"] == c
-        assert store.classifications(["a"], "fp2") == {}
+def test_classifications_are_keyed_by_rules_fingerprint(store: Store) -> None:
+    store.upsert_items([item("a", T0)])
+    c = Classification(item_id="a", topics=("rgpd",), scores={"rgpd": 3.0},
+                       matches=(Match("rgpd", "cnil", "title", "CNIL", 0, 4),))
+    store.save_classifications([c], "fp1")
+    assert store.classifications(["a"], "fp1")["a"] == c
+    assert store.classifications(["a"], "fp2") == {}
 
 
 def sample_issue() -> Issue:
@@ -106,25 +102,24 @@ def test_issue_round_trips_through_json() -> None:
     assert issue_from_json(issue_to_json(issue), NewsletterSettings()) == issue
 
 
-def test_saved_issue_marks_items_as_featured(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        issue = sample_issue()
-        record = StoredIssue(date=issue.date, built_at=T0, rules_fingerprint="r", templates_fingerprint="t",
-                             html_sha256="h", text_sha256="x", story_count=1, issue_json=issue_to_json(issue))
-        store.save_issue(record, [], ["a", "b"])
-        assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a", "b"}
-        assert store.featured_item_ids(before=dt.date(2025, 5, 6)) == set()
-        store.save_issue(record, [], ["a"])  # a rebuild replaces, never duplicates
-        assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a"}
-        assert [i.date for i in store.issues()] == [dt.date(2025, 5, 6)]
+def test_saved_issue_marks_items_as_featured(store: Store) -> None:
+    issue = sample_issue()
+    record = StoredIssue(date=issue.date, built_at=T0, rules_fingerprint="r", templates_fingerprint="t",
+                         html_sha256="h", text_sha256="x", story_count=1, issue_json=issue_to_json(issue))
+    store.save_issue(record, [], ["a", "b"])
+    assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a", "b"}
+    assert store.featured_item_ids(before=dt.date(2025, 5, 6)) == set()
+    store.save_issue(record, [], ["a"])  # a rebuild replaces, never duplicates
+    assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a"}
+    assert [i.date for i in store.issues()] == [dt.date(2025, 5, 6)]
 
 
-def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "db.sqlite3") as store:
-        bad = Item(**{**item("z", T0).__dict__, "first_seen": None})
-        with pytest.raises(ValueError):
-            store.upsert_items([item("y", T0), bad])
-        assert store.item_count() == 0
+def test_failed_transaction_leaves_nothing(store: Store) -> None:
+    bad = Item(**{**item("z", T0).__dict__, "first_seen": None})
+    with pytest.raises(ValueError):
+        store.upsert_items([item("y", T0), bad])
+    assert store.item_count() == 0
+    if isinstance(store, SqliteStore):
         assert store.integrity_ok()
 
 

@@ -24,9 +24,10 @@ from pipeline.store import (
     StoreTarget,
     open_store,
 )
+from pipeline.store.postgres import PostgresStore
 from pipeline.store.sqlite import SqliteStore
 
-BACKENDS = {"sqlite": SqliteStore}  # the PostgreSQL backend joins here
+BACKENDS = {"sqlite": SqliteStore, "postgresql": PostgresStore}
 AREAS = (FeedStore, ItemStore, IssueStore, SearchStore, RunStore, DeliveryStore, Store)
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
 
@@ -59,7 +60,7 @@ def test_open_store_opens_the_configured_backend(tmp_path: Path) -> None:
     with open_store(target) as store:
         assert isinstance(store, SqliteStore) and store.item_count() == 0
     assert target.exists()
-    with pytest.raises(PipelineError, match="unknown store backend 'oracle' \\(known: sqlite\\)"):
+    with pytest.raises(PipelineError, match="unknown store backend 'oracle' \\(known: sqlite, postgresql\\)"):
         open_store(StoreTarget(tmp_path / "other", backend="oracle"))
 
 

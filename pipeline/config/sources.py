@@ -27,7 +27,8 @@ from pipeline.models import (
 
 TOP_KEYS = {"newsletter", "fetch", "schedule", "storage", "feeds", "delivery"}
 FEED_KEYS = {"id", "name", "url", "language", "weight", "enabled"}
-STORAGE_KEYS = {"db", "output"}
+STORAGE_KEYS = {"db", "output", "backend"}
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 
 def slugify(text: str) -> str:
@@ -338,9 +339,16 @@ def load_config(path: Path) -> Config:
         _check_schedule(path, schedule, root["schedule"])
 
     db_path = output_dir = None
+    store_backend = "sqlite"
     if "storage" in root:
         storage = expect_map(path, root["storage"], "storage", root.line_of("storage"))
         check_keys(path, storage, STORAGE_KEYS, "storage")
+        if "backend" in storage:
+            store_backend = _typed(path, storage, "backend", str, "storage")
+            if store_backend not in STORE_BACKENDS:
+                raise ConfigError(path, f"must be one of {', '.join(STORE_BACKENDS)}, got {store_backend!r} "
+                                  "(the PostgreSQL address goes in $TECH_MATIN_DATABASE_URL, never here)",
+                                  storage.line_of("backend"), "storage.backend")
         if "db" in storage:
             db_path = Path(os.path.normpath(path.parent / _typed(path, storage, "db", str, "storage")))
         if "output" in storage:
@@ -362,4 +370,5 @@ def load_config(path: Path) -> Config:
         feeds.append(feed)
     delivery = _delivery(path, root["delivery"], root.line_of("delivery")) if "delivery" in root else None
     return Config(path=path, newsletter=newsletter, fetch=fetch, schedule=schedule, feeds=tuple(feeds),
-                  db_path=db_path, output_dir=output_dir, delivery=delivery)
+                  db_path=db_path, output_dir=output_dir, delivery=delivery,
+                  store_backend=store_backend)

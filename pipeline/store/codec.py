@@ -13,19 +13,35 @@ import datetime as dt
 import json
 from typing import Any
 
-from pipeline.models import AgendaEntry, Issue, MenuTeaser, NewsletterSettings, Section, SourceRef, Story
-from pipeline.store.records import IssueStory
+from pipeline.models import (
+    AgendaEntry,
+    FeedSource,
+    FeedState,
+    Issue,
+    MenuTeaser,
+    NewsletterSettings,
+    Section,
+    SourceRef,
+    Story,
+)
+from pipeline.store.records import FeedHealth, IssueStory, RunOutcome
 
 _STORY_FIELDS = tuple(f.name for f in dataclasses.fields(Story))
 
 
-def to_iso(value: dt.datetime | None) -> str | None:
-    """A time as the store keeps it, whatever the backend: ISO 8601 in UTC, to the second."""
+def to_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time as the store keeps it, whatever the backend: in UTC, to the second."""
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the store")
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+    return value.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def to_iso(value: dt.datetime | None) -> str | None:
+    """A time as the SQLite backend keeps it: ISO 8601 in UTC, to the second."""
+    utc = to_utc(value)
+    return utc.isoformat() if utc else None
 
 
 def from_iso(value: str | None) -> dt.datetime | None:
@@ -106,3 +122,40 @@ def issue_stories(issue: Issue) -> list[IssueStory]:
 def featured_item_ids(issue: Issue) -> list[str]:
     """The items an issue shows (later issues never show them again)."""
     return [item_id for story in issue.stories() for item_id in story.item_ids]
+
+
+def outcome_to_json(outcome: RunOutcome | None) -> str:
+    """What a run found, as the runs table keeps it (JSON text), whatever the backend."""
+    if outcome is None:
+        return "{}"
+    data = {
+        "date": outcome.date.isoformat(),
+        "new_items": outcome.new_items,
+        "feeds": [
+            {"feed": f.feed_id, "status": f.status, "error": f.error, "new_items": f.new_items,
+             "elapsed": round(f.elapsed, 3), "moved_to": f.moved_to}
+            for f in outcome.feeds
+        ],
+        "stories": outcome.stories,
+    }
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def feed_state(feed: FeedSource, health: FeedHealth | None) -> FeedState:
+    """A configured feed's state from what the store keeps of it. A redirect or validators
+    stored for an older configured URL are forgotten."""
+    if health is None:
+        return FeedState(feed_id=feed.id)
+    same_config = health.config_url == feed.url
+    return FeedState(
+        feed_id=feed.id,
+        url=health.url if same_config else None,
+        etag=health.etag if same_config else None,
+        last_modified=health.last_modified if same_config else None,
+        consecutive_failures=health.consecutive_failures,
+        last_status=health.last_status,
+        last_error=health.last_error,
+        last_success=health.last_success,
+        items_seen=health.items_seen,
+        disabled=health.disabled,
+    )

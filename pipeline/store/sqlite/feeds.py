@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from pipeline.models import FeedSource, FeedState, FetchResult, FetchStatus
-from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.codec import feed_state, from_iso, to_iso
 from pipeline.store.records import FeedHealth
 from pipeline.store.sqlite.base import SqliteBase
 
@@ -23,27 +23,8 @@ def _health(row: sqlite3.Row) -> FeedHealth:
 
 class SqliteFeeds(SqliteBase):
     def feed_states(self, feeds: Sequence[FeedSource]) -> dict[str, FeedState]:
-        rows = {row["feed_id"]: row for row in self._rows("SELECT * FROM feeds")}
-        states: dict[str, FeedState] = {}
-        for feed in feeds:
-            row = rows.get(feed.id)
-            if row is None:
-                states[feed.id] = FeedState(feed_id=feed.id)
-                continue
-            same_config = row["config_url"] == feed.url
-            states[feed.id] = FeedState(
-                feed_id=feed.id,
-                url=row["url"] if same_config else None,
-                etag=row["etag"] if same_config else None,
-                last_modified=row["last_modified"] if same_config else None,
-                consecutive_failures=row["consecutive_failures"],
-                last_status=row["last_status"],
-                last_error=row["last_error"],
-                last_success=from_iso(row["last_success"]),
-                items_seen=row["items_seen"],
-                disabled=bool(row["disabled"]),
-            )
-        return states
+        stored = {row["feed_id"]: _health(row) for row in self._rows("SELECT * FROM feeds")}
+        return {feed.id: feed_state(feed, stored.get(feed.id)) for feed in feeds}
 
     def record_fetch(self, result: FetchResult, new_items: int, at: dt.datetime,
                      parse_error: str | None = None) -> None:

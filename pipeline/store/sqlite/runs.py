@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.codec import from_iso, outcome_to_json, to_iso
 from pipeline.store.records import RunOutcome, RunRecord
 from pipeline.store.sqlite.base import SqliteBase
-
-
-def _outcome_json(outcome: RunOutcome | None) -> str:
-    if outcome is None:
-        return "{}"
-    data = {
-        "date": outcome.date.isoformat(),
-        "new_items": outcome.new_items,
-        "feeds": [
-            {"feed": f.feed_id, "status": f.status, "error": f.error, "new_items": f.new_items,
-             "elapsed": round(f.elapsed, 3), "moved_to": f.moved_to}
-            for f in outcome.feeds
-        ],
-        "stories": outcome.stories,
-    }
-    return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
 class SqliteRuns(SqliteBase):
@@ -39,7 +22,7 @@ class SqliteRuns(SqliteBase):
                    at: dt.datetime) -> None:
         with self._transaction() as db:
             db.execute("UPDATE runs SET finished = ?, status = ?, summary = ?, report = ? WHERE id = ?",
-                       (to_iso(at), status, summary, _outcome_json(outcome), run_id))
+                       (to_iso(at), status, summary, outcome_to_json(outcome), run_id))
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         return [

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sqlite3
 from collections.abc import Sequence
 
 from pipeline.errors import PipelineError
+from pipeline.store.query import SearchTerm, search_terms
 from pipeline.store.records import IssueStory, SearchHit
 from pipeline.store.sqlite.base import SqliteBase, store_errors
 
@@ -27,22 +27,10 @@ def _search_rowid(date: dt.date, position: int) -> int:
     return int(date.strftime("%Y%m%d")) * _SEARCH_SLOTS + position
 
 
-def fts_query(text: str) -> str:
-    """A user's search words as an FTS5 query: every word must appear (any order), "quoted words"
-    must appear as a phrase, and a word ending in * matches as a prefix. Punctuation is never
-    FTS5 syntax here, so "l'IA" or "AI-Act" cannot make the query invalid."""
-    terms: list[str] = []
-    for phrase, bare in re.findall(r'"([^"]*)"?|(\S+)', text):
-        if phrase:
-            words = re.findall(r"\w+", phrase)
-            if words:
-                terms.append('"' + " ".join(words) + '"')
-            continue
-        words = re.findall(r"\w+", bare)
-        for position, word in enumerate(words):
-            prefix = bare.endswith("*") and position == len(words) - 1
-            terms.append(f'"{word}"' + ("*" if prefix else ""))
-    return " ".join(terms)
+def fts_query(terms: Sequence[SearchTerm]) -> str:
+    """Search terms as an FTS5 query: each word quoted (so it is never FTS5 syntax), a phrase as
+    one quoted string, a prefix with its *."""
+    return " ".join('"' + " ".join(t.words) + '"' + ("*" if t.prefix else "") for t in terms)
 
 
 def index_stories(db: sqlite3.Connection, date: dt.date, stories: Sequence[IssueStory]) -> None:
@@ -62,9 +50,7 @@ class SqliteSearch(SqliteBase):
     def search_stories(self, query: str, limit: int = 20, topic: str | None = None,
                        marks: tuple[str, str] = ("[", "]")) -> list[SearchHit]:
         # bm25 with the title weighing most, then the newest issue.
-        match = fts_query(query)
-        if not match:
-            raise PipelineError(f"search query {query!r} has no word to look for")
+        match = fts_query(search_terms(query))
         sql = (
             "SELECT s.date, s.position, s.story_id, s.topic, s.topics, s.kicker, s.title, s.source, s.url,"
             " snippet(story_search, -1, ?, ?, '…', 14) AS snippet,"

@@ -1,0 +1,77 @@
+"""Email deliveries (`deliveries`, one row per issue and recipient) and the `suppressions` list.
+
+A delivery row is written BEFORE its message is sent, and `handed_over` just before the end of
+the message data goes to the SMTP server (see records.DeliveryRecord). No foreign key to
+issues: rebuilding an issue replaces its row, never its deliveries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipeline.store.codec import to_utc
+from pipeline.store.postgres.base import PostgresBase, Row
+from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
+
+_DELIVERY_COLUMNS = "issue_date, email, status, attempts, message_id, first_attempt, updated, handed_over, reply"
+
+
+def _delivery(row: Row) -> DeliveryRecord:
+    return DeliveryRecord(
+        issue_date=row["issue_date"], email=row["email"], status=DeliveryStatus(row["status"]),
+        attempts=row["attempts"], message_id=row["message_id"], first_attempt=row["first_attempt"],
+        updated=row["updated"], handed_over=row["handed_over"], reply=row["reply"],
+    )
+
+
+def _suppression(row: Row) -> Suppression:
+    return Suppression(email=row["email"], reason=row["reason"], detail=row["detail"], created=row["created"])
+
+
+class PostgresDeliveries(PostgresBase):
+    def deliveries(self, date: dt.date) -> dict[str, DeliveryRecord]:
+        rows = self._rows(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue_date = %s ORDER BY email",
+                          (date,))
+        return {row["email"]: _delivery(row) for row in rows}
+
+    def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO deliveries AS d (issue_date, email, status, attempts, message_id, first_attempt,"
+                " updated) VALUES (%s, %s, 'sending', 1, %s, %s, %s)"
+                " ON CONFLICT (issue_date, email) DO UPDATE SET status = 'sending', attempts = d.attempts + 1,"
+                " updated = excluded.updated, handed_over = NULL, reply = NULL"
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                (date, email, message_id, to_utc(at), to_utc(at)),
+            ).fetchone()
+        assert row is not None  # INSERT … RETURNING always answers one row
+        return _delivery(row)
+
+    def mark_handed_over(self, date: dt.date, email: str, at: dt.datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET handed_over = %s, updated = %s WHERE issue_date = %s AND email = %s",
+                       (to_utc(at), to_utc(at), date, email))
+
+    def finish_delivery(self, date: dt.date, email: str, status: DeliveryStatus, reply: str | None,
+                        at: dt.datetime, suppress_reason: str | None = None) -> None:
+        if status is DeliveryStatus.SENDING:
+            raise ValueError("a delivery finishes as sent, failed-permanent or failed-temporary, not sending")
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET status = %s, reply = %s, updated = %s"
+                       " WHERE issue_date = %s AND email = %s", (str(status), reply, to_utc(at), date, email))
+            if suppress_reason:
+                db.execute("INSERT INTO suppressions (email, reason, detail, created) VALUES (%s,%s,%s,%s)"
+                           " ON CONFLICT DO NOTHING", (email, suppress_reason, reply, to_utc(at)))
+
+    def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:
+        with self._transaction() as db:
+            return db.execute("INSERT INTO suppressions (email, reason, detail, created) VALUES (%s,%s,%s,%s)"
+                              " ON CONFLICT DO NOTHING", (email, reason, detail, to_utc(at))).rowcount == 1
+
+    def unsuppress(self, email: str) -> Suppression | None:
+        with self._transaction() as db:
+            row = db.execute("DELETE FROM suppressions WHERE email = %s RETURNING *", (email,)).fetchone()
+        return _suppression(row) if row else None
+
+    def suppressions(self) -> dict[str, Suppression]:
+        return {row["email"]: _suppression(row) for row in self._rows("SELECT * FROM suppressions ORDER BY email")}

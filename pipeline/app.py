@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
 from pipeline import __version__
+from pipeline.cadence import WEEK, fetch_interval
 from pipeline.config import load_config
 from pipeline.config.topics import TopicsConfig, load_topics
 from pipeline.errors import PipelineError, RunFailed
@@ -72,7 +73,7 @@ from pipeline.store import (
 if TYPE_CHECKING:
     from pipeline.archive import Archive
     from pipeline.classify import Classifier
-    from pipeline.deliver import DeliveryEvent, DeliveryReport, Recipient
+    from pipeline.deliver import DeliveryEvent, DeliveryReport, Mailing, Recipient
     from pipeline.render import IssueLinks, Renderer
 
 DEFAULT_DB = Path("data/pipeline.sqlite3")
@@ -108,6 +109,7 @@ class FeedReport:
     moved_to: str | None = None
     warnings: tuple[str, ...] = ()
     fetch: FetchResult | None = None  # the fetch outcome, marked failed when the body was not a feed
+    ttl_minutes: int | None = None  # the feed's own <ttl>, if it has one
 
 
 @dataclass(frozen=True)
@@ -452,9 +454,10 @@ class Pipeline:
 
     def fetch_and_store(self, date: dt.date, now: dt.datetime,
                         on_result: Callable[[FetchResult], None] | None = None,
-                        feeds: Sequence[FeedSource] | None = None) -> list[FeedReport]:
+                        feeds: Sequence[FeedSource] | None = None, classify: bool = False) -> list[FeedReport]:
         """Fetch every feed (or only `feeds`), parse what came back, store new items and each
-        feed's health. Items first seen now count for the issue of `date` (see _seen_at)."""
+        feed's health. Items first seen now count for the issue of `date` (see _seen_at). With
+        `classify`, the items stored are also classified (the workers' feed jobs)."""
         store = self.store
         feeds = list(self.config.feeds if feeds is None else feeds)
         states = store.feed_states(feeds)
@@ -466,6 +469,7 @@ class Pipeline:
         # Stored in the order of the feeds, so the run's item budget falls as in a sequential run.
         for result, parsed in results:
             new_items = 0
+            ttl: int | None = None
             parse_error: str | None = None
             warnings: tuple[str, ...] = ()
             if parsed is not None:
@@ -478,6 +482,10 @@ class Pipeline:
                 budget -= len(items)
                 if items:
                     new_items = store.upsert_items(items)
+                    if classify:
+                        store.save_classifications([self.classifier.classify(i) for i in items],
+                                                   self.topics.fingerprint)
+                ttl = parsed.ttl_minutes
             store.record_fetch(result, new_items, now, parse_error=parse_error)
             stale = _staleness(self.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
             if stale and not parse_error and result.status is not FetchStatus.FAILED:
@@ -488,7 +496,7 @@ class Pipeline:
             reports.append(FeedReport(
                 feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
                 new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
-                fetch=result,
+                fetch=result, ttl_minutes=ttl,
             ))
         return reports
 
@@ -698,6 +706,81 @@ class Pipeline:
                     last, changed_files=last.changed_files + tuple(archive.written[written_before:]))
         return results
 
+    # -- the distributed mode: one call per job of the workers (pipeline.worker)
+
+    def claim_due_feeds(self, now: dt.datetime | None = None) -> list[FeedSource]:
+        """The enabled feeds due for a fetch, claimed so that no other caller gets them until their
+        job has run (or `workers.min_fetch_interval` has passed)."""
+        hold = dt.timedelta(minutes=self.config.workers.min_fetch_interval)
+        claimed = set(self.store.claim_due_feeds([f for f in self.config.feeds if f.enabled], now or utc_now(), hold))
+        return [feed for feed in self.config.feeds if feed.id in claimed]
+
+    def refresh_feed(self, feed_id: str, now: dt.datetime | None = None) -> tuple[FeedReport, dt.datetime]:
+        """Fetch, parse, classify and store one feed, then set when it is next due (pipeline.cadence).
+        Returns its report and that time."""
+        feed = next((f for f in self.config.feeds if f.id == feed_id), None)
+        if feed is None:
+            raise PipelineError(f"unknown feed id {feed_id!r} (not in {self.config.path})")
+        now = now or utc_now()
+        store = self.store
+        (report,) = self.fetch_and_store(self.today(now), now, feeds=[feed], classify=True)
+        failures = store.feed_states([feed])[feed.id].consecutive_failures if report.status == "failed" else 0
+        interval = fetch_interval(self.config.workers, store.feed_item_count(feed.id, now - WEEK),
+                                  failures=failures, ttl_minutes=report.ttl_minutes,
+                                  retry_after=report.fetch.retry_after if report.fetch else None)
+        store.schedule_fetch(feed.id, now + interval)
+        return report, now + interval
+
+    def build(self, date: dt.date, now: dt.datetime | None = None, *, only_if_missing: bool = True,
+              lock_timeout: float | None = None) -> BuildResult | None:
+        """Compose, render and publish the issue of `date` from what is stored (the build job),
+        recorded as a 'build' run; None when `only_if_missing` and it is already built."""
+        now = now or utc_now()
+        self._load_rules_and_templates()
+        with self.build_lock(lock_timeout, f"build {date}"):
+            store = self.store
+            if only_if_missing and store.issue(date) is not None:
+                return None
+            run_id = store.start_run("build", date, now)
+            try:
+                result = self.build_issue(date, now)
+            except BaseException as exc:
+                store.finish_run(run_id, "failed", f"build {date.isoformat()} failed: {exc}", None, utc_now())
+                raise
+            store.finish_run(run_id, "ok", f"built {date.isoformat()}: {result.stories} stories", None, utc_now())
+        return result
+
+    def queue_mailing(self, date: dt.date, now: Callable[[], dt.datetime] = utc_now) -> DeliveryReport | None:
+        """Record the deliveries of an issue as queued for the email batches (None: an empty issue
+        that delivery.send_empty leaves unsent). The report lists uncertain earlier sends."""
+        from pipeline.deliver import queue_mailing
+
+        mailing = self._mailing(date, os.environ)
+        return None if mailing is None else queue_mailing(self.store, mailing, now)
+
+    def send_batch(self, date: dt.date, batch: str, *, env: Mapping[str, str] | None = None,
+                   now: Callable[[], dt.datetime] = utc_now, sleep: Callable[[float], None] = time.sleep,
+                   on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
+        """Send one batch of an issue's queued deliveries (`workers.email_batch` of them at most)."""
+        from pipeline.deliver import DeliveryReport, credentials_from_env, send_batch
+
+        env = os.environ if env is None else env
+        mailing = self._mailing(date, env)
+        if mailing is None:
+            return DeliveryReport(date=date, empty_issue=True)
+        credentials = credentials_from_env(mailing.settings, env)
+        self.store.durable_commits()
+        return send_batch(self.store, mailing, batch, self.config.workers.email_batch, credentials, now=now,
+                          sleep=sleep, on_event=on_event)
+
+    def _mailing(self, date: dt.date, env: Mapping[str, str]) -> Mailing | None:
+        from pipeline.deliver import prepare_mailing
+
+        settings = self.delivery_settings()
+        issue = self.stored_issue(date)
+        return prepare_mailing(issue, settings, [t.id for t in self.topic_info], env,
+                               lambda: self.render_for_email(issue))
+
     # -- what the scheduler asks
 
     def issue_built(self, date: dt.date) -> bool:
@@ -818,16 +901,14 @@ class Pipeline:
         """Send the stored issue of `date` (default: today) to every reader who has not had it
         yet, exactly once (see pipeline.deliver). Safe to call again after any interruption.
         `dry_run` writes one .eml per reader to `outbox` (default: outbox/ beside the database)."""
-        from pipeline.deliver import DeliveryReport, credentials_from_env, prepare_mailing, send_mailing, write_outbox
+        from pipeline.deliver import DeliveryReport, credentials_from_env, send_mailing, write_outbox
 
         settings = self.delivery_settings()
         started = time.monotonic()
         date = date or self.today()
         env = os.environ if env is None else env
         clock = now or utc_now
-        issue = self.stored_issue(date)
-        mailing = prepare_mailing(issue, settings, [t.id for t in self.topic_info], env,
-                                  lambda: self.render_for_email(issue))
+        mailing = self._mailing(date, env)
         if mailing is None:  # an empty issue, and delivery.send_empty is false
             return DeliveryReport(date=date, dry_run=dry_run, empty_issue=True)
         if dry_run:

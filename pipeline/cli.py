@@ -72,6 +72,7 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
 
 # A port to listen on; 0 asks the system for any free port.
 port_number = _whole_number(0, 65535)
+_concurrency = _whole_number(1, 64)  # jobs at once in one `pipeline worker` process
 MAX_SEARCH_RESULTS = 10_000
 MAX_LOCK_WAIT = 86_400.0  # a day: waiting longer for another build of a daily issue makes no sense
 
@@ -246,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--resend-uncertain", action="store_true",
                       help="also resend readers whose earlier send broke after the message was handed over "
                            "(check the mail server's log for their Message-ID first)")
+
+    worker = commands.add_parser(
+        "worker", help="run procrastinate workers on the PostgreSQL store (storage.backend: postgresql)")
+    _add_common(worker)
+    worker.add_argument("--queues", default=None,
+                        help="comma-separated queues to take jobs from (default: feeds,build,email,maintenance)")
+    worker.add_argument("--concurrency", type=_concurrency, default=1,
+                        help="jobs run at once by this process, 1-64 (default: 1)")
+    worker.add_argument("--name", default="worker", help="this worker's name in the logs (default: worker)")
 
     subscribers = commands.add_parser("subscribers", help="list, add or remove email readers")
     _add_common(subscribers, output=False)
@@ -521,10 +531,39 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.worker import parse_queues, run_worker
+
+    queues = parse_queues(args.queues)
+    _start_worker_logs(err)
+    run_worker(lambda: _pipeline(args), queues, args.concurrency, name=args.name)
+    return EXIT_OK
+
+
+def _start_worker_logs(err: TextIO) -> None:
+    import logging
+
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("pipeline").addHandler(handler)
+    logging.getLogger("pipeline").setLevel(logging.INFO)
+    logging.getLogger("procrastinate").addHandler(handler)
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+
+
 def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.schedule import DailyScheduler, ScheduleLog, make_plan, run_once, serve
 
     config = _pipeline(args).config  # validates the config and the rules before anything is scheduled
+    if config.store_backend == "postgresql" and not args.once:
+        from pipeline.worker import SCHEDULE_QUEUE, run_worker
+
+        # The distributed mode: this process only enqueues (due feeds, the day's build); workers do the work.
+        print(f"scheduling on PostgreSQL: enqueueing every {config.workers.tick_seconds} s for `pipeline worker` "
+              "processes", file=out)
+        _start_worker_logs(err)
+        run_worker(lambda: _pipeline(args), [SCHEDULE_QUEUE], 1, name="schedule")
+        return EXIT_OK
     plan = make_plan(config.schedule, config.path, cron=args.cron, timezone=args.timezone,
                      log_file=args.log_file, lock_timeout=args.lock_timeout)
     log = ScheduleLog(err, plan.log_file, plan.zone)
@@ -548,6 +587,14 @@ def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _pipeline(args) as app:
         app.delivery_settings()  # no `delivery:` section: say so before anything else
         date = args.date or app.today()
+        if app.config.store_backend == "postgresql" and not args.dry_run:
+            from pipeline.worker import enqueue_mailing
+
+            app.stored_issue(date)  # an issue never built is said now, not in a worker's log
+            enqueue_mailing(lambda: _pipeline(args), date, resend_uncertain=args.resend_uncertain)
+            print(f"{date.isoformat()}: queued for the email workers (`pipeline worker --queues email`); "
+                  "each batch logs what it sent", file=out)
+            return EXIT_OK
         report = app.send(date, dry_run=args.dry_run, outbox=args.outbox, resend_uncertain=args.resend_uncertain,
                           on_event=show)
     for email, message_id in report.uncertain:
@@ -601,6 +648,7 @@ COMMANDS = {
     "send": _cmd_send,
     "subscribers": _cmd_subscribers,
     "schedule": _cmd_schedule,
+    "worker": _cmd_worker,
 }
 
 

@@ -280,7 +280,8 @@ class _Fetcher:
                 if outcome.retry_after is not None:
                     outcome = _failed(
                         f"{outcome.error}; server asked to retry after {outcome.retry_after:g} s, "
-                        f"past the {settings.deadline:g} s deadline"
+                        f"past the {settings.deadline:g} s deadline",
+                        retry_after=outcome.retry_after,
                     )
                 break
             await asyncio.sleep(delay)
@@ -303,6 +304,7 @@ class _Fetcher:
             error=error,
             elapsed=elapsed,
             truncated=outcome.truncated,
+            retry_after=outcome.retry_after,
         )
 
     def _backoff(self, tries: int) -> float:

@@ -70,6 +70,18 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """The `workers:` section of sources.yaml: the distributed mode (storage.backend: postgresql)."""
+
+    min_fetch_interval: int = 15  # minutes: the most often a feed is fetched
+    max_fetch_interval: int = 1440  # minutes: the least often (a feed that never publishes)
+    email_batch: int = 500  # deliveries one email job claims at a time
+    heartbeat_seconds: float = 10.0  # how often a worker says it is alive
+    stalled_after_seconds: float = 60.0  # a worker silent this long is dead: its jobs are retried
+    tick_seconds: int = 60  # how often periodic tasks run (due feeds, the day's build, maintenance)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path  # the sources.yaml this came from; relative paths resolve against its folder
     newsletter: NewsletterSettings
@@ -80,6 +92,7 @@ class Config:
     output_dir: Path | None = None  # from sources.yaml `storage.output`, overridden by --output
     delivery: DeliverySettings | None = None  # from sources.yaml `delivery`; None: no email
     store_backend: str = "sqlite"  # sources.yaml `storage.backend`: sqlite | postgresql
+    workers: WorkerSettings = WorkerSettings()  # sources.yaml `workers`
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,7 @@ class FetchResult:
     error: str | None = None
     elapsed: float = 0.0
     truncated: bool = False
+    retry_after: float | None = None  # seconds the server asked us to wait (429/503 Retry-After)
 
 
 # ---------------------------------------------------------------- parse
@@ -188,6 +202,7 @@ class ParseResult:
     items: tuple[Item, ...]
     warnings: tuple[str, ...] = ()
     error: str | None = None  # set when the body is not a usable feed
+    ttl_minutes: int | None = None  # the feed's own <ttl>: how long it may be cached
 
 
 # ---------------------------------------------------------------- classify

@@ -231,4 +231,6 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
         ))
     if untitled:
         warnings.append(f"skipped {untitled} entries with neither title nor description")
-    return ParseResult(feed=feed, items=tuple(items), warnings=tuple(warnings))
+    ttl = str(parsed.feed.get("ttl", "")).strip()
+    return ParseResult(feed=feed, items=tuple(items), warnings=tuple(warnings),
+                       ttl_minutes=int(ttl) if ttl.isascii() and ttl.isdigit() and 0 < int(ttl) <= 525_600 else None)

@@ -23,7 +23,7 @@ STAGES = ("fetch", "parse", "store", "classify", "compose", "render", "archive",
 SHARED = ("models", "errors", "lock", "text", "config", "pool")
 # The top: what people and machines run. They call the app (and the stages' records); no stage
 # calls them. `fetchreport` is the terminal's view of a fetch, used by the CLI only.
-TOP = ("app", "schedule", "cli", "fetchreport", "serve", "desk", "worker", "__main__")
+TOP = ("app", "cadence", "schedule", "cli", "fetchreport", "serve", "desk", "worker", "__main__")
 # config reads topics.yaml into classify's rule language (classify.rules, with its normalisation):
 # the one place a shared module reads a stage, and it reads values, not the engine.
 ALLOWED = {("config", "pipeline.classify.rules"), ("config", "pipeline.classify.normalize")}

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import COMMANDS
 from pipeline.config.sources import FEED_KEYS, STORAGE_KEYS
-from pipeline.models import DeliverySettings, FetchSettings, NewsletterSettings, ScheduleSettings
+from pipeline.models import DeliverySettings, FetchSettings, NewsletterSettings, ScheduleSettings, WorkerSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -30,6 +30,7 @@ def section(title: str) -> str:
         ("storage", sorted(STORAGE_KEYS)),
         ("feeds", sorted(FEED_KEYS)),
         ("delivery", [f.name for f in dataclasses.fields(DeliverySettings)]),
+        ("workers", [f.name for f in dataclasses.fields(WorkerSettings)]),
     ],
 )
 def test_every_sources_key_is_documented(title: str, keys: list[str]) -> None:

@@ -24,7 +24,7 @@ from pipeline.models import (
     SourceRef,
     Story,
 )
-from pipeline.store import Store, StoredIssue, issue_from_json, issue_to_json
+from pipeline.store import DeliveryStatus, Store, StoredIssue, issue_from_json, issue_to_json
 from pipeline.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
@@ -137,3 +137,36 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(PipelineError, match="cannot open the database"):
         SqliteStore(path)
+
+
+def test_due_feeds_are_claimed_once_until_their_next_fetch(store: Store) -> None:
+    feeds = [FEED, FeedSource(id="f2", name="Feed Two", url="https://example.org/two"),
+             FeedSource(id="f3", name="Feed Three", url="https://example.org/three")]
+    hold = dt.timedelta(minutes=15)
+    assert store.claim_due_feeds(feeds, T0, hold) == ["f1", "f2", "f3"]  # never fetched: due at once
+    assert store.claim_due_feeds(feeds, T0 + dt.timedelta(minutes=1), hold) == []  # held for their jobs
+    store.schedule_fetch("f2", T0 + dt.timedelta(hours=2))
+    store.set_feeds_enabled(["f3"], enabled=False)
+    assert store.claim_due_feeds(feeds, T0 + dt.timedelta(minutes=16), hold) == ["f1"]
+    store.upsert_items([item("a", T0 - dt.timedelta(days=1)), item("b", T0 - dt.timedelta(days=9))])
+    assert store.feed_item_count("f1", T0 - dt.timedelta(days=7)) == 1
+
+
+def test_queued_deliveries_are_claimed_by_one_batch_each_and_keep_their_message_id(store: Store) -> None:
+    day = dt.date(2025, 5, 6)
+    messages = [(f"r{n}@example.org", f"<m{n}@example.org>") for n in range(5)]
+    assert store.queue_deliveries(day, messages, T0) == 5
+    assert store.queue_deliveries(day, [(email, "<other@x>") for email, _ in messages], T0) == 5  # kept as is
+    first = store.claim_deliveries(day, "b1", 3, T0)
+    second = store.claim_deliveries(day, "b2", 3, T0)
+    assert len(first) == 3 and len(second) == 2
+    assert {r.email for r in first}.isdisjoint({r.email for r in second})
+    assert {r.message_id for r in first + second} == {m for _, m in messages}
+    assert all(r.status is DeliveryStatus.SENDING and r.batch == "b1" for r in first)
+    # b1 dies: one delivery handed over, the others not; b1 resumed takes back only those.
+    store.begin_delivery(day, first[0].email, "<ignored>", T0)
+    store.mark_handed_over(day, first[0].email, T0)
+    assert sorted(r.email for r in store.claim_deliveries(day, "b1", 10, T0)) == sorted(r.email for r in first[1:])
+    store.finish_delivery(day, second[0].email, DeliveryStatus.FAILED_TEMPORARY, "451", T0)
+    assert store.queue_deliveries(day, messages, T0) == 1  # a temporary failure is queued again
+    assert store.deliveries(day)[first[0].email].message_id == first[0].message_id

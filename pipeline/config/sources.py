@@ -23,9 +23,10 @@ from pipeline.models import (
     FetchSettings,
     NewsletterSettings,
     ScheduleSettings,
+    WorkerSettings,
 )
 
-TOP_KEYS = {"newsletter", "fetch", "schedule", "storage", "feeds", "delivery"}
+TOP_KEYS = {"newsletter", "fetch", "schedule", "storage", "feeds", "delivery", "workers"}
 FEED_KEYS = {"id", "name", "url", "language", "weight", "enabled"}
 STORAGE_KEYS = {"db", "output", "backend"}
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -112,6 +113,26 @@ def _check_schedule(path: Path, schedule: ScheduleSettings, section: YamlMap) ->
     for key in ("misfire_grace_seconds", "watch_interval_seconds"):
         if key in section and getattr(schedule, key) < 1:
             raise ConfigError(path, "must be at least 1", section.line_of(key), f"schedule.{key}")
+
+
+def _check_workers(path: Path, workers: WorkerSettings, section: YamlMap | None) -> None:
+    def line(key: str) -> int:
+        return section.line_of(key) if section is not None and key in section else 1
+
+    for key in ("min_fetch_interval", "email_batch"):
+        if getattr(workers, key) < 1:
+            raise ConfigError(path, "must be at least 1", line(key), f"workers.{key}")
+    if workers.max_fetch_interval < workers.min_fetch_interval:
+        raise ConfigError(path, f"must be at least min_fetch_interval ({workers.min_fetch_interval})",
+                          line("max_fetch_interval"), "workers.max_fetch_interval")
+    if workers.heartbeat_seconds <= 0:
+        raise ConfigError(path, "must be above 0", line("heartbeat_seconds"), "workers.heartbeat_seconds")
+    if workers.tick_seconds < 1 or 60 % workers.tick_seconds:
+        raise ConfigError(path, f"must divide 60 (1, 2, 5, 10, 15, 30 or 60), got {workers.tick_seconds}",
+                          line("tick_seconds"), "workers.tick_seconds")
+    if workers.stalled_after_seconds <= workers.heartbeat_seconds:
+        raise ConfigError(path, f"must be above heartbeat_seconds ({workers.heartbeat_seconds:g})",
+                          line("stalled_after_seconds"), "workers.stalled_after_seconds")
 
 
 def resolve_feed_url(config_path: Path, url: str) -> str:
@@ -354,6 +375,9 @@ def load_config(path: Path) -> Config:
         if "output" in storage:
             output_dir = Path(os.path.normpath(path.parent / _typed(path, storage, "output", str, "storage")))
 
+    workers = _settings(path, root.get("workers"), WorkerSettings, "workers", root.line_of("workers"))
+    _check_workers(path, workers, root.get("workers"))
+
     if "feeds" not in root:
         raise ConfigError(path, "missing required key 'feeds' (the list of feeds to read)", 1, "feeds")
     feed_list = expect_list(path, root["feeds"], "feeds", root.line_of("feeds"))
@@ -371,4 +395,4 @@ def load_config(path: Path) -> Config:
     delivery = _delivery(path, root["delivery"], root.line_of("delivery")) if "delivery" in root else None
     return Config(path=path, newsletter=newsletter, fetch=fetch, schedule=schedule, feeds=tuple(feeds),
                   db_path=db_path, output_dir=output_dir, delivery=delivery,
-                  store_backend=store_backend)
+                  store_backend=store_backend, workers=workers)

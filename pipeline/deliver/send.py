@@ -165,16 +165,24 @@ def send_mailing(store: DeliveryStore, mailing: Mailing, credentials: Credential
     emit = on_event or (lambda event: None)
     report = DeliveryReport(date=mailing.date, recipients=len(mailing.recipients))
     plan = _plan(store, mailing, report, resend_uncertain)
+    _send_all(store, mailing, [recipient for _, recipient in plan], credentials, now, sleep, report, emit)
+    return report
+
+
+def _send_all(store: DeliveryStore, mailing: Mailing, recipients: Sequence[Recipient],
+              credentials: Credentials | None, now: Callable[[], dt.datetime], sleep: Callable[[float], None],
+              report: DeliveryReport, emit: Callable[[DeliveryEvent], None]) -> None:
+    """One message per reader over one reused connection, at the configured rate; stops early
+    when the server is gone (`report.aborted`)."""
     transport = SmtpTransport(mailing.settings, credentials)
     pacer = _Pacer(mailing.settings.rate, sleep)
     try:
-        for _, recipient in plan:
+        for recipient in recipients:
             if not _send_one(store, transport, pacer, mailing, recipient, now, sleep, report, emit):
                 break
     finally:
         transport.close()
         report.connections = transport.connections
-    return report
 
 
 def _plan(store: DeliveryStore, mailing: Mailing, report: DeliveryReport,
@@ -247,3 +255,45 @@ def _send_one(store: DeliveryStore, transport: SmtpTransport, pacer: _Pacer, mai
         retries += 1
         emit(DeliveryEvent(recipient.email, "retrying", f"{problem}; try {retries + 1} in {delay:g} s"))
         sleep(delay)
+
+
+# ---------------------------------------------------------------- the distributed mode's batches
+
+
+def queue_mailing(store: DeliveryStore, mailing: Mailing, now: Callable[[], dt.datetime]) -> DeliveryReport:
+    """The first step of a send by the workers: every delivery a send would make now is recorded
+    as 'queued', its Message-ID fixed there, for batches to claim (`send_batch`). Readers served
+    before, suppressed or not interested are counted as a send counts them; uncertain ones are
+    listed, never queued again. `report.recipients` is how many deliveries wait in the queue."""
+    report = DeliveryReport(date=mailing.date, recipients=len(mailing.recipients))
+    plan = _plan(store, mailing, report, resend_uncertain=False)
+    report.recipients = store.queue_deliveries(
+        mailing.date, [(recipient.key, new_message_id(mailing.date, mailing.settings)) for _, recipient in plan],
+        now())
+    return report
+
+
+def send_batch(store: DeliveryStore, mailing: Mailing, batch: str, limit: int, credentials: Credentials | None, *,
+               now: Callable[[], dt.datetime], sleep: Callable[[float], None] = time.sleep,
+               on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
+    """Claim up to `limit` queued deliveries for `batch` and send them as `send_mailing` does,
+    each with its own protocol ('sending' then `handed_over` before the end of the data, the
+    Message-ID fixed when it was queued). Run again under the same name after a crash, a batch
+    first takes back its own deliveries never handed over; those handed over are listed as
+    uncertain in `report.uncertain` and never sent again automatically."""
+    emit = on_event or (lambda event: None)
+    report = DeliveryReport(date=mailing.date)
+    claimed = store.claim_deliveries(mailing.date, batch, limit, now())
+    report.recipients = len(claimed)
+    report.uncertain = [(record.email, record.message_id) for record in store.deliveries(mailing.date).values()
+                        if record.batch == batch and record.status is DeliveryStatus.SENDING
+                        and record.handed_over is not None]
+    readers = {recipient.key: recipient for recipient in mailing.recipients}
+    for record in claimed:
+        if record.email not in readers:  # removed from the recipients file since the issue was queued
+            store.finish_delivery(mailing.date, record.email, DeliveryStatus.FAILED_PERMANENT,
+                                  "no longer a reader when its batch ran", now())
+            report.suppressed += 1
+    _send_all(store, mailing, [readers[r.email] for r in claimed if r.email in readers], credentials, now, sleep,
+              report, emit)
+    return report

@@ -57,6 +57,20 @@ class FeedStore(Protocol):
         """Per feed id, when its newest item was first seen."""
         ...
 
+    def claim_due_feeds(self, feeds: Sequence[FeedSource], now: dt.datetime, hold: dt.timedelta) -> list[str]:
+        """The ids of the enabled feeds among `feeds` due for a fetch at `now` (never scheduled, or
+        their next fetch time passed), each moved `hold` ahead in the same transaction: callers
+        at the same moment never claim one feed twice. In config order."""
+        ...
+
+    def schedule_fetch(self, feed_id: str, at: dt.datetime) -> None:
+        """When a feed is next due (see claim_due_feeds)."""
+        ...
+
+    def feed_item_count(self, feed_id: str, since: dt.datetime) -> int:
+        """Items of one feed dated (or, undated, first seen) since `since`."""
+        ...
+
 
 class ItemStore(Protocol):
     """Items as parsed, and their classifications under a given rules fingerprint."""
@@ -171,6 +185,19 @@ class DeliveryStore(Protocol):
                         at: dt.datetime, suppress_reason: str | None = None) -> None:
         """Record the outcome of an attempt; with `suppress_reason`, also put the address on the
         suppression list in the same transaction."""
+        ...
+
+    def queue_deliveries(self, date: dt.date, messages: Sequence[tuple[str, str]], at: dt.datetime) -> int:
+        """Record the deliveries to make, (address, Message-ID) each, as 'queued', so that batches
+        can claim them; the Message-ID is fixed here, before any send. An address already recorded
+        keeps its record, except a temporary failure, queued again. Returns how many are queued."""
+        ...
+
+    def claim_deliveries(self, date: dt.date, batch: str, limit: int, at: dt.datetime) -> list[DeliveryRecord]:
+        """Take up to `limit` queued deliveries of an issue for `batch` (each becomes 'sending' of
+        that batch), rows locked by another claim skipped. The batch's own 'sending' rows never
+        handed over come first: a batch resumed after a crash sends them again, which cannot
+        mail twice; a row handed over is never claimed again."""
         ...
 
     def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:

@@ -114,6 +114,7 @@ class RunRecord:
 
 
 class DeliveryStatus(StrEnum):
+    QUEUED = "queued"  # waiting for an email batch to claim it (distributed mode)
     SENDING = "sending"  # recorded before the SMTP transaction; see DeliveryRecord.handed_over
     SENT = "sent"
     FAILED_PERMANENT = "failed-permanent"
@@ -137,6 +138,7 @@ class DeliveryRecord:
     updated: dt.datetime
     handed_over: dt.datetime | None
     reply: str | None
+    batch: str | None = None  # the email job that claimed it (distributed mode)
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,22 @@ issues: rebuilding an issue replaces its row, never its deliveries.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from pipeline.store.codec import to_utc
 from pipeline.store.postgres.base import PostgresBase, Row
 from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
 
-_DELIVERY_COLUMNS = "issue_date, email, status, attempts, message_id, first_attempt, updated, handed_over, reply"
+_DELIVERY_COLUMNS = (
+    "issue_date, email, status, attempts, message_id, first_attempt, updated, handed_over, reply, batch"
+)
 
 
 def _delivery(row: Row) -> DeliveryRecord:
     return DeliveryRecord(
         issue_date=row["issue_date"], email=row["email"], status=DeliveryStatus(row["status"]),
         attempts=row["attempts"], message_id=row["message_id"], first_attempt=row["first_attempt"],
-        updated=row["updated"], handed_over=row["handed_over"], reply=row["reply"],
+        updated=row["updated"], handed_over=row["handed_over"], reply=row["reply"], batch=row["batch"],
     )
 
 
@@ -75,3 +78,29 @@ class PostgresDeliveries(PostgresBase):
 
     def suppressions(self) -> dict[str, Suppression]:
         return {row["email"]: _suppression(row) for row in self._rows("SELECT * FROM suppressions ORDER BY email")}
+
+    def queue_deliveries(self, date: dt.date, messages: Sequence[tuple[str, str]], at: dt.datetime) -> int:
+        when = to_utc(at)
+        with self._transaction() as db, db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO deliveries AS d (issue_date, email, status, attempts, message_id, first_attempt, updated)"
+                " VALUES (%s, %s, 'queued', 0, %s, %s, %s) ON CONFLICT (issue_date, email) DO UPDATE"
+                " SET status = 'queued', batch = NULL, updated = excluded.updated WHERE d.status = 'failed-temporary'",
+                [(date, email, message_id, when, when) for email, message_id in messages],
+            )
+            found = cursor.execute("SELECT count(*) AS queued FROM deliveries WHERE issue_date = %s"
+                                   " AND status = 'queued'", (date,)).fetchone()
+        return int(found["queued"]) if found else 0
+
+    def claim_deliveries(self, date: dt.date, batch: str, limit: int, at: dt.datetime) -> list[DeliveryRecord]:
+        # SKIP LOCKED: batches claiming at the same moment each get other rows, none waits.
+        with self._transaction() as db:
+            rows = db.execute(
+                "UPDATE deliveries SET status = 'sending', batch = %(batch)s, updated = %(at)s WHERE id IN ("
+                " SELECT id FROM deliveries WHERE issue_date = %(date)s AND (status = 'queued'"
+                "  OR (status = 'sending' AND batch = %(batch)s AND handed_over IS NULL))"
+                " ORDER BY status = 'queued', id FOR UPDATE SKIP LOCKED LIMIT %(limit)s)"
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                {"batch": batch, "at": to_utc(at), "date": date, "limit": limit},
+            ).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda record: record.email)

@@ -83,3 +83,25 @@ class PostgresFeeds(PostgresBase):
     def last_new_item(self) -> dict[str, dt.datetime]:
         rows = self._rows("SELECT feed_id, max(first_seen) AS newest FROM items GROUP BY feed_id")
         return {row["feed_id"]: row["newest"] for row in rows}
+
+    def claim_due_feeds(self, feeds: Sequence[FeedSource], now: dt.datetime, hold: dt.timedelta) -> list[str]:
+        at = to_utc(now)
+        with self._transaction() as db, db.cursor() as cursor:
+            cursor.executemany("INSERT INTO feeds (feed_id, config_url) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                               [(f.id, f.url) for f in feeds])
+            rows = cursor.execute(
+                "UPDATE feeds SET next_fetch = %s WHERE feed_id IN ("
+                " SELECT feed_id FROM feeds WHERE feed_id = ANY(%s) AND NOT disabled"
+                " AND (next_fetch IS NULL OR next_fetch <= %s) FOR UPDATE SKIP LOCKED) RETURNING feed_id",
+                (at + hold if at else None, [f.id for f in feeds], at),
+            ).fetchall()
+        claimed = {row["feed_id"] for row in rows}
+        return [f.id for f in feeds if f.id in claimed]
+
+    def schedule_fetch(self, feed_id: str, at: dt.datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE feeds SET next_fetch = %s WHERE feed_id = %s", (to_utc(at), feed_id))
+
+    def feed_item_count(self, feed_id: str, since: dt.datetime) -> int:
+        return self._count("SELECT count(*) FROM items WHERE feed_id = %s AND effective_time >= %s",
+                           (feed_id, to_utc(since)))

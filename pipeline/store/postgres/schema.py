@@ -23,8 +23,8 @@ _MIGRATION_LOCK = 7_310_019  # pg_advisory_xact_lock key: one migrating process 
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
 MIGRATIONS: tuple[LiteralString, ...] = (
-    # 1: the schema of SQLite's migrations 1 to 4 (items, feeds, issues, runs, deliveries, search),
-    # with PostgreSQL's own types.
+    # 1: the schema of SQLite's migrations 1 to 5 (items, feeds, issues, runs, deliveries, search,
+    # feeds' next fetch and deliveries' batches), with PostgreSQL's own types.
     """
     CREATE EXTENSION IF NOT EXISTS unaccent;
     CREATE TEXT SEARCH CONFIGURATION tech_matin_french (COPY = pg_catalog.french);
@@ -42,7 +42,8 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         last_attempt timestamptz,
         last_success timestamptz,
         items_seen integer NOT NULL DEFAULT 0,
-        disabled boolean NOT NULL DEFAULT false
+        disabled boolean NOT NULL DEFAULT false,
+        next_fetch timestamptz  -- when the feeds queue fetches it next (NULL: as soon as possible)
     );
     CREATE TABLE items (
         id text PRIMARY KEY,
@@ -131,6 +132,7 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         updated timestamptz NOT NULL,
         handed_over timestamptz,
         reply text,
+        batch text,  -- the email job that claimed it
         UNIQUE (issue_date, email)
     );
     CREATE INDEX deliveries_status ON deliveries (issue_date, status);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Sequence
 
 from pipeline.store.codec import from_iso, to_iso
 from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
@@ -21,7 +22,7 @@ def _delivery(row: sqlite3.Row) -> DeliveryRecord:
         attempts=row["attempts"], message_id=row["message_id"],
         first_attempt=dt.datetime.fromisoformat(row["first_attempt"]),
         updated=dt.datetime.fromisoformat(row["updated"]), handed_over=from_iso(row["handed_over"]),
-        reply=row["reply"],
+        reply=row["reply"], batch=row["batch"],
     )
 
 
@@ -79,3 +80,28 @@ class SqliteDeliveries(SqliteBase):
 
     def suppressions(self) -> dict[str, Suppression]:
         return {row["email"]: _suppression(row) for row in self._rows("SELECT * FROM suppressions ORDER BY email")}
+
+    def queue_deliveries(self, date: dt.date, messages: Sequence[tuple[str, str]], at: dt.datetime) -> int:
+        day, when = date.isoformat(), to_iso(at)
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO deliveries (issue_date, email, status, attempts, message_id, first_attempt, updated)"
+                " VALUES (?, ?, 'queued', 0, ?, ?, ?) ON CONFLICT (issue_date, email) DO UPDATE"
+                " SET status = 'queued', batch = NULL, updated = excluded.updated"
+                " WHERE deliveries.status = 'failed-temporary'",
+                [(day, email, message_id, when, when) for email, message_id in messages],
+            )
+            return int(db.execute("SELECT count(*) FROM deliveries WHERE issue_date = ? AND status = 'queued'",
+                                  (day,)).fetchone()[0])
+
+    def claim_deliveries(self, date: dt.date, batch: str, limit: int, at: dt.datetime) -> list[DeliveryRecord]:
+        # BEGIN IMMEDIATE: one claim at a time holds the write lock, so no row is claimed twice.
+        with self._transaction() as db:
+            rows = db.execute(
+                "UPDATE deliveries SET status = 'sending', batch = ?, updated = ? WHERE rowid IN ("
+                " SELECT rowid FROM deliveries WHERE issue_date = ? AND (status = 'queued'"
+                "  OR (status = 'sending' AND batch = ? AND handed_over IS NULL))"
+                " ORDER BY status = 'queued', rowid LIMIT ?) RETURNING *",
+                (batch, to_iso(at), date.isoformat(), batch, limit),
+            ).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda record: record.email)

@@ -86,3 +86,24 @@ class SqliteFeeds(SqliteBase):
             row[0]: dt.datetime.fromisoformat(row[1])
             for row in self._rows("SELECT feed_id, max(first_seen) FROM items GROUP BY feed_id")
         }
+
+    def claim_due_feeds(self, feeds: Sequence[FeedSource], now: dt.datetime, hold: dt.timedelta) -> list[str]:
+        # BEGIN IMMEDIATE takes the write lock first: a second caller waits, then sees the new times.
+        with self._transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO feeds (feed_id, config_url) VALUES (?, ?)",
+                           [(f.id, f.url) for f in feeds])
+            due = {row[0] for row in db.execute(
+                "SELECT feed_id FROM feeds WHERE disabled = 0 AND (next_fetch IS NULL OR next_fetch <= ?)",
+                (to_iso(now),))}
+            claimed = [f.id for f in feeds if f.id in due]
+            db.executemany("UPDATE feeds SET next_fetch = ? WHERE feed_id = ?",
+                           [(to_iso(now + hold), feed_id) for feed_id in claimed])
+        return claimed
+
+    def schedule_fetch(self, feed_id: str, at: dt.datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE feeds SET next_fetch = ? WHERE feed_id = ?", (to_iso(at), feed_id))
+
+    def feed_item_count(self, feed_id: str, since: dt.datetime) -> int:
+        return self._count("SELECT count(*) FROM items WHERE feed_id = ? AND effective_time >= ?",
+                           (feed_id, to_iso(since)))

@@ -141,6 +141,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE issues ADD COLUMN render_key TEXT NOT NULL DEFAULT '';
     """,
+    # 5: the queues of the distributed mode, kept by both backends alike: when each feed is next
+    # due, and which email batch claimed a delivery.
+    """
+    ALTER TABLE feeds ADD COLUMN next_fetch TEXT;
+    ALTER TABLE deliveries ADD COLUMN batch TEXT;
+    """,
 )
 
 

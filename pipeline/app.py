@@ -463,7 +463,7 @@ class Pipeline:
         states = store.feed_states(feeds)
         seen_at = self._seen_at(date, now)
         results = self._fetch_and_parse(feeds, states, seen_at, on_result)
-        last_new = store.last_new_item()
+        last_new = store.last_new_item(None if len(feeds) == len(self.config.feeds) else [f.id for f in feeds])
         reports: list[FeedReport] = []
         budget = MAX_ITEMS_PER_RUN
         # Stored in the order of the feeds, so the run's item budget falls as in a sequential run.

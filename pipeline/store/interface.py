@@ -53,8 +53,8 @@ class FeedStore(Protocol):
         """Every feed ever fetched, by id."""
         ...
 
-    def last_new_item(self) -> dict[str, dt.datetime]:
-        """Per feed id, when its newest item was first seen."""
+    def last_new_item(self, feed_ids: Sequence[str] | None = None) -> dict[str, dt.datetime]:
+        """Per feed id (of `feed_ids`, None: every feed), when its newest item was first seen."""
         ...
 
     def claim_due_feeds(self, feeds: Sequence[FeedSource], now: dt.datetime, hold: dt.timedelta) -> list[str]:

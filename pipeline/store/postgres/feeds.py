@@ -80,8 +80,12 @@ class PostgresFeeds(PostgresBase):
     def feed_health(self) -> list[FeedHealth]:
         return [_health(row) for row in self._rows("SELECT * FROM feeds ORDER BY feed_id")]
 
-    def last_new_item(self) -> dict[str, dt.datetime]:
-        rows = self._rows("SELECT feed_id, max(first_seen) AS newest FROM items GROUP BY feed_id")
+    def last_new_item(self, feed_ids: Sequence[str] | None = None) -> dict[str, dt.datetime]:
+        if feed_ids is None:
+            rows = self._rows("SELECT feed_id, max(first_seen) AS newest FROM items GROUP BY feed_id")
+        else:
+            rows = self._rows("SELECT feed_id, max(first_seen) AS newest FROM items WHERE feed_id = ANY(%s)"
+                              " GROUP BY feed_id", (list(feed_ids),))
         return {row["feed_id"]: row["newest"] for row in rows}
 
     def claim_due_feeds(self, feeds: Sequence[FeedSource], now: dt.datetime, hold: dt.timedelta) -> list[str]:

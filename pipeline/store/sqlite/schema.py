@@ -146,6 +146,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE feeds ADD COLUMN next_fetch TEXT;
     ALTER TABLE deliveries ADD COLUMN batch TEXT;
+    CREATE INDEX items_feed_first_seen ON items(feed_id, first_seen);
     """,
 )
 

@@ -294,6 +294,8 @@ def main() -> None:
     bin_dir = find_pg_bin()
     if bin_dir is None:
         sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
+    # SIGTERM ends the run through the finally clauses: workers, servers and the cluster stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
     cluster = Cluster.start(bin_dir)
     print("Shared 2-core machine: read the ratios and the correctness lines, not the absolute rates.")
     try:

@@ -161,3 +161,44 @@ def test_a_worker_killed_mid_batch_leaves_every_reader_one_message(tmp_path: Pat
     assert retried[0][0] >= 1  # the killed batch was taken up again
     if uncertain:
         assert f"uncertain delivery to {uncertain[0]}" in workers.logs()
+
+
+def test_a_feed_job_sets_the_next_fetch_from_its_rate_its_ttl_and_retry_after(tmp_path: Path) -> None:
+    """Pipeline.refresh_feed (the feed job) on a SQLite store, with a fetcher and a parser given."""
+    from pipeline.config import load_config
+    from pipeline.config.topics import load_topics
+    from pipeline.models import FetchResult, FetchStatus, Item, ParseResult
+    from pipeline.store import StoreTarget
+
+    config_path = tmp_path / "sources.yaml"
+    config_path.write_text("feeds:\n  - id: f\n    name: Flux\n    url: https://example.org/rss\n"
+                           "workers:\n  min_fetch_interval: 10\n  max_fetch_interval: 2880\n", encoding="utf-8")
+    answers: list[FetchResult] = []
+    ttl: list[int | None] = [None]
+
+    def fetcher(feeds, settings, states, on_result=None):  # type: ignore[no-untyped-def]
+        return [answers.pop(0)]
+
+    def parser(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
+        items = tuple(Item(id=f"i{n}", feed_id="f", source="Flux", title=f"Titre {n}", url=None, summary="",
+                           published=seen_at - dt.timedelta(hours=n), first_seen=seen_at) for n in range(14))
+        return ParseResult(feed=result.feed, items=items, ttl_minutes=ttl[0])
+
+    app = Pipeline(load_config(config_path), load_topics(REPO / "topics.yaml"),
+                   store=StoreTarget(tmp_path / "db.sqlite3"), output_dir=tmp_path / "out", fetcher=fetcher,
+                   parser=parser)
+    feed = app.config.feeds[0]
+    now = dt.datetime(2025, 5, 6, 8, 0, tzinfo=dt.UTC)
+    with app:
+        answers.append(FetchResult(feed=feed, status=FetchStatus.NEW, url=feed.url, body=b"<rss/>"))
+        report, next_fetch = app.refresh_feed("f", now)
+        assert (report.new_items, next_fetch - now) == (14, dt.timedelta(hours=12))  # 14 items a week
+        assert app.store.classifications([f"i{n}" for n in range(14)], app.topics.fingerprint)  # classified
+        assert app.claim_due_feeds(now + dt.timedelta(hours=11)) == []
+        assert [f.id for f in app.claim_due_feeds(now + dt.timedelta(hours=12))] == ["f"]
+        ttl[0] = 24 * 60
+        answers.append(FetchResult(feed=feed, status=FetchStatus.NEW, url=feed.url, body=b"<rss/>"))
+        assert app.refresh_feed("f", now)[1] - now == dt.timedelta(hours=24)  # never before its <ttl>
+        answers.append(FetchResult(feed=feed, status=FetchStatus.FAILED, url=feed.url, error="HTTP 503",
+                                   retry_after=5 * 3600))
+        assert app.refresh_feed("f", now)[1] - now == dt.timedelta(hours=5)  # never before Retry-After

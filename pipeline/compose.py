@@ -178,11 +178,30 @@ def _as_sentence(text: str) -> str:
     return text if _ends_sentence(text) else text + "."
 
 
-def lower_first(text: str) -> str:
+def is_written_as_name(word: str, context: str) -> bool:
+    """Whether `word` is a name by how it is written: capitals inside it ("CNIL", "TikTok"), or
+    its capital kept somewhere in `context` other than at the start of a sentence or clause
+    ("… l’IA de Meta")."""
+    if any(ch.isupper() for ch in word[1:]):
+        return True
+    for sentence in split_sentences(context):
+        tokens = re.split(r"[\s’'(«\"“]+", sentence)
+        for previous, token in itertools.pairwise(tokens):
+            if token.rstrip(".,;:!?…»\")”") == word and not previous.endswith((":", "—", "–")):
+                return True
+    return False
+
+
+def lower_first(text: str, context: str | None = None) -> str:
     """Lower-case the first letter when the first word is a common French word (so a proper
-    noun such as "Meta" or "CNIL" keeps its capital after a colon)."""
-    first = re.split(r"[\s’']", text, maxsplit=1)[0]
-    if fold(first) in _LOWER_STARTERS and not first[1:2].isupper():
+    noun such as "Meta" or "CNIL" keeps its capital after a colon). With `context` (the text the
+    words come from), any capitalised first word that `context` never writes as a name is taken
+    as a common word: "Amende de 530 millions…" → "amende de 530 millions…"."""
+    first = re.split(r"[\s’',]", text, maxsplit=1)[0]
+    if not first[:1].isupper():
+        return text
+    if (fold(first) in _LOWER_STARTERS and not first[1:2].isupper()) or (
+            context is not None and not is_written_as_name(first, context)):
         return text[:1].lower() + text[1:]
     return text
 
@@ -522,6 +541,7 @@ _MONTH_NAME_RE = re.compile(rf"(?:{_MONTHS})", re.IGNORECASE)
 # After "jusqu'au", "avant le"…, a day-month more than this many days before the article is
 # read as next year's; a closer one is the recent past ("prêt au plus tard le 2 mai" on 5 May).
 FUTURE_LEAD_PAST_DAYS = 90
+_DEADLINE_LEADS = ("jusqu", "avant", "au plus tard", "d'ici", "d’ici")
 _FUTURE_LEADS = ("jusqu", "avant", "au plus tard", "d'ici", "d’ici", "dès", "des le", "à partir", "a partir",
                  "à compter", "a compter")
 
@@ -561,6 +581,7 @@ class _DateMention:
     date: dt.date
     clause: str  # the clause holding the date (the whole sentence for a title), as a sentence
     before: str  # what precedes the clause: the start of its sentence, else the sentence before
+    deadline: bool = False  # said as a limit: "jusqu'au", "avant le", "au plus tard le", "d'ici au"
 
 
 def _date_mentions(text: str, reference: dt.date, whole: bool = False) -> list[_DateMention]:
@@ -582,7 +603,7 @@ def _date_mentions(text: str, reference: dt.date, whole: bool = False) -> list[_
             before = sentence[:start].strip() if start > 0 else previous
             if len(clause) > 200:
                 clause = _cut_at_word(clause, 200)
-            found.append(_DateMention(when, _as_sentence(clause), before))
+            found.append(_DateMention(when, _as_sentence(clause), before, lead.startswith(_DEADLINE_LEADS)))
         previous = sentence
     return found
 
@@ -802,6 +823,26 @@ def _headline(entry: StoredItem, generic: bool) -> _Headline:
     return _Headline(kicker=kicker, lede=lede, title=title, body=body, more=content)
 
 
+# The rank of a story (Story.score) is
+#   topic_confidence(best topic score) × outlet weight × (1 + OUTLET_BONUS × other outlets)
+#   × (1 + news value) × (1 + FRESHNESS × freshness)
+# The classifier's score says how surely an item is on topic, not how much it matters: it is
+# turned into a confidence that is 2/3 at the default threshold (3) and near 1 for a sure item,
+# so a sure item without news weighs at most about 1.5 times one just on topic, and the news
+# value (at most NEWS_MAX) decides between them. Every factor but the confidence is at least 1
+# and the confidence is 0 without a topic: nothing lifts an off-topic item, which never reaches
+# compose's stories anyway.
+TOPIC_HALF = 1.5  # the topic score whose confidence is one half
+OUTLET_BONUS = 0.6  # each other outlet telling the story
+FRESHNESS = 0.1  # freshness is 1 just published, 0 at 48 hours, 0 for an undated story
+
+
+def topic_confidence(score: float) -> float:
+    """How surely a story is on topic, from its best topic score: score / (score + TOPIC_HALF),
+    in [0, 1)."""
+    return score / (score + TOPIC_HALF) if score > 0 else 0.0
+
+
 def _make_story(group: Sequence[StoredItem], topic_order: Sequence[str], source_weights: Mapping[str, float],
                 settings: NewsletterSettings, window_end: dt.datetime, generic_ids: frozenset[str]) -> Story:
     lead = group[0]
@@ -831,7 +872,10 @@ def _make_story(group: Sequence[StoredItem], topic_order: Sequence[str], source_
     else:
         recency = 0.0
     weight = max(source_weights.get(e.item.feed_id, 1.0) for e in group)
-    score = round(max(best.values()) * weight * (1 + 0.6 * len(outlets)) + recency, 4)
+    issue_date = window_end.astimezone(zoneinfo.ZoneInfo(settings.timezone)).date()
+    news = max(news_value(e.item, issue_date) for e in group)
+    score = round(topic_confidence(max(best.values())) * weight * (1 + OUTLET_BONUS * len(outlets)) * (1 + news)
+                  * (1 + FRESHNESS * recency), 4)
     why = tuple(dict.fromkeys(m.text for e in group for m in e.classification.matches_for(primary)))[:5]
     headline = _headline(lead, lead.item.id in generic_ids)
     return Story(
@@ -857,15 +901,17 @@ def _generic_ids(entries: Iterable[StoredItem]) -> frozenset[str]:
 def _teaser(story: Story, topic_themes: Mapping[str, str]) -> MenuTeaser:
     """An AU MENU line, `— Thème : phrase.`: the title's own short first clause as the theme and
     the rest as the phrase ("IA de Meta : la CNIL détaille…"), else the topic's theme and the
-    title ("Intelligence artificielle : Meta ouvre une API…")."""
+    title ("Intelligence artificielle : Meta ouvre une API…"). A first clause too long to be a
+    theme but set apart by a colon says the news ("Amende de 530 millions contre TikTok : ce que
+    dit la décision"): it is the phrase, the commentary after it is left out."""
     theme = _title_theme(story.title)
-    rest = _split(story.title)[1]
+    first, rest, apart = _split(story.title)
     if theme:
         phrase = rest
     else:
         theme = topic_themes[story.primary_topic]
-        phrase = rest if len(rest.split()) >= 5 else story.title
-    phrase = lower_first(phrase.strip())
+        phrase = first if apart else rest if len(rest.split()) >= 5 else story.title
+    phrase = lower_first(phrase.strip(), context=f"{story.title} {story.text}")
     phrase = phrase if _ends_sentence(phrase) else phrase + "."
     return MenuTeaser(theme=theme, text=phrase, story_id=story.id)
 
@@ -887,6 +933,134 @@ def is_evergreen(item: Item) -> bool:
         return True
     path = urlsplit(item.url).path.lower() if item.url else ""
     return bool(_EVERGREEN_TITLE_RE.search(fold(item.title)) or _EVERGREEN_PATH_RE.search(path))
+
+
+# ---------------------------------------------------------------- news value
+
+
+def _any_of(*phrases: str) -> re.Pattern[str]:
+    """One pattern for whole-word `phrases` (regular expressions over folded text)."""
+    return re.compile(r"\b(?:" + "|".join(phrases) + r")\b")
+
+
+# What makes an item matter to a compliance reader, beyond being on topic: an authority's
+# decision, a ruling, a law adopted or coming into force, a date to act by. Patterns run on the
+# folded text (lower case, no accents; ’ kept, hence "." for an apostrophe). Each kind has a
+# value; a fine adds the magnitude of its amount. Only the title (full value) and the summary
+# (half value; a passing mention there is less sure) are read: a body mentions many things.
+_NEWS_KINDS: tuple[tuple[str, float, re.Pattern[str]], ...] = (
+    ("sanction", 0.6, _any_of(
+        r"amendes?", r"sanction(?:ne|nent|nee|nees|ner)?", r"condamne(?:e|es|s)?", "condamnation", r"inflige\w*",
+        r"penalites?", "astreinte", "ecope", "fined", r"(?:a|the|record|gdpr|rgpd) fine")),
+    ("ruling", 0.6, _any_of(
+        "jugement", r"arret (?:de la|du|rendu)", "cjue", "cour de justice", r"conseil d.etat", r"cour d.appel",
+        "cour de cassation", "tribunal", r"(?:a|ont) (?:juge|tranche)", "invalide", "annule", "donne raison",
+        r"decision (?:de la|du|de l.)\s?(?:cnil|cepd|edpb|dpc|autorite|commission|cour|tribunal|conseil|arcom|cjue)",
+        r"decision (?:irlandaise|de justice)", "ruling", "ruled", "judgment", "court rules")),
+    ("notice", 0.5, _any_of(
+        r"mise? en demeure", r"met(?:tent)? en demeure", "injonction", "enjoint", "ordonne",
+        r"rappel(?:le|lent|ee)? a l.ordre", "se mettre en conformite", "mise en conformite", "formal notice",
+        "ordered to")),
+    ("law", 0.5, _any_of(
+        r"adopte(?:e|es|s)?", r"adoption (?:definitive|du texte|du reglement|de la loi)", r"promulgu\w*",
+        "journal officiel", r"entre(?:ra|nt|ront)? en (?:vigueur|application)", r"entree en (?:vigueur|application)",
+        "devient applicable", "deviendra applicable", r"s.applique(?:ra|nt|ront)? (?:a partir|des|le|au)",
+        r"(?:enters?|entered|entry) into (?:force|application)", "adopted", "enacts", "enacted", "signed into law",
+        "takes effect")),
+    ("guidance", 0.4, _any_of(
+        "lignes directrices", "guidelines", r"(?:rend|publie|adopte) (?:son|un|ses) (?:avis|recommandations?)",
+        r"avis (?:de la|du) (?:cnil|cepd|edpb)", r"recommandations? de la cnil", "referentiel")),
+    ("consultation", 0.4, _any_of(
+        "consultation", r"consulte(?:nt)?", r"appel a (?:contributions|commentaires|candidatures)",
+        r"call for (?:evidence|input|contributions|comments)", r"consults?")),
+    ("investigation", 0.3, _any_of(
+        "enquete", "investigation", r"plaintes?", "porte plainte", r"saisi(?:t|ssent)?", "saisine",
+        "ouvre une procedure", r"procedure (?:formelle|d.infraction)", "action coordonnee",
+        r"coordinated (?:enforcement )?action", "probe", r"complaints?")),
+)
+SUMMARY_NEWS_SHARE = 0.5  # a signal found only in the summary counts half
+# A fine's amount: "530 millions", "80 000 euros", "1,2 milliard d'euros", "€530 million". A bare
+# number must carry a currency or a word of magnitude, or it is a count ("trois mois", "2 000 salariés").
+_AMOUNT_RE = re.compile(
+    r"(?P<before>[€$]\s?)?(?P<number>\d{1,3}(?:[ .]\d{3})+|\d+(?:[.,]\d+)?)\s?"
+    r"(?P<scale>milliards?|millions?|billions?|bn|mds?|md€|m€|k€|m|k)?(?![\w])\s?"
+    r"(?P<after>d.euros|euros?|€|eur\b|de dollars|dollars?|\$)?")
+_SCALES = {"milliard": 1e9, "milliards": 1e9, "billion": 1e9, "billions": 1e9, "bn": 1e9, "md": 1e9, "mds": 1e9,
+           "md€": 1e9, "million": 1e6, "millions": 1e6, "m€": 1e6, "m": 1e6, "k€": 1e3,
+           "k": 1e3}
+FINE_FLOOR = 10_000.0  # euros: a fine this size or under adds nothing to the sanction's value
+FINE_PER_DECADE = 0.28  # each tenfold of the amount above FINE_FLOOR adds this much
+FINE_MAGNITUDE_MAX = 1.4  # reached at about one billion euros
+# A date ahead of the issue: a limit to act by ("jusqu'au 27 mai", "avant le…") within the next
+# AGENDA_DAYS days counts most, another date in that time (a hearing, a launch) less, later ones least.
+DEADLINE_SOON = 0.5
+DATE_SOON = 0.3
+DATE_LATER = 0.2
+OTHER_SIGNALS_SHARE = 0.25  # signals beside the strongest add a quarter of their value
+NEWS_MAX = 2.0  # the news value is in [0, NEWS_MAX]: the rank is multiplied by at most 1 + NEWS_MAX
+
+
+def _fine_amount(text: str) -> float:
+    """The largest amount of money in a folded text, in its currency's units (0 when none)."""
+    best = 0.0
+    for match in _AMOUNT_RE.finditer(text):
+        scale = match["scale"] or ""
+        if scale in ("m", "k") and not match["before"]:
+            continue  # "500 m" is a distance; "€310m" an amount
+        if not (match["before"] or match["after"] or scale in _SCALES):
+            continue
+        digits = match["number"]
+        number = float(re.sub(r"[ .]", "", digits) if re.fullmatch(r"\d{1,3}(?:[ .]\d{3})+", digits)
+                       else digits.replace(",", "."))
+        best = max(best, number * _SCALES.get(scale, 1.0))
+    return best
+
+
+def fine_magnitude(amount: float) -> float:
+    """What a fine's amount adds to its news value: nothing up to FINE_FLOOR, then FINE_PER_DECADE
+    per tenfold, at most FINE_MAGNITUDE_MAX (a €530 million fine adds 1.32, an €80,000 one 0.25)."""
+    if amount <= FINE_FLOOR:
+        return 0.0
+    return min(FINE_MAGNITUDE_MAX, FINE_PER_DECADE * math.log10(amount / FINE_FLOOR))
+
+
+def news_signals(item: Item, issue_date: dt.date) -> dict[str, float]:
+    """The news signals of an item and their values (see _NEWS_KINDS): authorities' decisions and
+    sanctions (a fine with its amount's magnitude), rulings, formal notices, laws adopted or coming
+    into force, official consultations, investigations, and dates ahead of the issue to act by.
+    An evergreen page (see is_evergreen) has none: a glossary that explains fines is not news."""
+    if is_evergreen(item):
+        return {}
+    fields = ((fold(item.title), 1.0), (fold(item.summary), SUMMARY_NEWS_SHARE))
+    found: dict[str, float] = {}
+    for kind, value, pattern in _NEWS_KINDS:
+        share = max((share for text, share in fields if pattern.search(text)), default=0.0)
+        if not share:
+            continue
+        found[kind] = value * share
+        if kind == "sanction":
+            # The amount counts in full wherever a sentence of sanction says it: "la CNIL
+            # sanctionne X" in the title, "une amende de 80 000 euros" in the summary.
+            found[kind] += fine_magnitude(max((_fine_amount(sentence) for text, _ in fields
+                                               for sentence in split_sentences(text) if pattern.search(sentence)),
+                                              default=0.0))
+    reference = (item.published or item.first_seen or dt.datetime.combine(issue_date, dt.time(), tzinfo=dt.UTC)).date()
+    horizon = issue_date + dt.timedelta(days=AGENDA_DAYS)
+    for text in (item.title, item.summary):
+        for mention in _date_mentions(text, reference):
+            if mention.date > issue_date:
+                worth = DATE_LATER if mention.date > horizon else DEADLINE_SOON if mention.deadline else DATE_SOON
+                found["date ahead"] = max(found.get("date ahead", 0.0), worth)
+    return found
+
+
+def news_value(item: Item, issue_date: dt.date) -> float:
+    """How much an item matters as news, in [0, NEWS_MAX]: its strongest signal plus
+    OTHER_SIGNALS_SHARE of each other one (a fine that also sets a date to comply by)."""
+    values = sorted(news_signals(item, issue_date).values(), reverse=True)
+    if not values:
+        return 0.0
+    return min(NEWS_MAX, values[0] + OTHER_SIGNALS_SHARE * math.fsum(values[1:]))
 
 
 # ---------------------------------------------------------------- the issue

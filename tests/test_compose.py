@@ -10,13 +10,16 @@ import time
 import pytest
 
 from pipeline.compose import (
+    NEWS_MAX,
     compose_issue,
     cut_at_sentence,
     find_dates,
     group_stories,
     is_evergreen,
     issue_window,
+    lower_first,
     make_kicker,
+    news_value,
     split_sentences,
     split_title,
 )
@@ -98,12 +101,13 @@ def test_same_url_always_merges() -> None:
 
 
 def test_sections_follow_topic_order_and_cap_overflow_goes_to_further_reading() -> None:
+    # Titles without news signals (no fine, notice, law, date…): the topic scores make the order.
     subjects = [
-        ("Cookies publicitaires : un éditeur de jeux condamné", "Bannière trompeuse, consentement absent."),
+        ("Cookies publicitaires : un éditeur de jeux épinglé", "Bannière trompeuse, consentement absent."),
         ("Vidéosurveillance au travail : une PME épinglée", "Des caméras filmaient les salariés en continu."),
-        ("Un hôpital mis en demeure pour ses dossiers patients", "Accès trop large aux données de santé."),
-        ("Le CEPD adopte un avis sur les modèles d'IA", "Anonymisation et intérêt légitime examinés."),
-        ("Transferts vers les États-Unis : noyb porte plainte", "Une plateforme chinoise visée à Vienne."),
+        ("Un hôpital critiqué pour ses dossiers patients", "Accès trop large aux données de santé."),
+        ("Le CEPD s'intéresse aux modèles d'IA", "Anonymisation et intérêt légitime examinés."),
+        ("Transferts vers les États-Unis : noyb s'inquiète", "Une plateforme chinoise visée à Vienne."),
     ]
     entries = [entry(f"g{i}", f"feed{i}", title, summary, {"rgpd": 2.0 + i / 10})
                for i, (title, summary) in enumerate(subjects)]
@@ -115,10 +119,10 @@ def test_sections_follow_topic_order_and_cap_overflow_goes_to_further_reading() 
     assert [s.id for s in issue.further_reading] == ["g1", "g0"]
     assert [t.story_id for t in issue.menu] == ["g4", "g3", "g2"]
     # `— Thème : phrase.`: the title's short first clause is the story's own theme.
-    assert (issue.menu[0].theme, issue.menu[0].text) == ("Transferts vers les États-Unis", "noyb porte plainte.")
+    assert (issue.menu[0].theme, issue.menu[0].text) == ("Transferts vers les États-Unis", "noyb s’inquiète.")
     # A title with no clause of its own takes its topic's theme.
     assert (issue.menu[2].theme, issue.menu[2].text) == (
-        "Données personnelles", "un hôpital mis en demeure pour ses dossiers patients.")
+        "Données personnelles", "un hôpital critiqué pour ses dossiers patients.")
 
 
 def test_already_featured_and_unmatched_items_are_left_out() -> None:
@@ -424,14 +428,11 @@ EVERGREEN = [
 
 
 def test_dated_news_leads_its_section_and_evergreen_pages_open_nothing() -> None:
-    lead_story = entry("llama", "alpha", "Après LlamaCon, Meta ouvre une API pour Llama",
-                       "Clés d'accès, outils d'affinage et inférence accélérée pour les développeurs.",
-                       {"meta_ai": 9.0})
-    issue = compose_issue(DATE, [*EVERGREEN, lead_story], TOPICS, NewsletterSettings(), {})
-    assert issue.lead is not None and issue.lead.id == "llama"
+    issue = compose_issue(DATE, [*EVERGREEN, *META_STORY], TOPICS, NewsletterSettings(), {})
+    assert issue.lead is not None and set(issue.lead.item_ids) == {"m1", "m2", "m3", "m4"}  # four outlets
     section = next(s for s in issue.sections if s.topic == "rgpd")
     assert section.stories[0].id == "fine"  # scored lower than both pages, but today's news
-    assert [t.story_id for t in issue.menu][:2] == ["llama", "fine"]
+    assert [t.story_id for t in issue.menu][:2] == [issue.lead.id, "fine"]
     # Without other news the fine leads the issue, and no section opens with a page.
     issue = compose_issue(DATE, EVERGREEN, TOPICS, NewsletterSettings(), {})
     assert issue.lead is not None and issue.lead.id == "fine"
@@ -495,3 +496,93 @@ def test_the_agenda_keeps_the_next_sixty_days_and_far_dates_go_to_plus_loin() ->
     agenda = compose_issue(DATE, entries, TOPICS, SETTINGS, {}).agenda
     assert [(a.date, a.later) for a in agenda] == [(dt.date(2025, 6, 30), False), (dt.date(2026, 8, 2), True)]
     assert agenda[1].context == "Bureau de l’IA"
+
+
+# ---------------------------------------------------------------- news value in the ranking
+
+def _section_order(entries: list[StoredItem], topic: str = "rgpd") -> list[str]:
+    """The ids of `topic`'s stories in ranking order, lead included."""
+    issue = compose_issue(DATE, entries, TOPICS, NewsletterSettings(max_stories_per_section=5), {})
+    return [s.id for s in issue.stories() if s.primary_topic == topic]
+
+
+def test_a_large_fine_outranks_a_small_one_on_one_topic() -> None:
+    # The small fine is the surer match of the rules (14 against 4.6, as in the demo), published later.
+    small = entry("small", "veille", "Prospection par SMS : la CNIL sanctionne un revendeur de fichiers",
+                  "La formation restreinte a prononcé une amende de 80 000 euros contre la société.", {"rgpd": 14.0},
+                  published=WHEN + dt.timedelta(hours=6))
+    large = entry("large", "lettre", "Amende de 530 millions contre TikTok : ce que dit la décision",
+                  "La Data Protection Commission reproche au réseau social ses transferts vers la Chine.",
+                  {"rgpd": 4.6})
+    assert _section_order([small, large]) == ["large", "small"]
+    assert news_value(large.item, DATE) > news_value(small.item, DATE) > 0
+
+
+def test_a_dated_decision_outranks_a_dated_commentary_on_one_topic() -> None:
+    commentary = entry("opinion", "revue", "Tribune : le RGPD a-t-il tenu ses promesses ?",
+                       "Sept ans après, un avocat revient sur le consentement, les bases légales et le rôle "
+                       "des autorités de protection des données.", {"rgpd": 12.0})
+    notice = entry("notice", "veille", "La CNIL met en demeure une mairie pour sa vidéoprotection",
+                   "La commune a trois mois pour se conformer au RGPD.", {"rgpd": 3.5})
+    ruling = entry("ruling", "droit", "Le Conseil d'État annule une délibération de la CNIL sur les cookies",
+                   "La haute juridiction donne raison à un éditeur de presse.", {"rgpd": 3.5})
+    order = _section_order([commentary, notice, ruling])
+    assert order.index("notice") < order.index("opinion") and order.index("ruling") < order.index("opinion")
+    assert news_value(commentary.item, DATE) == 0
+
+
+@pytest.mark.parametrize(("title", "summary"), [
+    ("Le règlement sur l'IA entre en vigueur", "Le texte est publié au Journal officiel de l'Union."),
+    ("IA : Bruxelles ouvre une consultation publique", "Les contributions sont attendues jusqu'au 22 mai."),
+    ("RGPD : les entreprises ont jusqu'au 27 mai pour s'opposer", "Un formulaire est en ligne."),
+])
+def test_laws_consultations_and_dates_ahead_are_news(title: str, summary: str) -> None:
+    item = entry("n", "feed", title, summary, {"rgpd": 3.0}).item
+    assert 0 < news_value(item, DATE) <= NEWS_MAX
+
+
+def test_a_fine_counts_by_its_amount_and_counts_are_not_amounts() -> None:
+    def value(title: str, summary: str = "") -> float:
+        return news_value(entry("f", "feed", title, summary, {"rgpd": 3.0}).item, DATE)
+
+    ladder = [value("La CNIL sanctionne une société", "Une amende de 5 000 euros."),
+              value("La CNIL sanctionne une société", "Une amende de 80 000 euros."),
+              value("Amende de 2,5 millions d'euros pour un assureur"),
+              value("LinkedIn fined €310m by the Irish DPC"),
+              value("Meta fined €1.2 billion by the Irish DPC")]
+    assert ladder == sorted(ladder) and len(set(ladder)) == 5
+    # A duration or a head count beside a sanction is no amount.
+    assert value("La CNIL sanctionne une société", "Trois mois pour se conformer ; 2 000 salariés concernés.") \
+        == value("La CNIL sanctionne une société")
+
+
+def test_news_value_never_lets_in_an_item_without_a_topic_nor_makes_a_page_lead() -> None:
+    off_topic = entry("off", "alpha", "Un constructeur automobile condamné à une amende de 2 milliards d'euros",
+                      "Le tribunal ordonne une mise en conformité avant le 30 mai ; une consultation est ouverte.", {})
+    assert news_value(off_topic.item, DATE) == NEWS_MAX  # the strongest signal there is
+    quiet = entry("quiet", "beta", "Le CEPD s'intéresse aux modèles d'IA",
+                  "Anonymisation et intérêt légitime examinés.", {"rgpd": 3.0})
+    issue = compose_issue(DATE, [off_topic, quiet], TOPICS, SETTINGS, {})
+    assert [s.id for s in issue.stories()] == ["quiet"]
+    # Nor a topic the issue does not carry.
+    elsewhere = dataclasses.replace(off_topic, classification=Classification("off", ("sport",), {"sport": 30.0}))
+    assert [s.id for s in compose_issue(DATE, [elsewhere, quiet], TOPICS, SETTINGS, {}).stories()] == ["quiet"]
+    # An undated page full of sanctions is no news: it leads nothing while there is news.
+    page = entry("page", "guide", "Sanctions du RGPD : amendes jusqu'à 20 millions d'euros",
+                 "Mise en demeure, amende, astreinte : ce que la CNIL peut décider.", {"rgpd": 30.0}, published=None)
+    assert news_value(page.item, DATE) == 0
+    issue = compose_issue(DATE, [page, quiet], TOPICS, SETTINGS, {})
+    assert issue.lead is not None and issue.lead.id == "quiet"
+
+
+def test_a_menu_line_keeps_the_news_of_a_long_head_and_its_names() -> None:
+    fine = entry("fine", "lettre", "Amende de 530 millions contre TikTok : ce que dit la décision irlandaise",
+                 "La Data Protection Commission reproche au réseau social ses transferts vers la Chine.", {"rgpd": 5.0})
+    teaser = compose_issue(DATE, [fine], TOPICS, SETTINGS, {}).menu[0]
+    # The head says the news (the commentary after the colon does not), a common word after the colon.
+    assert (teaser.theme, teaser.text) == ("Données personnelles", "amende de 530 millions contre TikTok.")
+    assert lower_first("Meta ouvre une API", context="Une API de Meta pour ses modèles.") == "Meta ouvre une API"
+    assert lower_first("Bruxelles consulte", context="Bruxelles consulte. Le Bureau de l'IA, à Bruxelles, recrute.") \
+        == "Bruxelles consulte"
+    assert lower_first("TikTok fait appel", context="") == "TikTok fait appel"
+    assert lower_first("Refuser que Meta", context="Refuser que Meta. Comment refuser ?") == "refuser que Meta"

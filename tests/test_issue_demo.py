@@ -200,6 +200,22 @@ def test_four_outlet_story_appears_once_with_its_other_outlets(demo: DemoBuild) 
         assert stories_part.count(f"] {url}\n") == 1  # each outlet cited once among the stories
 
 
+def test_the_days_decisions_come_first_in_their_sections(demo: DemoBuild) -> None:
+    """News value: the Irish DPC's €530 million fine against TikTok (a dated item, rather weakly
+    matched by the rules) opens DONNÉES PERSONNELLES, ahead of the CNIL's €80,000 fine."""
+    issue, _ = stored_issue(demo)
+    section = next(s for s in issue.sections if s.topic == "rgpd")
+    titles = [s.title for s in section.stories]
+    assert "530 millions contre TikTok" in titles[0], titles
+    assert any("la CNIL sanctionne" in title for title in titles[1:]), titles
+    text = flat(demo.text)
+    part = text[text.index("DONNÉES PERSONNELLES |"):text.index("DU CÔTÉ DE BRUXELLES |")]
+    assert part.index("TIKTOK") < part.index("CNIL")
+    # A consultation open until 22 May is in its section, not in RESTEZ BRANCHÉS.
+    brussels = next(s for s in issue.sections if s.topic == "ai_act")
+    assert any("consulte jusqu’au 22 mai" in s.title for s in brussels.stories)
+
+
 def test_no_two_different_stories_are_merged(demo: DemoBuild) -> None:
     issue, items = stored_issue(demo)
     truth = labels()

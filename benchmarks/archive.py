@@ -250,10 +250,11 @@ def naive_rebuild(config: Path, folder: Path, dates: list[dt.date]) -> int:
 def phases() -> Iterator[dict[str, float]]:
     """Seconds spent in each stage of a rebuild, summed over the issues (wall clock, no profiler)."""
     import pipeline.app as app_module
+    import pipeline.compose as compose_module
     from pipeline.render import Renderer
 
     spent: dict[str, float] = {}
-    targets = [(app_module, "compose_issue", "compose"), (app_module.Pipeline, "classified_window", "window"),
+    targets = [(compose_module, "compose_issue", "compose"), (app_module.Pipeline, "classified_window", "window"),
                (Renderer, "render_issue", "render"), (app_module.Pipeline, "publish_site", "listing pages")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
 

@@ -24,6 +24,7 @@ import argparse
 import compileall
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ SUMMARY = re.compile(r": (\d+) feeds read, (\d+) failed, (\d+) new items, (\d+) 
 @dataclass(frozen=True)
 class Run:
     wall: float  # seconds, process start to exit
+    cpu: float  # CPU seconds of the process and of its parse workers
     inside: float  # Pipeline.run, as the run reports it
     fetch: float  # its fetch, parse and store
     feeds_read: int
@@ -79,20 +81,28 @@ def pipeline_run(config: Path, *python_options: str) -> tuple[Run, str]:
     command = [str(PIPELINE), "run", "--config", str(config)]
     if python_options:
         command = [sys.executable, *python_options, "-m", "pipeline", *command[1:]]
+    before = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=config.parent, check=False)
     wall = time.perf_counter() - started
+    cpu = _children_cpu() - before
     found = SUMMARY.search(done.stdout)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"pipeline run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     read, _, new, stories, inside, fetch = found.groups()
-    return Run(wall, float(inside), float(fetch), int(read), int(new), int(stories)), done.stderr
+    return Run(wall, cpu, float(inside), float(fetch), int(read), int(new), int(stories)), done.stderr
 
 
-def naive(urls: list[str]) -> tuple[float, int]:
-    started = time.perf_counter()
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes, their own children included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def naive(urls: list[str]) -> tuple[float, float, int]:
+    started, cpu = time.perf_counter(), time.process_time()
     entries = sum(len(feedparser.parse(url).entries) for url in urls)
-    return time.perf_counter() - started, entries
+    return time.perf_counter() - started, time.process_time() - cpu, entries
 
 
 def slowest_imports(importtime: str, count: int = 12) -> list[tuple[float, str]]:
@@ -133,7 +143,7 @@ def main() -> int:
     seconds: list[Run] = []
     with FeedServer(bodies, hosts=len(bodies), latency=args.latency) as server:
         for round_number in range(1, args.rounds + 1):
-            naive_time, entries = naive(server.urls)
+            naive_time, naive_cpu, entries = naive(server.urls)
             naive_times.append(naive_time)
             with tempfile.TemporaryDirectory(prefix="bench-morning-") as temp:
                 config = write_config(Path(temp), server.urls, [p.stem for p in paths])
@@ -146,11 +156,11 @@ def main() -> int:
                         print(f"        {seconds_taken * 1000:6.0f} ms  {name}")
             firsts.append(first)
             seconds.append(second)
-            print(f"round {round_number}: (a) {naive_time:.2f} s ({entries} entries); (b) {first.wall:.2f} s "
-                  f"({first.feeds_read} feeds, {first.new_items} new items, {first.stories} stories; start "
-                  f"{first.start:.2f}, fetch+parse+store {first.fetch:.2f}, rest {first.rest:.2f}); (c) "
-                  f"{second.wall:.2f} s (start {second.start:.2f}, fetch {second.fetch:.2f}, rest {second.rest:.2f}; "
-                  f"{second.new_items} new items)")
+            print(f"round {round_number}: (a) {naive_time:.2f} s (CPU {naive_cpu:.2f}; {entries} entries); (b) "
+                  f"{first.wall:.2f} s (CPU {first.cpu:.2f}; {first.feeds_read} feeds, {first.new_items} new items, "
+                  f"{first.stories} stories; start {first.start:.2f}, fetch+parse+store {first.fetch:.2f}, rest "
+                  f"{first.rest:.2f}); (c) {second.wall:.2f} s (CPU {second.cpu:.2f}; start {second.start:.2f}, "
+                  f"fetch {second.fetch:.2f}, rest {second.rest:.2f}; {second.new_items} new items)")
     best_naive = min(naive_times)
     first = min(firsts, key=lambda r: r.wall)
     second = min(seconds, key=lambda r: r.wall)

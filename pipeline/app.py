@@ -161,31 +161,30 @@ class RunReport:
 
 @dataclass(frozen=True)
 class ComposeInputs:
-    """Everything `compose_issue` reads for one issue. Its repr keys the stored issue (see
+    """What `compose_issue` makes an issue from. Its repr keys the stored issue (see
     Pipeline._compose_key): an issue composed from equal inputs is not composed again, so an
-    argument that compose gains belongs here."""
+    argument that compose gains belongs here. The items' classifications are not in it: they
+    follow from the items and the rules, whose fingerprint the key holds, and reading them back
+    was most of the time of a rebuild with nothing changed."""
 
     date: dt.date
-    entries: tuple[StoredItem, ...]
+    items: tuple[Item, ...]  # the window's, as stored
     topics: tuple[TopicInfo, ...]
     settings: NewsletterSettings
     source_weights: Mapping[str, float]
-    already_featured: frozenset[str]  # only those of `entries`: the others cannot change the issue
+    already_featured: frozenset[str]  # only those of `items`: the others cannot change the issue
 
     def __repr__(self) -> str:
-        # Equal inputs, equal text: a set's order changes from one process to the next (string
-        # hashing) and a classification's scores come in the engine's order fresh, in the
-        # store's read back; both are sorted.
-        entries = [(e.item, e.classification.item_id, e.classification.topics,
-                    sorted(e.classification.scores.items()), e.classification.matches) for e in self.entries]
-        fields = (self.date, entries, self.topics, self.settings, sorted(self.source_weights.items()),
+        # Equal inputs, equal text: a set's order changes from one process to the next (string hashing).
+        fields = (self.date, self.items, self.topics, self.settings, sorted(self.source_weights.items()),
                   sorted(self.already_featured))
         return f"ComposeInputs{fields!r}"
 
-    def compose(self) -> Issue:
+    def compose(self, entries: Sequence[StoredItem]) -> Issue:
+        """The issue, from `items` with their classifications."""
         from pipeline.compose import compose_issue
 
-        return compose_issue(self.date, self.entries, self.topics, self.settings, self.source_weights,
+        return compose_issue(self.date, entries, self.topics, self.settings, self.source_weights,
                              already_featured=self.already_featured)
 
 
@@ -387,10 +386,12 @@ class Pipeline:
             raise PipelineError(f"{self.db_path}: no such database; run `pipeline run` first")
         return self.store
 
-    def _load_rules_and_templates(self) -> None:
-        """Compile the rules and load the templates now: a bad rule or template fails before a
-        build takes the lock."""
-        _ = self.classifier, self.renderer
+    def _check_templates(self) -> None:
+        """A missing templates folder fails before a build takes the lock. The rules are compiled
+        and the templates loaded only when an issue needs them: a run whose feeds all answer 304,
+        or a rebuild with nothing changed, composes and renders nothing."""
+        if not self.templates_dir.is_dir():
+            raise FileNotFoundError(f"templates folder not found: {self.templates_dir}")
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """Today in the newsletter's time zone: the default issue date."""
@@ -416,10 +417,7 @@ class Pipeline:
         now = now or utc_now()
         date = date or self.today(now)
         report = RunReport(date=date)
-        # The rules are compiled and the templates loaded when an issue needs them: a run whose
-        # feeds all answer 304 composes and renders nothing. A missing folder fails before the lock.
-        if not self.templates_dir.is_dir():
-            raise FileNotFoundError(f"templates folder not found: {self.templates_dir}")
+        self._check_templates()
         with self.build_lock(lock_timeout, f"pipeline run {date}", held=lock):
             store = self.store
             run_id = store.start_run("run", date, now)
@@ -540,13 +538,18 @@ class Pipeline:
 
     # -- building issues
 
-    def classified_window(self, date: dt.date) -> list[StoredItem]:
-        """The items of an issue's window with their classification under the current rules."""
+    def window_items(self, date: dt.date) -> list[Item]:
+        """The stored items of an issue's window."""
         from pipeline.compose import issue_window
 
-        store, fingerprint = self.store, self.topics.fingerprint
         start, end = issue_window(date, self.config.newsletter)
-        items = store.items_between(start, end)
+        return self.store.items_between(start, end)
+
+    def classified_window(self, date: dt.date, items: Sequence[Item] | None = None) -> list[StoredItem]:
+        """The items of an issue's window (`items` when the caller has read them) with their
+        classification under the current rules."""
+        store, fingerprint = self.store, self.topics.fingerprint
+        items = self.window_items(date) if items is None else items
         known = store.classifications([i.id for i in items], fingerprint)
         missing = [self.classifier.classify(i) for i in items if i.id not in known]
         if missing:
@@ -580,11 +583,11 @@ class Pipeline:
         search) to the caller, who publishes once. `featured_before`: the items of every issue
         before `date`, when the caller already knows them."""
         store, config = self.store, self.config
-        entries = self.classified_window(date)
+        items = self.window_items(date)
         featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
-        inputs = ComposeInputs(date=date, entries=tuple(entries), topics=self.topic_info, settings=config.newsletter,
+        inputs = ComposeInputs(date=date, items=tuple(items), topics=self.topic_info, settings=config.newsletter,
                                source_weights={f.id: f.weight for f in config.feeds},
-                               already_featured=frozenset(e.item.id for e in entries if e.item.id in featured))
+                               already_featured=frozenset(i.id for i in items if i.id in featured))
         compose_key = self._compose_key(inputs)
         known_dates = store.issue_dates()
         is_new_date = date not in known_dates
@@ -594,7 +597,7 @@ class Pipeline:
             issue_json = previous.issue_json
             issue = issue_from_json(issue_json, config.newsletter)
         else:
-            issue = inputs.compose()
+            issue = inputs.compose(self.classified_window(date, items))
             issue_json = issue_to_json(issue)
         if archive is None:
             archive = self.new_archive()
@@ -661,7 +664,7 @@ class Pipeline:
         """Re-render issues from the store with the current rules and templates; no network.
         `dates=None` rebuilds every stored issue. Holds the archive's build lock throughout."""
         now = now or utc_now()
-        self._load_rules_and_templates()
+        self._check_templates()
         self._existing_store()
         results: list[BuildResult] = []
         what = "--all" if dates is None else " ".join(d.isoformat() for d in dates)
@@ -697,7 +700,7 @@ class Pipeline:
                                  utc_now())
                 results.append(result)
                 if featured is not None:
-                    featured = featured | set(result.item_ids)
+                    featured.update(result.item_ids)  # in place: copying a growing set made --all quadratic
             written_before = len(archive.written)
             self.publish_site(archive)
             if results:  # the listing pages rewritten at the end count with the last issue rebuilt

@@ -509,8 +509,9 @@ class Pipeline:
             pools: list[CallPool[ParseResult]] = []  # made on the first body: a run of 304s loads no parser
 
             def parse(result: FetchResult) -> Pending[ParseResult]:
-                if not pools:
-                    pools.append(stack.enter_context(CallPool(self.parser, self.parse_workers)))
+                if not pools:  # one feed (a worker's feed job) has nothing to spread: no process started
+                    workers = 1 if len(feeds) == 1 else self.parse_workers
+                    pools.append(stack.enter_context(CallPool(self.parser, workers)))
                 return pools[0].submit(result, seen_at)
 
             calls: dict[int, Pending[ParseResult]] = {}
@@ -739,7 +740,7 @@ class Pipeline:
         """Compose, render and publish the issue of `date` from what is stored (the build job),
         recorded as a 'build' run; None when `only_if_missing` and it is already built."""
         now = now or utc_now()
-        self._load_rules_and_templates()
+        self._check_templates()
         with self.build_lock(lock_timeout, f"build {date}"):
             store = self.store
             if only_if_missing and store.issue(date) is not None:

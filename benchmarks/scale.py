@@ -223,8 +223,11 @@ def email(cluster: Cluster, folder: Path, readers: int) -> None:
         workers.start("--queues", "email,maintenance", name="survivor")
         started = time.monotonic()
         wait_for(lambda: sent() >= readers // 4, 1800, "a quarter of the messages", workers)
+        running = query(dsn, "SELECT j.args->>'batch' FROM procrastinate_jobs j JOIN procrastinate_workers w"
+                             " ON w.id = j.worker_id WHERE j.status = 'doing' AND j.task_name = 'send_batch'"
+                             " AND w.id = (SELECT min(id) FROM procrastinate_workers)")
         victim.send_signal(signal.SIGKILL)
-        print(f"   victim SIGKILLed after {sent()} messages")
+        print(f"   victim SIGKILLed after {sent()} messages, in the middle of batch(es) {[r[0] for r in running]}")
 
         def settled() -> bool:
             rows = query(dsn, f"SELECT count(*) FROM deliveries WHERE issue_date = '{today}'"
@@ -242,7 +245,8 @@ def email(cluster: Cluster, folder: Path, readers: int) -> None:
         records = app.store.deliveries(today)
     uncertain = sorted((r.email, r.message_id) for r in records.values() if r.status is DeliveryStatus.SENDING)
     counts = Counter(by_recipient.get(a, 0) for a in addresses)
-    retried = query(dsn, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'send_batch' AND attempts > 1")
+    retried = query(dsn, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'send_batch' AND attempts > 1"
+                         " AND status = 'succeeded'")
     print(f"   {elapsed:.1f} s, {readers / elapsed:.0f} messages/s; messages per reader: "
           f"{dict(sorted(counts.items()))}; batches retried after the kill: {retried[0][0]}")
     print(f"   uncertain (never resent): {uncertain or 'none'}")

@@ -195,13 +195,15 @@ def is_written_as_name(word: str, context: str) -> bool:
 def lower_first(text: str, context: str | None = None) -> str:
     """Lower-case the first letter when the first word is a common French word (so a proper
     noun such as "Meta" or "CNIL" keeps its capital after a colon). With `context` (the text the
-    words come from), any capitalised first word that `context` never writes as a name is taken
-    as a common word: "Amende de 530 millions…" → "amende de 530 millions…"."""
+    words come from), a capitalised first word that `context` also writes in lower case, and
+    never as a name, is a common word too: "Amende de 530 millions…" → "amende de 530
+    millions…" when the article speaks of "l'amende"; "Bruxelles" keeps its capital."""
     first = re.split(r"[\s’',]", text, maxsplit=1)[0]
     if not first[:1].isupper():
         return text
     if (fold(first) in _LOWER_STARTERS and not first[1:2].isupper()) or (
-            context is not None and not is_written_as_name(first, context)):
+            context is not None and re.search(rf"(?<!\w){re.escape(first.lower())}(?!\w)", context)
+            and not is_written_as_name(first, context)):
         return text[:1].lower() + text[1:]
     return text
 
@@ -225,25 +227,221 @@ def _split(title: str) -> tuple[str, str, bool]:
     return title, "", False
 
 
-def split_title(title: str) -> tuple[str, str]:
-    """(kicker, lede) of a title: the kicker is its first clause in capitals ending with a full
-    stop; the lede is the rest of the title as a sentence, or "" when the kicker is the whole title.
+KICKER_WORDS = 6  # a kicker never has more words than this (Tech Matin's have 2 to 5)
+DERIVED_KICKER_WORDS = 5  # a kicker taken from inside a title is cut to this many words
 
-    "IA de Meta : la CNIL détaille le droit d'opposition" → ("IA DE META.", "La CNIL détaille …")
-    "Après LlamaCon, Meta ouvre une API" → ("APRÈS LLAMACON.", "Meta ouvre une API.")
+
+def _word_count(text: str) -> int:
+    """Words of a text, lone punctuation ("-", "«") aside."""
+    return len([w for w in text.split() if re.search(r"\w", w)])
+
+
+def split_title(title: str, theme: str = "") -> tuple[str, str]:
+    """(kicker, lede) of a title: the kicker, in capitals ending with a full stop, is at most
+    KICKER_WORDS words; the lede is what the kicker leaves of the title, as a sentence, or ""
+    when the kicker is the whole title.
+
+    - the title's first clause when it is short: "IA de Meta : la CNIL détaille le droit
+      d'opposition" → ("IA DE META.", "La CNIL détaille …"), "Après LlamaCon, Meta ouvre une API"
+      → ("APRÈS LLAMACON.", "Meta ouvre une API.");
+    - a long first clause with a short one after the colon: the short one, "Refuser que vos posts
+      nourrissent l'IA de Meta : le mode d'emploi pas à pas" → ("LE MODE D'EMPLOI PAS À PAS.",
+      "Refuser que vos posts nourrissent l'IA de Meta.");
+    - a short title is the kicker alone;
+    - otherwise the whole title is the lede and the kicker a few words of it (see short_kicker):
+      "Un groupe de presse régionale ouvre quarante ans d'archives à une start-up d'IA" →
+      ("GROUPE DE PRESSE RÉGIONALE.", "Un groupe de presse régionale ouvre …").
     """
-    first, rest, _ = _split(title)
-    return _kicker(first), _as_sentence(rest)
+    first, rest, apart = _split(title)
+    if rest and _word_count(first) <= KICKER_WORDS:
+        return _kicker(first), _as_sentence(rest)
+    if apart and 2 <= _word_count(rest) <= KICKER_WORDS:
+        return _kicker(rest), _as_sentence(first)
+    if _word_count(title) <= KICKER_WORDS:
+        return _kicker(title), ""
+    return _kicker(short_kicker(title, theme)), _as_sentence(title)
 
 
 def _kicker(text: str) -> str:
-    head = text.strip().rstrip(" .!?…:;,-–—«»\"'")
+    head = text.strip().rstrip(" .!?…:;,-–—«»\"'”’").lstrip(" «\"'“")
     return head.upper() + "." if head else ""
 
 
-def make_kicker(title: str) -> str:
-    """An upper-case kicker ending with a full stop, from the title's first clause."""
-    return split_title(title)[0]
+def make_kicker(title: str, theme: str = "") -> str:
+    """An upper-case kicker of at most KICKER_WORDS words ending with a full stop (see split_title)."""
+    return split_title(title, theme)[0]
+
+
+# Words that tell where a title's noun phrase ends (see _noun_phrase): auxiliaries and frequent
+# verbs, and words opening a clause.
+_VERB_WORDS = frozenset("""
+est sont etait etaient sera seront serait seraient a ont avait avaient aura auront aurait auraient
+va vont fait font peut peuvent pourrait pourraient doit doivent devra devront veut veulent devient
+deviennent reste restent semble semblent vient viennent
+is are was were will would has have had can could may might should must
+se s ne n qui que qu dont ou lorsque quand car mais selon
+""".split())
+# ... and what follows a verb: an article, a possessive, a number ("ouvre quarante ans d'archives").
+_OBJECT_STARTERS = frozenset("""
+le la les l un une ses son sa leur leurs ce cet cette ces notre nos votre vos plusieurs
+the a an its their his her
+deux trois quatre cinq six sept huit neuf dix onze douze quinze vingt trente quarante cinquante
+soixante cent mille
+""".split())
+_ARTICLES = frozenset("le la les l un une des".split())
+_POSSESSIVES = frozenset("son sa ses leur leurs notre nos votre vos its their his her".split())
+_CONJUNCTIONS = frozenset("et ou ni and or".split())
+_ELIDED_CLITICS = frozenset("s n qu j m t".split())
+_PREPOSITIONS = frozenset("""
+de du des d a au aux en dans sur pour par avec chez contre entre pres face apres avant sans sous vers
+malgre selon depuis pendant lors via parmi outre afin grace
+of for in on at to with from by
+""".split())
+# Between a verb and its object: negation, adverbs, participles of a compound tense.
+_VERB_GROUP = frozenset("""
+pas plus aussi deja desormais encore bien toujours enfin vraiment jamais meme ainsi egalement
+""".split())
+_PARTICIPLE_RE = re.compile(r"(?:e|ee|es|ees|is|it|u|ue|us|ues|ert|erte)$")
+
+
+def _bare(token: str) -> str:
+    return token.strip("«»\"“”()[],;:.!?…")
+
+
+def _noun_phrase(tokens: Sequence[str], start: int) -> tuple[list[str], int | None]:
+    """The noun phrase opening tokens[start:] and the index of the verb that ends it, if a verb
+    does: it ends at a word opening a clause, an auxiliary, a reflexive verb ("s'écrase"), a word
+    followed by an article or a number (a verb: "ouvre quarante ans…"), or a comma (no verb)."""
+    words: list[str] = []
+    index = start
+    while index < len(tokens):
+        token = tokens[index]
+        bare = _bare(token)
+        folded = fold(bare)
+        head = re.split(r"[’']", folded, maxsplit=1)[0]
+        opening_article = index == start and head in _OBJECT_STARTERS  # "a" is English's, not "il a"
+        if not opening_article and (folded in _VERB_WORDS or (head != folded and head in _ELIDED_CLITICS)
+                                    or re.search(r"-(?:t-)?(?:il|elle|ils|elles|on)$", folded)):
+            return words, index  # "s'écrase", "n'est", "qu'il", "j'ai", "est-il"
+        if index > start and bare[:1].islower() and head == folded and index + 1 < len(tokens) \
+                and folded not in _PREPOSITIONS | _OBJECT_STARTERS | _CONJUNCTIONS:
+            after = fold(_bare(tokens[index + 1]))
+            # "a"/"à" opens no object: "renonce à", "le groupe a annoncé" (the auxiliary ends it anyway)
+            if (after != "a" and re.split(r"[’']", after, maxsplit=1)[0] in _OBJECT_STARTERS) or \
+                    (re.fullmatch(r"\d+(?:[.,]\d+)?", after) and folded not in MONTHS_FR):
+                return words, index  # "ouvre" in "… régionale ouvre quarante ans d'archives"
+        if bare:
+            words.append(bare)
+        index += 1
+        if token.rstrip("»\"”)").endswith((",", ";", ":", "?", "!", ".")):
+            break
+    return words, None
+
+
+def _is_preposition(word: str, elided: bool = True) -> bool:
+    """"de", "à", "jusqu'à"…, and with `elided` a word after "d'" ("d'archives"), before which
+    a phrase can be cut but which is no dangling preposition at its end."""
+    folded = fold(word)
+    head = re.split(r"[’']", folded, maxsplit=1)[0]
+    return folded in _PREPOSITIONS or head == "jusqu" or (elided and head == "d" and head != folded)
+
+
+def _telling(word: str) -> bool:
+    """A word that says something by itself (not an article, a preposition, a pronoun…)."""
+    return (len(word) > 2 and fold(word) not in _LOWER_STARTERS | _STOPWORDS | _PREPOSITIONS) or word[:1].isdigit()
+
+
+def _trimmed(words: Sequence[str]) -> list[str]:
+    """A noun phrase cut to DERIVED_KICKER_WORDS words, before a preposition when what is left
+    still says two things ("Le désarroi des parents face à…" → "désarroi des parents"), without
+    an article, a possessive or a preposition dangling at its end, nor an article or a
+    possessive at its start."""
+    kept = list(words)
+    if len(kept) > DERIVED_KICKER_WORDS:
+        cuts = [i for i in range(1, DERIVED_KICKER_WORDS + 1)
+                if _is_preposition(kept[i]) and sum(map(_telling, kept[:i])) >= 2]
+        kept = kept[: cuts[-1]] if cuts else kept[:DERIVED_KICKER_WORDS]
+    while kept and (_is_preposition(kept[-1], elided=False) or fold(kept[-1]) in _ARTICLES | _LOWER_STARTERS
+                    or kept[-1].endswith(("’", "'"))):
+        kept.pop()
+    if len(kept) > 1 and fold(kept[0]) in _ARTICLES | _POSSESSIVES:
+        kept.pop(0)
+    elif kept and re.match(r"^[lL][’'].", kept[0]):
+        kept[0] = kept[0][2:]
+    return kept
+
+
+def _says_something(words: Sequence[str]) -> bool:
+    return any(map(_telling, words))
+
+
+_AND = ("et", "&", "and")
+
+
+def _name_runs(tokens: Sequence[str]) -> list[list[str]]:
+    """Runs of capitalised words past a title's first word, joined by "et": "Meta et Reuters",
+    "Jean-Pierre Filiu"."""
+    runs: list[list[str]] = []
+    open_run = False  # the word before is a name, or "et" after one
+    for position, token in enumerate(tokens):
+        bare = re.sub(r"^[dlDL][’']", "", _bare(token))
+        if position > 0 and bare[:1].isupper() and fold(bare) not in _LOWER_STARTERS:
+            if open_run:
+                runs[-1].append(bare)
+            else:
+                runs.append([bare])
+            open_run = not token.endswith((",", ";", ":"))
+        elif open_run and fold(bare) in _AND and fold(runs[-1][-1]) not in _AND:
+            runs[-1].append(bare)
+        else:
+            open_run = False
+    return [run[:-1] if fold(run[-1]) in _AND else run for run in runs]
+
+
+def _object(tokens: Sequence[str], verb: int) -> list[str]:
+    """What the verb at tokens[verb] bears on, when an article, a possessive or a number says
+    where it starts: "se lance dans la réforme de l'islam" → "réforme de l'islam", "dénonce une
+    « volonté politique de minorer… »" → "volonté politique"; [] when unsure."""
+    index = verb + 1
+    prepositions = 0
+    while index < len(tokens):
+        word = fold(_bare(tokens[index]))
+        head = re.split(r"[’']", word, maxsplit=1)[0]
+        if head in _OBJECT_STARTERS:
+            return _trimmed(_noun_phrase(tokens, index)[0])
+        if head != word and head in _ELIDED_CLITICS:
+            return []  # another verb ("renonce à s'émanciper de…"): not a noun phrase of this one
+        if word in _PREPOSITIONS:
+            prepositions += 1
+        elif not (word in _VERB_WORDS | _VERB_GROUP or _PARTICIPLE_RE.search(word)):
+            return []
+        if prepositions > 1:
+            return []
+        index += 1
+    return []
+
+
+def short_kicker(title: str, theme: str = "") -> str:
+    """A few words of a title without a short head, for its kicker (at most
+    DERIVED_KICKER_WORDS): its subject without its article ("Un groupe de presse régionale
+    ouvre…" → "groupe de presse régionale"); when the lede would open with the same words (a
+    name: "Louis Gallois dénonce une « volonté politique… »"), what the verb bears on ("volonté
+    politique", see _object), else `theme`, else the subject all the same; a title whose opening is no noun
+    phrase ("Ce que l'on sait de l'accord entre Meta et Reuters") gives the names it holds ("Meta
+    et Reuters"), else `theme`, else its first words."""
+    # A rubric tag ("[Brève]", "[MàJ]") says nothing of the story.
+    tokens = re.sub(r"^\[[^\]]{1,20}\]\s*", "", title).replace("« ", "«").replace(" »", "»").split()
+    subject, verb = _noun_phrase(tokens, 0)
+    kept = _trimmed(subject)
+    if _says_something(kept):
+        if kept[:1] != subject[:1]:
+            return " ".join(kept)  # the article gone, the lede does not open with the kicker
+        bears_on = _object(tokens, verb) if verb is not None else []
+        return " ".join(bears_on) if _says_something(bears_on) else theme or " ".join(kept)
+    names = max(_name_runs(tokens), key=lambda run: len(run), default=[])
+    if 0 < len(names) <= DERIVED_KICKER_WORDS:
+        return " ".join(names)
+    return theme or " ".join(_trimmed(tokens))
 
 
 def _is_generic_title(title: str, reused: bool) -> bool:
@@ -801,21 +999,24 @@ def _paragraphs(text: str) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _headline(entry: StoredItem, generic: bool) -> _Headline:
+def _headline(entry: StoredItem, generic: bool, theme: str = "") -> _Headline:
+    """The kicker, lede and texts of a story told by `entry`; `theme` (its topic's) is the kicker
+    of a long title whose own words give none (see short_kicker)."""
     item = entry.item
     title, body, content = item.title, item.summary, item.content
     if content and fold(content).startswith(fold(body)[:60]):
         body, content = content, ""  # the content repeats the summary, and says more
     if generic:
         # "En bref" says nothing: the body's first sentence becomes the headline.
+        rubric = _kicker(title if _word_count(title) <= KICKER_WORDS else short_kicker(title, theme))
         sentences = split_sentences(body)
         if sentences and len(sentences[0]) <= 110:
             first = sentences[0]
             rest = " ".join(sentences[1:])
-            return _Headline(kicker=_kicker(title), lede=_as_sentence(first), title=first.rstrip(" .…"),
+            return _Headline(kicker=rubric, lede=_as_sentence(first), title=first.rstrip(" .…"),
                              body=rest, more=content)
-        return _Headline(kicker=_kicker(title), lede="", title=title, body=body, more=content)
-    kicker, lede = split_title(title)
+        return _Headline(kicker=rubric, lede="", title=title, body=body, more=content)
+    kicker, lede = split_title(title, theme)
     sentences = split_sentences(body)
     # Some feeds open the summary with the headline again; say it once.
     if sentences and fuzz.ratio(fold(sentences[0]).rstrip(". "), fold(title)) >= 90:
@@ -844,7 +1045,8 @@ def topic_confidence(score: float) -> float:
 
 
 def _make_story(group: Sequence[StoredItem], topic_order: Sequence[str], source_weights: Mapping[str, float],
-                settings: NewsletterSettings, window_end: dt.datetime, generic_ids: frozenset[str]) -> Story:
+                settings: NewsletterSettings, window_end: dt.datetime, generic_ids: frozenset[str],
+                topic_themes: Mapping[str, str] | None = None) -> Story:
     lead = group[0]
     best: dict[str, float] = {}
     total: dict[str, float] = {}
@@ -877,7 +1079,7 @@ def _make_story(group: Sequence[StoredItem], topic_order: Sequence[str], source_
     score = round(topic_confidence(max(best.values())) * weight * (1 + OUTLET_BONUS * len(outlets)) * (1 + news)
                   * (1 + FRESHNESS * recency), 4)
     why = tuple(dict.fromkeys(m.text for e in group for m in e.classification.matches_for(primary)))[:5]
-    headline = _headline(lead, lead.item.id in generic_ids)
+    headline = _headline(lead, lead.item.id in generic_ids, (topic_themes or {}).get(primary, ""))
     return Story(
         id=lead.item.id, kicker=headline.kicker, title=headline.title,
         text=headline.text(settings.summary_chars),
@@ -898,12 +1100,13 @@ def _generic_ids(entries: Iterable[StoredItem]) -> frozenset[str]:
     )
 
 
-def _teaser(story: Story, topic_themes: Mapping[str, str]) -> MenuTeaser:
+def _teaser(story: Story, topic_themes: Mapping[str, str], context: str = "") -> MenuTeaser:
     """An AU MENU line, `— Thème : phrase.`: the title's own short first clause as the theme and
     the rest as the phrase ("IA de Meta : la CNIL détaille…"), else the topic's theme and the
     title ("Intelligence artificielle : Meta ouvre une API…"). A first clause too long to be a
     theme but set apart by a colon says the news ("Amende de 530 millions contre TikTok : ce que
-    dit la décision"): it is the phrase, the commentary after it is left out."""
+    dit la décision"): it is the phrase, the commentary after it is left out. `context` (what
+    the story's items say) tells a common word from a name after the colon (see lower_first)."""
     theme = _title_theme(story.title)
     first, rest, apart = _split(story.title)
     if theme:
@@ -911,7 +1114,7 @@ def _teaser(story: Story, topic_themes: Mapping[str, str]) -> MenuTeaser:
     else:
         theme = topic_themes[story.primary_topic]
         phrase = first if apart else rest if len(rest.split()) >= 5 else story.title
-    phrase = lower_first(phrase.strip(), context=f"{story.title} {story.text}")
+    phrase = lower_first(phrase.strip(), context=f"{story.title}. {story.text} {context}")
     phrase = phrase if _ends_sentence(phrase) else phrase + "."
     return MenuTeaser(theme=theme, text=phrase, story_id=story.id)
 
@@ -1084,7 +1287,8 @@ def compose_issue(
         if e.item.id not in already_featured and any(t in known for t in e.classification.topics)
     ]
     grouped = group_stories(relevant, source_weights, window=entries)
-    made = [(_make_story(g, topic_order, source_weights, settings, window_end, generic),
+    themes = {t.id: t.theme for t in topics}
+    made = [(_make_story(g, topic_order, source_weights, settings, window_end, generic, themes),
              all(e.item.id in grouped.roundups or is_evergreen(e.item) for e in g)) for g in grouped.groups]
     # The day's news first: an evergreen page (a glossary, a FAQ, an undated page) or a roundup
     # of stories told elsewhere ranks after every news story, so it leads only a day without news.
@@ -1096,10 +1300,9 @@ def compose_issue(
     by_id = {e.item.id: e for e in relevant}
     # LE FAIT DU JOUR gets room for twice the text of a section story.
     lead_group = [by_id[i] for i in stories[0].item_ids]
-    lead_headline = _headline(lead_group[0], lead_group[0].item.id in generic)
+    lead_headline = _headline(lead_group[0], lead_group[0].item.id in generic, themes[stories[0].primary_topic])
     lead = dataclasses.replace(stories[0], text=lead_headline.text(2 * settings.summary_chars, extended=True))
     rest = stories[1:]
-    themes = {t.id: t.theme for t in topics}
     sections: list[Section] = []
     further: list[Story] = []
     for topic in topics:
@@ -1112,7 +1315,8 @@ def compose_issue(
         if shown:
             sections.append(Section(topic=topic.id, heading=topic.heading, stories=tuple(shown)))
     further.sort(key=lambda s: (s.id in background, -s.score, s.id))
-    menu = tuple(_teaser(s, themes) for s in [lead, *rest][:3])
+    menu = tuple(_teaser(s, themes, " ".join(f"{by_id[i].item.title}. {by_id[i].item.summary} {by_id[i].item.content}"
+                                             for i in s.item_ids)) for s in [lead, *rest][:3])
     further = further[: settings.max_further_reading]
     shown_stories = [lead, *[s for sec in sections for s in sec.stories], *further]
     return _typeset(Issue(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
+import re
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline.compose import (
+    KICKER_WORDS,
     NEWS_MAX,
     compose_issue,
     cut_at_sentence,
@@ -23,7 +26,17 @@ from pipeline.compose import (
     split_sentences,
     split_title,
 )
-from pipeline.models import Classification, Item, NewsletterSettings, StoredItem, TopicInfo
+from pipeline.models import (
+    Classification,
+    FeedSource,
+    FetchResult,
+    FetchStatus,
+    Item,
+    NewsletterSettings,
+    StoredItem,
+    TopicInfo,
+)
+from pipeline.parse import parse_feed
 
 TOPICS = (
     TopicInfo("meta_ai", "META ET L'IA", "Intelligence artificielle"),
@@ -159,6 +172,73 @@ def test_kicker_is_the_first_clause_and_the_rest_of_the_title_opens_the_text() -
     # A list before a comma is not an introductory clause: the whole title is the kicker.
     assert split_title("Cookies, traceurs et bannières") == ("COOKIES, TRACEURS ET BANNIÈRES.", "")
     assert make_kicker("Droit à l’effacement sur Google : l’arroseur arrosé") == "DROIT À L’EFFACEMENT SUR GOOGLE."
+
+
+def _kicker_words(kicker: str) -> list[str]:
+    return [w for w in kicker.split() if re.search(r"\w", w)]
+
+
+def assert_short_kicker(kicker: str, title: str) -> None:
+    """Tech Matin's kickers: a few words in capitals, ending with a full stop, nothing dangling."""
+    words = _kicker_words(kicker)
+    assert 1 <= len(words) <= KICKER_WORDS, (kicker, title)
+    assert kicker.endswith(".") and kicker == kicker.upper(), (kicker, title)
+    last = words[-1].rstrip(".").lower()
+    assert last not in {"de", "du", "des", "d’", "la", "le", "les", "l’", "un", "une", "à", "au", "aux", "et", "en",
+                        "pour", "par", "sur", "dans", "avec"} and not last.endswith(("’", "'")), (kicker, title)
+
+
+@pytest.mark.parametrize(("title", "kicker", "lede"), [
+    # A long head with a short clause after the colon: the short clause is the kicker.
+    ("Refuser que vos posts nourrissent l’IA de Meta : le mode d’emploi pas à pas",
+     "LE MODE D’EMPLOI PAS À PAS.", "Refuser que vos posts nourrissent l’IA de Meta."),
+    # No head at all: the title's subject without its article, and the whole title as the lede.
+    ("Un groupe de presse régionale ouvre quarante ans d’archives à une start-up d’IA",
+     "GROUPE DE PRESSE RÉGIONALE.", "Un groupe de presse régionale ouvre quarante ans d’archives à une start-up d’IA."),
+    ("Le désarroi des parents face à la consommation excessive de cannabis", "DÉSARROI DES PARENTS.",
+     "Le désarroi des parents face à la consommation excessive de cannabis."),
+    ("Un avion de ligne russe, transportant 71 personnes, s’écrase près de Moscou", "AVION DE LIGNE RUSSE.",
+     "Un avion de ligne russe, transportant 71 personnes, s’écrase près de Moscou."),
+    # A name the lede would repeat: what the verb bears on.
+    ("Emmanuel Macron se lance dans la réforme de l’islam de France", "RÉFORME DE L’ISLAM.",
+     "Emmanuel Macron se lance dans la réforme de l’islam de France."),
+    ("Louis Gallois dénonce une « volonté politique de minorer le nombre de SDF »", "VOLONTÉ POLITIQUE.",
+     "Louis Gallois dénonce une « volonté politique de minorer le nombre de SDF »."),
+    # No noun phrase to open it: the names it holds.
+    ("Ce que l’on sait de l’accord entre Meta et Reuters et ce qu’il change", "META ET REUTERS.",
+     "Ce que l’on sait de l’accord entre Meta et Reuters et ce qu’il change."),
+])
+def test_a_title_without_a_short_head_gets_a_short_kicker(title: str, kicker: str, lede: str) -> None:
+    assert split_title(title) == (kicker, lede)
+    assert_short_kicker(kicker, title)
+
+
+def test_the_topic_theme_is_the_kicker_when_the_title_offers_nothing_better() -> None:
+    title = "OpenAI renonce à s’émanciper de sa fondation à but non lucratif"
+    assert split_title(title, theme="Intelligence artificielle") == (
+        "INTELLIGENCE ARTIFICIELLE.", "OpenAI renonce à s’émanciper de sa fondation à but non lucratif.")
+    story = compose_issue(DATE, [entry("o", "alpha", title, "La société garde sa structure.", {"meta_ai": 4.0})],
+                          TOPICS, SETTINGS, {}).lead
+    assert story is not None and story.kicker == "INTELLIGENCE ARTIFICIELLE."
+
+
+def test_kickers_of_the_real_feeds_titles_are_short(shared: Path) -> None:
+    """Every title of the real published feeds (French, English, German…) gets a kicker of at
+    most KICKER_WORDS words, with a topic's theme and without."""
+    titles = []
+    for path in sorted((shared / "feeds" / "real").glob("*.xml")):
+        feed = FeedSource(id=path.stem, name=path.stem, url=path.as_uri())
+        result = parse_feed(FetchResult(feed=feed, status=FetchStatus.NEW, url=path.as_uri(), final_url=path.as_uri(),
+                                        body=path.read_bytes()), WHEN)
+        titles += [i.title for i in result.items if i.title]
+    if not titles:
+        pytest.skip("no real feeds in ../shared/feeds/real")
+    for title in titles:
+        for theme in ("", "Médias"):
+            kicker, lede = split_title(title, theme)
+            assert_short_kicker(kicker, title)
+            # A kicker alone is the whole title: nothing of it is lost.
+            assert lede or re.findall(r"\w+", kicker.casefold()) == re.findall(r"\w+", title.casefold()), title
 
 
 def test_story_text_does_not_repeat_the_title_after_the_kicker() -> None:
@@ -577,12 +657,16 @@ def test_news_value_never_lets_in_an_item_without_a_topic_nor_makes_a_page_lead(
 
 def test_a_menu_line_keeps_the_news_of_a_long_head_and_its_names() -> None:
     fine = entry("fine", "lettre", "Amende de 530 millions contre TikTok : ce que dit la décision irlandaise",
-                 "La Data Protection Commission reproche au réseau social ses transferts vers la Chine.", {"rgpd": 5.0})
+                 "La Data Protection Commission reproche au réseau social ses transferts vers la Chine ; "
+                 "l’amende vise aussi un manque de transparence.", {"rgpd": 5.0})
     teaser = compose_issue(DATE, [fine], TOPICS, SETTINGS, {}).menu[0]
     # The head says the news (the commentary after the colon does not), a common word after the colon.
     assert (teaser.theme, teaser.text) == ("Données personnelles", "amende de 530 millions contre TikTok.")
     assert lower_first("Meta ouvre une API", context="Une API de Meta pour ses modèles.") == "Meta ouvre une API"
     assert lower_first("Bruxelles consulte", context="Bruxelles consulte. Le Bureau de l'IA, à Bruxelles, recrute.") \
         == "Bruxelles consulte"
+    # A word the context never writes in lower case keeps its capital: it may be a name.
+    assert lower_first("Bruxelles renforce", context="Bruxelles renforce ses équipes.") == "Bruxelles renforce"
+    assert lower_first("Amende record", context="Amende record. Une amende de 5 millions.") == "amende record"
     assert lower_first("TikTok fait appel", context="") == "TikTok fait appel"
     assert lower_first("Refuser que Meta", context="Refuser que Meta. Comment refuser ?") == "refuser que Meta"

@@ -29,6 +29,7 @@ from pipeline.config.sources import load_config
 from pipeline.models import Classification, StoredItem
 from pipeline.store import StoreTarget, issue_from_json, open_store
 from tests.goldenfiles import check_golden
+from tests.test_compose import assert_short_kicker
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -267,6 +268,23 @@ def test_kicker_is_never_followed_by_the_same_title(demo: DemoBuild) -> None:
     for kicker in re.findall(r"(?<![\w’])([A-ZÀ-Ý0-9][A-ZÀ-Ý0-9’',«» -]{3,}[A-ZÀ-Ý0-9»])\. ", text):
         following = text[text.index(kicker + ". ") + len(kicker) + 2:][: len(kicker)]
         assert following.upper() != kicker, kicker
+
+
+def test_every_kicker_of_the_demo_is_short(demo: DemoBuild) -> None:
+    """Tech Matin's kickers are a few words ("PAS À PAS.", "INFLUENCEUR DANS LE VISEUR."), not a
+    whole title: at most KICKER_WORDS words, in capitals, with a full stop, in the stored issue
+    and in both versions."""
+    issue, _ = stored_issue(demo)
+    stories = issue.stories()
+    assert len(stories) == 18
+    text, html = flat(demo.text), visible_text(demo.html)
+    for story in stories:
+        assert_short_kicker(story.kicker, story.title)
+        if story not in issue.further_reading:  # RESTEZ BRANCHÉS lines show titles, not kickers
+            assert f"{story.kicker} " in text and f"{story.kicker} " in html
+    # The regional press deal had its whole title as kicker; the Meta lead a seven-word head.
+    kickers = {s.kicker for s in stories}
+    assert {"GROUPE DE PRESSE RÉGIONALE.", "LE MODE D’EMPLOI PAS À PAS."} <= kickers
 
 
 def test_an_empty_day_gives_a_short_issue_and_skip_empty_writes_nothing(tmp_path: Path) -> None:

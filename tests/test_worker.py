@@ -16,6 +16,7 @@ from distributed import FeedServer, SmtpSink, Workers, free_port, rss, wait_for,
 
 from pipeline.app import Pipeline
 from pipeline.cadence import fetch_interval
+from pipeline.compose import issue_window
 from pipeline.models import WorkerSettings
 from pipeline.store import DeliveryStatus
 from pipeline.worker import host_slot, parse_queues
@@ -114,7 +115,6 @@ def test_a_worker_killed_mid_batch_leaves_every_reader_one_message(tmp_path: Pat
                                              encoding="utf-8")
     sink = SmtpSink.start(port, delay=0.02)
     feed = tmp_path / "feed.xml"
-    feed.write_bytes(rss(0, 4, NOW))
     config = write_config(
         tmp_path, [feed.as_uri()],
         workers={"tick_seconds": 1, "email_batch": 20, "heartbeat_seconds": 0.5, "stalled_after_seconds": 3},
@@ -123,12 +123,16 @@ def test_a_worker_killed_mid_batch_leaves_every_reader_one_message(tmp_path: Pat
                   "unsubscribe_url": "https://techmatin.example.org/desinscription?email={email}&token={token}"})
     env = worker_env(pg_database, TECH_MATIN_UNSUBSCRIBE_SECRET=SECRET)
     workers = Workers(config, env)
-    today = NOW.date()
+    # Yesterday's issue, its items dated in the hours before its cut-off: a window wholly in the past
+    # whatever the hour the test runs at (today's window ends at the morning's issue time).
+    today = NOW.date() - dt.timedelta(days=1)
     monkeypatch.setenv("TECH_MATIN_DATABASE_URL", pg_database)
     monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", SECRET)
     try:
         with pipeline_of(config) as app:
-            app.run(today)  # the issue to mail, built on PostgreSQL
+            feed.write_bytes(rss(0, 4, issue_window(today, app.config.newsletter)[1]))
+            built = app.run(today).build  # the issue to mail, built on PostgreSQL
+            assert built is not None and built.stories > 0
         sent = cli("send", "--config", config, "--topics", REPO / "topics.yaml", "--date", today.isoformat())
         assert sent.code == 0 and "queued for the email workers" in sent.out, sent.err
         victim = workers.start("--queues", "email", name="victim")

@@ -478,17 +478,20 @@ def _generated_day(count: int) -> list[StoredItem]:
 
 def test_grouping_time_grows_linearly_with_the_window() -> None:
     """Candidate pairs come from an inverted index of rare words, not from every pair: eight times
-    the items take about eight times as long (comparing every pair took 64 times as long)."""
-    per_item = {}
-    for count in (300, 2400):
-        entries = _generated_day(count)
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            group_stories(entries, {})
-            best = min(best, time.perf_counter() - started)
-        per_item[count] = best / count
-    assert per_item[2400] / per_item[300] <= 3
+    the items take about eight times as long (comparing every pair took 64 times as long).
+    CPU time of this process, best of repeats, measured again while the ratio looks too high:
+    another process can slow a measurement down, never speed one up (as in test_linear_time)."""
+    days = {count: _generated_day(count) for count in (300, 2400)}
+    per_item = {count: float("inf") for count in days}
+    for _attempt in range(3):
+        for count, entries in days.items():
+            for _ in range(3):
+                started = time.process_time()
+                group_stories(entries, {})
+                per_item[count] = min(per_item[count], (time.process_time() - started) / count)
+        if per_item[2400] / per_item[300] <= 3:
+            break
+    assert per_item[2400] / per_item[300] <= 3, per_item
 
 
 

@@ -73,7 +73,7 @@ from pipeline.store import (
 if TYPE_CHECKING:
     from pipeline.archive import Archive
     from pipeline.classify import Classifier
-    from pipeline.deliver import DeliveryEvent, DeliveryReport, Mailing, Recipient
+    from pipeline.deliver import DeliveryEvent, DeliveryReport, Mailing, Recipient, UnsubscribeRoute
     from pipeline.render import IssueLinks, Renderer
 
 DEFAULT_DB = Path("data/pipeline.sqlite3")
@@ -237,6 +237,21 @@ class Subscribers:
     path: Path
     recipients: tuple[Recipient, ...]
     suppressed: Mapping[str, Suppression]  # by address
+
+
+# What a reader's unsubscribe request came to (Pipeline.unsubscribe).
+UNSUBSCRIBE_OUTCOMES = ("valid", "unsubscribed", "already", "refused")
+MAX_ADDRESS_CHARS = 254  # RFC 5321's limit: a longer "address" is no reader's
+
+
+@dataclass(frozen=True)
+class UnsubscribeOutcome:
+    """`valid`: the token is the address's and it is not suppressed yet (nothing done, a
+    confirmation page); `unsubscribed`: done now; `already`: suppressed before, nothing changed;
+    `refused`: the token is not the address's (or either is malformed), nothing changed."""
+
+    email: str  # lower-cased, as the suppression list keeps it
+    outcome: str  # one of UNSUBSCRIBE_OUTCOMES
 
 
 # ---------------------------------------------------------------- helpers
@@ -962,3 +977,43 @@ class Pipeline:
         recipient = remove_recipient(path, email)
         store.suppress(recipient.key, "unsubscribed", "pipeline subscribers remove", now or utc_now())
         return recipient
+
+    # -- readers' one-click unsubscribe (`pipeline desk`)
+
+    def unsubscribe_route(self, env: Mapping[str, str] | None = None) -> UnsubscribeRoute:
+        """Where the one-click requests of `delivery.unsubscribe_url` arrive (its path and the names
+        of its {email} and {token} parameters); fails now, with one line, if the endpoint could
+        not check them (no `delivery:` section, a missing or short unsubscribe secret)."""
+        from pipeline.deliver import unsubscribe_links, unsubscribe_route
+
+        settings = self.delivery_settings()
+        env = os.environ if env is None else env
+        secret = env.get(settings.unsubscribe_secret_env) or None
+        if not secret:
+            raise PipelineError(f"environment variable {settings.unsubscribe_secret_env} is not set: the desk "
+                                "cannot check readers' unsubscribe tokens without the key that signed them")
+        unsubscribe_links(settings, "check@example.org", secret)  # a short secret is refused here
+        return unsubscribe_route(settings)
+
+    def unsubscribe(self, email: str, token: str, *, confirm: bool, detail: str = "one-click unsubscribe",
+                    env: Mapping[str, str] | None = None, now: dt.datetime | None = None) -> UnsubscribeOutcome:
+        """A reader's unsubscribe request: `token` must be the HMAC of `email` under the unsubscribe
+        secret. With `confirm`, the address goes on the suppression list (the next send skips it;
+        the recipients file is left as it is, `pipeline subscribers list` shows it suppressed);
+        without, nothing is written (the confirmation page of a GET)."""
+        from pipeline.deliver import unsubscribe_token_matches
+
+        settings = self.delivery_settings()
+        env = os.environ if env is None else env
+        secret = env.get(settings.unsubscribe_secret_env) or ""
+        key = email.strip().lower()
+        if (not secret or not key or len(key) > MAX_ADDRESS_CHARS or "@" not in key
+                or not unsubscribe_token_matches(secret, key, token.strip())):
+            return UnsubscribeOutcome(email=key[:MAX_ADDRESS_CHARS], outcome="refused")
+        store = self.store
+        if key in store.suppressions():
+            return UnsubscribeOutcome(email=key, outcome="already")
+        if not confirm:
+            return UnsubscribeOutcome(email=key, outcome="valid")
+        done = store.suppress(key, "unsubscribed", detail, now or utc_now())
+        return UnsubscribeOutcome(email=key, outcome="unsubscribed" if done else "already")

@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=8000, help="port, 0 for any free one (default: 8000)")
 
+    desk = commands.add_parser("desk", help="the editor's desk (review, approve) and readers' one-click "
+                                            "unsubscribe, a small web app")
+    _add_common(desk)
+    desk.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; put a TLS "
+                                                          "reverse proxy in front, see deploy/)")
+    desk.add_argument("--port", type=port_number, default=8001, help="port, 0 for any free one (default: 8001)")
+
     send = commands.add_parser("send", help="email a built issue to every reader, exactly once (resumable)")
     _add_common(send, output=False)
     send.add_argument("--date", type=_date, help="issue date YYYY-MM-DD (default: today in the newsletter's zone)")
@@ -531,6 +538,14 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_desk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.desk import serve_desk
+
+    _pipeline(args).close()  # config and rules checked here, before anything listens
+    serve_desk(lambda: _pipeline(args), args.host, args.port, out=out, log=err)
+    return EXIT_OK
+
+
 def _cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.worker import parse_queues, run_worker
 
@@ -645,6 +660,7 @@ COMMANDS = {
     "archive": _cmd_archive,
     "feeds": _cmd_feeds,
     "serve": _cmd_serve,
+    "desk": _cmd_desk,
     "send": _cmd_send,
     "subscribers": _cmd_subscribers,
     "schedule": _cmd_schedule,

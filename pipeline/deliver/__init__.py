@@ -31,11 +31,14 @@ Credentials come from environment variables only and are never printed, logged o
 """
 from pipeline.deliver.message import (
     UnsubscribeLinks,
+    UnsubscribeRoute,
     build_message,
     new_message_id,
     subject_for,
     unsubscribe_links,
+    unsubscribe_route,
     unsubscribe_token,
+    unsubscribe_token_matches,
 )
 from pipeline.deliver.recipients import (
     Recipient,
@@ -66,6 +69,7 @@ __all__ = [
     "Recipient",
     "SmtpTransport",
     "UnsubscribeLinks",
+    "UnsubscribeRoute",
     "add_recipient",
     "build_message",
     "credentials_from_env",
@@ -80,7 +84,9 @@ __all__ = [
     "subject_for",
     "summarize_delivery",
     "unsubscribe_links",
+    "unsubscribe_route",
     "unsubscribe_token",
+    "unsubscribe_token_matches",
     "wants_issue",
     "write_outbox",
 ]

@@ -15,7 +15,7 @@ from email.headerregistry import Address, BaseHeader, HeaderRegistry, Unstructur
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from pipeline.deliver.recipients import Recipient
 from pipeline.errors import PipelineError
@@ -49,6 +49,39 @@ def unsubscribe_token(secret: str, email: str) -> str:
     """An HMAC of the address: the unsubscribe endpoint can check a request without a database,
     and nobody can unsubscribe someone else by guessing."""
     return hmac.new(secret.encode("utf-8"), email.lower().encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def unsubscribe_token_matches(secret: str, email: str, token: str) -> bool:
+    """Whether `token` is the one `unsubscribe_token` gives this address (compared in constant time)."""
+    return hmac.compare_digest(unsubscribe_token(secret, email).encode("ascii"),
+                               token.encode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class UnsubscribeRoute:
+    """Where the one-click unsubscribe requests of `delivery.unsubscribe_url` arrive: the URL's
+    path, and the names of its query parameters holding {email} and {token}."""
+
+    path: str
+    email_param: str
+    token_param: str
+
+
+def unsubscribe_route(settings: DeliverySettings) -> UnsubscribeRoute:
+    """The path and query parameters of `delivery.unsubscribe_url`, for the endpoint that serves it
+    (`pipeline desk`). The URL must carry {email} and {token} as whole query values."""
+    url = settings.unsubscribe_url
+    parts = urlsplit(url)
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if value in ("{email}", "{token}"):
+            params[value] = name
+    missing = [f"{{{field}}}" for field in ("email", "token") if f"{{{field}}}" not in params]
+    if missing or "{" in parts.path:
+        raise PipelineError(f"delivery.unsubscribe_url {url!r}: the desk needs {{email}} and {{token}} as query "
+                            "values and nothing else to fill in its path, e.g. "
+                            "https://…/desinscription?email={email}&token={token}")
+    return UnsubscribeRoute(path=parts.path or "/", email_param=params["{email}"], token_param=params["{token}"])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,343 @@
+"""The desk's web app (Starlette): the editor's pages and the readers' unsubscribe endpoint.
+
+It holds no pipeline logic: every page asks `Pipeline` (pipeline.app), on one thread of its own
+(`PipelineThread`: a store connection belongs to the thread that opened it), and renders what
+it answers with the templates beside this file (Jinja2, autoescaped, in French).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import html
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.desk.security import (
+    CSRF_FIELD,
+    PAGE_POLICY,
+    SESSION_COOKIE,
+    Session,
+    SessionSigner,
+    TokenBucket,
+    security_headers,
+    token_matches,
+)
+
+if TYPE_CHECKING:
+    from pipeline.app import Pipeline
+    from pipeline.deliver import UnsubscribeRoute
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STYLESHEET = HERE / "static" / "desk.css"
+MAX_FORM_BYTES = 64 * 1024  # a summary an editor writes fits many times over
+MAX_EDITOR_NAME = 80
+ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body
+
+# Readers' endpoint: 20 requests at once per client address, then 20 a minute (a reader clicks
+# once; a mail provider's one-click POST comes once per message). Login: 10, then 5 a minute.
+UNSUBSCRIBE_LIMIT = (20.0, 20.0)
+LOGIN_LIMIT = (10.0, 5.0)
+
+T = TypeVar("T")
+
+
+class PipelineThread:
+    """Runs calls on the Pipeline in one dedicated thread, one at a time, without blocking the
+    event loop; the Pipeline is made there on first use by `open_pipeline`."""
+
+    def __init__(self, open_pipeline: Callable[[], Pipeline]):
+        self._open = open_pipeline
+        self._app: Pipeline | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="desk-pipeline")
+
+    def _with_app(self, call: Callable[[Pipeline], T]) -> T:
+        if self._app is None:
+            self._app = self._open()
+        return call(self._app)
+
+    def run(self, call: Callable[[Pipeline], T]) -> T:
+        """From outside the event loop (start-up checks)."""
+        return self._executor.submit(self._with_app, call).result()
+
+    async def __call__(self, call: Callable[[Pipeline], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._with_app, call)
+
+    def close(self) -> None:
+        def close(app: Pipeline) -> None:
+            app.close()
+
+        if self._app is not None:
+            self.run(close)
+        self._executor.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class DeskSettings:
+    token: str  # the editor's token (see security.desk_token)
+    name: str  # the newsletter's name, for the pages
+    unsubscribe: UnsubscribeRoute | None  # None: no `delivery:` section, no readers' endpoint
+
+
+class SecurityHeaders:
+    """ASGI middleware: the protective headers on every answer (a page that sets its own
+    Content-Security-Policy keeps it), and one log line per request without its query string
+    (an unsubscribe URL holds a reader's address and token)."""
+
+    def __init__(self, app: ASGIApp, log: TextIO | None):
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                own = [(name, value) for name, value in security_headers() if name not in names]
+                message["headers"] = headers + own
+                if self.log is not None:
+                    client = scope.get("client") or ("-", 0)
+                    path = scope.get("path", "").encode("unicode_escape").decode("ascii")
+                    self.log.write(f"{client[0]} {scope.get('method')} {path} {message['status']}\n")
+                    self.log.flush()
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """The fields of a form POST (urlencoded, or multipart for a mail client's one-click), first
+    value of each name; None for a body too large, not a form, or not UTF-8."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()
+    form: dict[str, str] = {}
+    if kind == "application/x-www-form-urlencoded":
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+        except (UnicodeDecodeError, ValueError):
+            return None
+        for name, value in pairs:
+            form.setdefault(name, value)
+        return form
+    if kind == "multipart/form-data":
+        parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body)
+        if not parsed.is_multipart():
+            return None
+        for part in parsed.iter_parts():
+            field_name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(field_name, str) and isinstance(payload, bytes):
+                try:
+                    form.setdefault(field_name, payload.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return None
+        return form
+    return None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+class Desk:
+    """The routes and what they share: the pipeline's thread, the session signer, the limits."""
+
+    def __init__(self, pipeline: PipelineThread, settings: DeskSettings, log: TextIO | None = None):
+        self.pipeline = pipeline
+        self.settings = settings
+        self.signer = SessionSigner(settings.token)
+        self.unsubscribe_bucket = TokenBucket(*UNSUBSCRIBE_LIMIT)
+        self.login_bucket = TokenBucket(*LOGIN_LIMIT)
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                            undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                            lstrip_blocks=True)
+        self.log = log
+
+    # -- answers
+
+    def session(self, request: Request) -> Session:
+        """The visitor's session, or a fresh one (it is sent with the answer by `page`)."""
+        cached = request.scope.get("desk.session")
+        if isinstance(cached, Session):
+            return cached
+        session = self.signer.load(request.cookies.get(SESSION_COOKIE)) or Session.fresh()
+        request.scope["desk.session"] = session
+        return session
+
+    def keep(self, request: Request, response: Response, session: Session | None) -> Response:
+        """Set the cookie when the session is new or changed (None: log out)."""
+        loaded = self.signer.load(request.cookies.get(SESSION_COOKIE))
+        if session != loaded:
+            response.headers.append("set-cookie", self.signer.cookie_header(session, request.url.scheme == "https"))
+        return response
+
+    def page(self, request: Request, template: str, status: int = 200, session: Session | None = None,
+             headers: dict[str, str] | None = None, **values: Any) -> Response:
+        session = session or self.session(request)
+        body = self.templates.get_template(template).render(
+            name=self.settings.name, csrf=session.csrf, editor=session.editor, **values)
+        return self.keep(request, HTMLResponse(body, status_code=status, headers=headers), session)
+
+    def message(self, request: Request, status: int, heading: str, *lines: str, back: str | None = None,
+                headers: dict[str, str] | None = None) -> Response:
+        return self.page(request, "message.html", status, heading=heading, lines=lines, back=back, headers=headers)
+
+    def too_many(self, request: Request, wait: float) -> Response:
+        seconds = max(1, int(wait + 0.999))
+        return self.message(request, 429, "Trop de demandes",
+                            f"Trop de demandes depuis votre adresse : réessayez dans {seconds} secondes.",
+                            headers={"retry-after": str(seconds)})
+
+    # -- editor's guard
+
+    def editor_only(self, handler: Callable[[Request, Session], Awaitable[Response]]
+                    ) -> Callable[[Request], Awaitable[Response]]:
+        """A page of the editor's: a visitor without an editor's session is sent to the login
+        page (GET) or refused (POST, 403); a POST without the session's CSRF token is refused
+        (403) before its handler runs, so nothing changes."""
+
+        async def guarded(request: Request) -> Response:
+            session = self.session(request)
+            if request.method == "POST":
+                form = await read_form(request)
+                if session.editor is None:
+                    return self.message(request, 403, "Connexion requise",
+                                        "Cette action est réservée à la rédaction : connectez-vous d’abord.",
+                                        back="/connexion")
+                if form is None or not session.csrf_matches(form.get(CSRF_FIELD)):
+                    return self.message(request, 403, "Formulaire refusé",
+                                        "Ce formulaire a expiré ou ne vient pas du bureau de la rédaction : "
+                                        "rien n’a été changé. Rechargez la page et recommencez.", back="/")
+                request.scope["desk.form"] = form
+            elif session.editor is None:
+                return self.keep(request, RedirectResponse("/connexion", status_code=303), session)
+            return await handler(request, session)
+
+        return guarded
+
+    # -- login
+
+    async def login_page(self, request: Request) -> Response:
+        session = self.session(request)
+        if session.editor is not None:
+            return RedirectResponse("/", status_code=303)
+        return self.page(request, "login.html", problem=None, nom="")
+
+    async def login(self, request: Request) -> Response:
+        wait = self.login_bucket.take(_client(request))
+        if wait is not None:
+            return self.too_many(request, wait)
+        session = self.session(request)
+        form = await read_form(request)
+        if form is None or not session.csrf_matches(form.get(CSRF_FIELD)):
+            return self.page(request, "login.html", 403, session=Session.fresh(), nom="",
+                             problem="Le formulaire a expiré : recommencez.")
+        name = " ".join(form.get("nom", "").split())[:MAX_EDITOR_NAME]
+        if not name or not name.isprintable():
+            return self.page(request, "login.html", 400, nom="", problem="Indiquez votre nom.")
+        if not token_matches(self.settings.token, form.get("jeton", "")):
+            return self.page(request, "login.html", 401, nom=name, problem="Jeton incorrect.")
+        logged = Session(csrf=Session.fresh().csrf, editor=name, at=self.signer.now())  # a new CSRF token
+        return self.keep(request, RedirectResponse("/", status_code=303), logged)
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        return self.keep(request, RedirectResponse("/connexion", status_code=303), None)
+
+    # -- the editor's pages
+
+    async def home(self, request: Request, session: Session) -> Response:
+        from pipeline.render import french_date
+
+        listing = await self.pipeline(lambda app: app.archive_listing())
+        issues = [{"date": i.date, "label": french_date(i.date, year=True), "stories": i.story_count, "state": ""}
+                  for i in listing[:60]]
+        return self.page(request, "home.html", issues=issues)
+
+    # -- readers' unsubscribe
+
+    async def unsubscribe(self, request: Request) -> Response:
+        route = self.settings.unsubscribe
+        if route is None:  # pragma: no cover - the route is only mounted with a delivery section
+            raise HTTPException(404)
+        wait = self.unsubscribe_bucket.take(_client(request))
+        if wait is not None:
+            return self.too_many(request, wait)
+        email = request.query_params.get(route.email_param, "")
+        token = request.query_params.get(route.token_param, "")
+        action = request.url.path + ("?" + request.url.query if request.url.query else "")
+        if request.method == "POST":
+            form = await read_form(request)
+            if form is None or form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
+                return self.reader_page(request, 400, "incomplete", email, action)
+        confirm = request.method == "POST"
+        outcome = await self.pipeline(lambda app: app.unsubscribe(email, token, confirm=confirm))
+        status = 403 if outcome.outcome == "refused" else 200
+        return self.reader_page(request, status, outcome.outcome, outcome.email, action)
+
+    def reader_page(self, request: Request, status: int, outcome: str, email: str, action: str) -> Response:
+        # No session, no cookie: a reader's page knows nothing of the desk's visitors.
+        body = self.templates.get_template("unsubscribe.html").render(
+            name=self.settings.name, outcome=outcome, email=email, action=action)
+        return HTMLResponse(body, status_code=status)
+
+    # -- the rest
+
+    async def stylesheet(self, request: Request) -> Response:
+        return FileResponse(STYLESHEET, media_type="text/css; charset=utf-8")
+
+    async def health(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        heading = {404: "Page introuvable", 405: "Méthode non permise"}.get(status, "Erreur")
+        body = self.templates.get_template("message.html").render(
+            name=self.settings.name, heading=heading, lines=[f"{status} — {html.unescape(heading)}"], back="/")
+        return HTMLResponse(body, status_code=status)
+
+
+def make_app(pipeline: PipelineThread, settings: DeskSettings, log: TextIO | None = None) -> ASGIApp:
+    """The desk as an ASGI app, wrapped in its security headers."""
+    desk = Desk(pipeline, settings, log)
+    routes = [
+        Route("/", desk.editor_only(desk.home), methods=["GET"]),
+        Route("/connexion", desk.login_page, methods=["GET"]),
+        Route("/connexion", desk.login, methods=["POST"]),
+        Route("/deconnexion", desk.editor_only(desk.logout), methods=["POST"]),
+        Route("/static/desk.css", desk.stylesheet, methods=["GET"]),
+        Route("/sante", desk.health, methods=["GET"]),
+    ]
+    if settings.unsubscribe is not None:
+        routes.insert(0, Route(settings.unsubscribe.path, desk.unsubscribe, methods=["GET", "POST"]))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: desk.not_found})
+    return SecurityHeaders(app, log)
+
+
+__all__ = ["PAGE_POLICY", "Desk", "DeskSettings", "PipelineThread", "make_app", "read_form"]

@@ -1,0 +1,405 @@
+"""`pipeline desk` as a real server process on 127.0.0.1: readers' one-click unsubscribe, the
+editor's login, CSRF, security headers, rate limits.
+
+The demo issue of 2025-05-06 is built once by the real pipeline; each test that changes the
+store works on its own copy and starts its own desk (`python -m pipeline desk --port 0`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from test_deliver import SmtpServer, start_server
+
+from pipeline.cli import main
+from pipeline.desk.security import Session, SessionSigner, TokenBucket
+from pipeline.store import StoreTarget, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo.yaml"
+TOPICS = REPO / "topics.yaml"
+DATE = dt.date(2025, 5, 6)
+SECRET = "unsubscribe-key-for-tests-of-32-bytes-or-more"
+TOKEN = "desk-token-for-the-tests-0123456789abcdef"
+PUBLIC = "https://techmatin.example.org"
+READERS = ["jeanne.morel@example.org", "idriss@example.net", "camille.roux@example.com"]
+
+pytestmark = pytest.mark.skipif(not DEMO.is_file(), reason="examples/demo.yaml is not there")
+
+
+# ---------------------------------------------------------------- a built demo and a desk
+
+
+@dataclasses.dataclass
+class Site:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "sources.yaml"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "db.sqlite3"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "out"
+
+    def args(self, *extra: str) -> list[str]:
+        # storage.output of the config is out/ beside it; send takes no --output.
+        return ["--config", str(self.config), "--topics", str(TOPICS), "--db", str(self.db), *extra]
+
+    def configure(self, smtp_port: int = 25) -> None:
+        config = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+        for feed in config["feeds"]:
+            feed["url"] = str(DEMO.parent / feed["url"])
+        config["storage"] = {"db": self.db.name, "output": self.output.name}
+        config["delivery"] = {
+            "from_address": "lettre@techmatin.example.org", "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
+            "security": "none", "recipients": "recipients.csv", "rate": 0, "max_retries": 0, "timeout": 10,
+            "unsubscribe_url": f"{PUBLIC}/desinscription?email={{email}}&token={{token}}",
+        }
+        self.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        (self.root / "recipients.csv").write_text("email,name,topics\n" + "".join(f"{r},,\n" for r in READERS),
+                                                  encoding="utf-8")
+
+    def suppressions(self) -> dict[str, Any]:
+        with open_store(StoreTarget(self.db)) as store:
+            return store.suppressions()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # argparse writes to sys.stderr
+            code = main(list(args), out=out, err=err)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    site = Site(tmp_path_factory.mktemp("desk-built"))
+    site.configure()
+    code, _, err = cli("run", *site.args("--date", DATE.isoformat()))
+    assert code == 0, err
+    return site
+
+
+@pytest.fixture
+def site(built: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """A copy of the built demo, with the secrets of the tests in the environment."""
+    copy = Site(tmp_path)
+    shutil.copytree(built.root, tmp_path, dirs_exist_ok=True)
+    copy.configure()
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", SECRET)
+    monkeypatch.setenv("TECH_MATIN_DESK_TOKEN", TOKEN)
+    for name in ("TECH_MATIN_SMTP_USER", "TECH_MATIN_SMTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return copy
+
+
+class Desk:
+    """`python -m pipeline desk --port 0` in its own process; `url` once it listens."""
+
+    def __init__(self, site: Site):
+        env = {**os.environ, "TECH_MATIN_DESK_TOKEN": TOKEN, "TECH_MATIN_UNSUBSCRIBE_SECRET": SECRET}
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline", "desk", *site.args("--port", "0")],
+                                        cwd=site.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.lines: list[str] = []
+        first: list[str] = []
+        ready = threading.Event()
+
+        def read_stdout() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if not first:
+                    first.append(line)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        # A limit for failure only: the desk listens as soon as its config is read.
+        if not ready.wait(60) or not first:
+            self.stop()
+            raise AssertionError(f"the desk did not start: {self.stderr()}")
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", first[0])
+        assert match, first[0]
+        self.url = f"http://127.0.0.1:{match.group(1)}"
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return ""
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def desk(site: Site) -> Iterator[Desk]:
+    server = Desk(site)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.controller.stop()
+
+
+def login(client: httpx.Client, desk: Desk, name: str = "Camille Roux") -> str:
+    """Log in as an editor would; returns the session's CSRF token."""
+    page = client.get(f"{desk.url}/connexion")
+    csrf = csrf_of(page.text)
+    answer = client.post(f"{desk.url}/connexion", data={"csrf": csrf, "nom": name, "jeton": TOKEN})
+    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
+    return csrf_of(client.get(f"{desk.url}/").text)
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+# ---------------------------------------------------------------- start-up
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    (None, "environment variable TECH_MATIN_DESK_TOKEN is not set"),
+    ("too-short", "environment variable TECH_MATIN_DESK_TOKEN holds 9 bytes; the desk's token needs at least 32"),
+])
+def test_the_desk_refuses_to_start_without_a_long_enough_token(site: Site, monkeypatch: pytest.MonkeyPatch,
+                                                               token: str | None, message: str) -> None:
+    if token is None:
+        monkeypatch.delenv("TECH_MATIN_DESK_TOKEN")
+    else:
+        monkeypatch.setenv("TECH_MATIN_DESK_TOKEN", token)
+    code, out, err = cli("desk", *site.args())
+    assert code == 2 and out == ""
+    assert err.startswith(f"pipeline: error: {message}") and err.count("\n") == 1, err
+
+
+def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(site: Site, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    monkeypatch.delenv("TECH_MATIN_UNSUBSCRIBE_SECRET")
+    code, _, err = cli("desk", *site.args())
+    assert code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET is not set" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--port", "70000"], "argument --port: must be from 0 to 65535, got 70000"),
+    (["--port", "x"], "argument --port: invalid number 'x'"),
+    (["--host", "256.0.0.1"], "cannot listen on 256.0.0.1:0"),
+])
+def test_bad_host_or_port_is_one_line(site: Site, extra: list[str], message: str) -> None:
+    code, _, err = cli("desk", *site.args("--port", "0", *extra))
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- readers' one-click unsubscribe
+
+
+def unsubscribe_url_of(eml: Path) -> str:
+    message = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
+    assert str(message["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+    https = [u.strip(" <>") for u in str(message["List-Unsubscribe"]).split(",") if "https:" in u]
+    assert len(https) == 1
+    return https[0]
+
+
+def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_reader(
+        site: Site, desk: Desk, smtp: SmtpServer, tmp_path: Path) -> None:
+    site.configure(smtp.port)
+    # The message the reader has: its List-Unsubscribe header, as a dry run writes it.
+    code, _, err = cli("send", *site.args("--date", DATE.isoformat(), "--dry-run", "--outbox", str(tmp_path / "o")))
+    assert code == 0, err
+    reader = READERS[1]
+    [eml] = (tmp_path / "o" / DATE.isoformat()).glob(f"*{reader.split('@')[0]}*.eml")
+    advertised = unsubscribe_url_of(eml)
+    assert advertised.startswith(f"{PUBLIC}/desinscription?")
+    # The reverse proxy maps the public https origin onto the desk, path and query unchanged.
+    url = desk.url + advertised.removeprefix(PUBLIC)
+
+    with httpx.Client() as client:
+        page = client.get(url)  # what a reader's click shows: a confirmation, nothing done yet
+        assert page.status_code == 200 and 'lang="fr"' in page.text
+        assert "Confirmer la désinscription" in page.text and reader in page.text
+        assert 'name="List-Unsubscribe" value="One-Click"' in page.text
+        assert "set-cookie" not in page.headers
+        assert site.suppressions() == {}
+
+        # RFC 8058: a POST to the https URI, body `List-Unsubscribe=One-Click`, form-encoded, no cookie.
+        done = client.post(url, data={"List-Unsubscribe": "One-Click"})
+        assert done.request.headers["content-type"] == "application/x-www-form-urlencoded"
+        assert done.status_code == 200 and "C’est fait" in done.text
+        suppressed = site.suppressions()
+        assert list(suppressed) == [reader] and suppressed[reader].reason == "unsubscribed"
+
+        again = client.post(url, data={"List-Unsubscribe": "One-Click"})  # a reused link
+        assert again.status_code == 200 and "déjà désinscrite" in again.text
+        assert site.suppressions() == suppressed
+
+    code, out, err = cli("send", *site.args("--date", DATE.isoformat()))
+    assert code == 0, err
+    assert "2 sent" in out and "1 suppressed" in out, out
+    received = sorted(m.rcpt_tos[0] for m in smtp.inbox.messages)
+    assert received == sorted(r for r in READERS if r != reader)
+
+
+def test_a_forged_or_missing_token_changes_nothing(site: Site, desk: Desk) -> None:
+    victim = READERS[0]
+    base = f"{desk.url}/desinscription"
+    with httpx.Client() as client:
+        for params in ({"email": victim, "token": "0" * 32}, {"email": victim, "token": ""}, {"email": victim},
+                       {"email": READERS[1], "token": "f" * 32}, {}):
+            for method in ("GET", "POST"):
+                answer = client.request(method, base, params=params, data={"List-Unsubscribe": "One-Click"}
+                                        if method == "POST" else None)
+                assert answer.status_code == 403, (method, params)
+                assert "non valide" in answer.text and "rien n’a été changé" in answer.text
+        # A right token without the one-click body: refused too.
+        from pipeline.deliver import unsubscribe_token
+
+        answer = client.post(base, params={"email": victim, "token": unsubscribe_token(SECRET, victim)},
+                             data={"autre": "chose"})
+        assert answer.status_code == 400 and "rien n’a été changé" in answer.text
+    assert site.suppressions() == {}
+
+
+def test_the_readers_endpoint_is_rate_limited_per_client(site: Site, desk: Desk) -> None:
+    statuses = []
+    with httpx.Client() as client:
+        for _ in range(60):  # 20 at once, then 20 a minute: 60 in well under two minutes hit the limit
+            answer = client.get(f"{desk.url}/desinscription", params={"email": READERS[0], "token": "0" * 32})
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                assert int(answer.headers["retry-after"]) >= 1 and "Trop de demandes" in answer.text
+                break
+    assert statuses[:20] == [403] * 20 and statuses[-1] == 429
+
+
+# ---------------------------------------------------------------- the editor's side
+
+
+def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) -> None:
+    with httpx.Client() as client:
+        home = client.get(f"{desk.url}/")
+        assert home.status_code == 303 and home.headers["location"] == "/connexion"
+        refused = client.post(f"{desk.url}/deconnexion", data={"csrf": "x"})
+        assert refused.status_code == 403 and "Connexion requise" in refused.text
+        wrong = client.get(f"{desk.url}/connexion")
+        answer = client.post(f"{desk.url}/connexion", data={"csrf": csrf_of(wrong.text), "nom": "Intrus",
+                                                            "jeton": TOKEN[:-1] + "x"})
+        assert answer.status_code == 401 and "Jeton incorrect" in answer.text
+        assert client.get(f"{desk.url}/").status_code == 303
+
+
+def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(site: Site, desk: Desk) -> None:
+    with httpx.Client() as client:
+        first = client.get(f"{desk.url}/connexion")
+        cookie = first.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        # The login form itself is CSRF-protected: a post without the session's token is refused.
+        answer = client.post(f"{desk.url}/connexion", data={"nom": "Camille", "jeton": TOKEN})
+        assert answer.status_code == 403 and client.get(f"{desk.url}/").status_code == 303
+        csrf = login(client, desk)
+        home = client.get(f"{desk.url}/")
+        assert home.status_code == 200 and "Camille Roux" in home.text and "mardi 6 mai 2025" in home.text
+        assert csrf != csrf_of(first.text), "a new CSRF token at login"
+        for data in ({}, {"csrf": ""}, {"csrf": csrf[:-2] + "xx"}):
+            refused = client.post(f"{desk.url}/deconnexion", data=data)
+            assert refused.status_code == 403 and "Formulaire refusé" in refused.text
+        assert client.get(f"{desk.url}/").status_code == 200, "still logged in"
+        out = client.post(f"{desk.url}/deconnexion", data={"csrf": csrf})
+        assert out.status_code == 303 and client.get(f"{desk.url}/").status_code == 303
+
+
+def test_every_answer_carries_the_security_headers(site: Site, desk: Desk) -> None:
+    with httpx.Client() as client:
+        for path in ("/connexion", "/", "/nulle-part", "/desinscription", "/static/desk.css"):
+            answer = client.get(f"{desk.url}{path}")
+            policy_header = answer.headers["content-security-policy"]
+            assert "script-src" not in policy_header and "default-src 'none'" in policy_header, path
+            assert "frame-ancestors 'none'" in policy_header
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["referrer-policy"] == "no-referrer"
+        assert client.get(f"{desk.url}/nulle-part").status_code == 404
+        page = client.get(f"{desk.url}/connexion").text
+        assert "<script" not in page and " style=" not in page and 'lang="fr"' in page
+
+
+# ---------------------------------------------------------------- the pieces, without a server
+
+
+def test_token_bucket_allows_its_capacity_then_refills_at_its_rate() -> None:
+    now = [100.0]
+    bucket = TokenBucket(capacity=3, per_minute=6, clock=lambda: now[0])
+    assert [bucket.take("a") for _ in range(3)] == [None, None, None]
+    assert bucket.take("a") == pytest.approx(10.0)  # 6 a minute: one every 10 s
+    assert bucket.take("b") is None, "each client has its own bucket"
+    now[0] += 10
+    assert bucket.take("a") is None and bucket.take("a") is not None
+
+
+def test_a_session_cookie_altered_or_signed_with_another_token_reads_as_nothing() -> None:
+    now = [1_000_000.0]
+    signer = SessionSigner(TOKEN, clock=lambda: now[0])
+    session = Session(csrf="abc", editor="Camille", at=now[0])
+    cookie = signer.dump(session)
+    assert signer.load(cookie) == session
+    payload, mac = cookie.split(".")
+    forged = signer.dump(Session(csrf="abc", editor="Intrus", at=now[0])).split(".")[0] + "." + mac
+    assert signer.load(forged) is None
+    assert SessionSigner(TOKEN + "-other").load(cookie) is None
+    assert signer.load(payload + "." + "0" * len(mac)) is None and signer.load("garbage") is None
+    now[0] += 13 * 3600  # past the session's 12 hours: a visitor again
+    expired = signer.load(cookie)
+    assert expired is not None and expired.editor is None and expired.csrf != "abc"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("https://techmatin.example.org/desinscription?token={token}", "needs {email} and {token} as query values"),
+    ("https://techmatin.example.org/connexion?email={email}&token={token}", "cannot serve the path '/connexion'"),
+])
+def test_an_unsubscribe_url_the_desk_cannot_serve_stops_it_at_start(site: Site, url: str, message: str) -> None:
+    config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
+    config["delivery"]["unsubscribe_url"] = url
+    site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    code, _, err = cli("desk", *site.args("--port", "0"))
+    assert code == 2 and message in err and err.count("\n") == 1, err

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -403,3 +404,95 @@ def test_an_unsubscribe_url_the_desk_cannot_serve_stops_it_at_start(site: Site, 
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     code, _, err = cli("desk", *site.args("--port", "0"))
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- behind the sample reverse proxy
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def proxy(site: Site, desk: Desk, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """deploy/nginx/tech-matin.conf run by a real nginx on free 127.0.0.1 ports, with a
+    self-signed certificate, in front of the desk and the built archive; (https base, CA file)."""
+    nginx, openssl = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("openssl")
+    if not Path(nginx).is_file() or openssl is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI is set but nginx or openssl is missing (.ci/run installs nginx-light and openssl)")
+        pytest.skip("nginx or openssl is not installed (apt-get install nginx-light openssl)")
+    prefix = tmp_path / "nginx"
+    (prefix / "logs").mkdir(parents=True)
+    cert, key = prefix / "cert.pem", prefix / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=techmatin.example.org",
+                    "-addext", "subjectAltName=DNS:techmatin.example.org,DNS:bureau.techmatin.example.org,"
+                    "IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    http_port, https_port = free_port(), free_port()
+    sample = (REPO / "deploy" / "nginx" / "tech-matin.conf").read_text(encoding="utf-8")
+    config = (sample.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
+              .replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;")
+              .replace("/etc/letsencrypt/live/techmatin.example.org/fullchain.pem", str(cert))
+              .replace("/etc/letsencrypt/live/techmatin.example.org/privkey.pem", str(key))
+              .replace("/srv/tech-matin/output", str(site.output))
+              .replace("server 127.0.0.1:8001;", f"server {desk.url.removeprefix('http://')};"))
+    config = "\n".join(line for line in config.splitlines() if "listen [::]" not in line)  # no IPv6 needed
+    assert config.count(str(cert)) == 2 and desk.url.removeprefix("http://") in config
+    (prefix / "site.conf").write_text(config, encoding="utf-8")
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the test's root-only folders
+    (prefix / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\nerror_log {prefix}/logs/error.log;\npid {prefix}/nginx.pid;\n"
+        f"events {{ worker_connections 64; }}\n"
+        f"http {{ access_log off; client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;\n"
+        f"  include /etc/nginx/mime.types; include {prefix}/site.conf; }}\n", encoding="utf-8")
+    check = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    process = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import socket
+        import time
+
+        deadline = time.monotonic() + 30  # a limit for failure only
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", https_port)) == 0:
+                    break
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.05)
+        yield f"https://127.0.0.1:{https_port}", cert
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_sample_nginx_config_serves_the_archive_and_the_one_click_unsubscribe_over_tls(
+        site: Site, proxy: tuple[str, Path]) -> None:
+    from pipeline.deliver import unsubscribe_token
+
+    base, cert = proxy
+    public = {"host": "techmatin.example.org"}
+    reader = READERS[2]
+    params = {"email": reader, "token": unsubscribe_token(SECRET, reader)}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as client:
+        issue = client.get(f"{base}/{DATE.isoformat()}/", headers=public)
+        assert issue.status_code == 200 and "LE FAIT DU JOUR" in issue.text
+        assert client.get(f"{base}/connexion", headers=public).status_code == 404, "no desk page on the public name"
+        page = client.get(f"{base}/desinscription", params=params, headers=public)
+        assert page.status_code == 200 and "Confirmer la désinscription" in page.text
+        assert site.suppressions() == {}
+        done = client.post(f"{base}/desinscription", params=params, data={"List-Unsubscribe": "One-Click"},
+                           headers=public)
+        assert done.status_code == 200 and "C’est fait" in done.text
+        assert list(site.suppressions()) == [reader]
+        # The editor's name: the desk's pages, its session cookie marked Secure behind https.
+        login_page = client.get(f"{base}/connexion", headers={"host": "bureau.techmatin.example.org"})
+        assert login_page.status_code == 200 and "Secure" in login_page.headers["set-cookie"]
+        assert "max-age=63072000" in login_page.headers["strict-transport-security"]

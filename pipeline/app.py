@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import hashlib
 import os
+import re
 import time
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,9 +35,12 @@ from pipeline.config.topics import TopicsConfig, load_topics
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.lock import BuildLock, build_lock, exclusive
 from pipeline.models import (
+    DECISION_ACTIONS,
+    Approval,
     Classification,
     Config,
     DeliverySettings,
+    EditorialDecision,
     FeedSource,
     FeedState,
     FetchResult,
@@ -48,6 +52,7 @@ from pipeline.models import (
     ParseResult,
     RenderedIssue,
     StoredItem,
+    Story,
     TopicInfo,
 )
 from pipeline.pool import CallFailed, CallPool, Pending
@@ -66,6 +71,7 @@ from pipeline.store import (
     issue_to_json,
     open_store,
 )
+from pipeline.text import fold
 
 # The later stages are imported where they are used: a run whose feeds all answer 304 needs
 # neither the feed parser, nor the classifier, nor compose, nor the mail modules, and their
@@ -173,19 +179,20 @@ class ComposeInputs:
     settings: NewsletterSettings
     source_weights: Mapping[str, float]
     already_featured: frozenset[str]  # only those of `items`: the others cannot change the issue
+    decisions: tuple[EditorialDecision, ...] = ()  # the editors', in the order made
 
     def __repr__(self) -> str:
         # Equal inputs, equal text: a set's order changes from one process to the next (string hashing).
         fields = (self.date, self.items, self.topics, self.settings, sorted(self.source_weights.items()),
-                  sorted(self.already_featured))
+                  sorted(self.already_featured), self.decisions)
         return f"ComposeInputs{fields!r}"
 
     def compose(self, entries: Sequence[StoredItem]) -> Issue:
-        """The issue, from `items` with their classifications."""
+        """The issue, from `items` with their classifications, the editors' decisions applied."""
         from pipeline.compose import compose_issue
 
         return compose_issue(self.date, entries, self.topics, self.settings, self.source_weights,
-                             already_featured=self.already_featured)
+                             already_featured=self.already_featured, decisions=self.decisions)
 
 
 @dataclass(frozen=True)
@@ -207,9 +214,67 @@ class RuleChange:
 
 
 @dataclass(frozen=True)
+class UnneededDecision:
+    """A stored editorial decision that a candidate rule change would have made unnecessary."""
+
+    decision: EditorialDecision
+    reason: str  # e.g. "the candidate rules tag it rgpd"
+
+
+@dataclass(frozen=True)
 class RulePreview:
     items: int  # stored items compared
     changes: tuple[RuleChange, ...]
+    unneeded: tuple[UnneededDecision, ...] = ()  # editors' decisions the candidate rules would make unnecessary
+
+
+# ---------------------------------------------------------------- the editor's desk
+
+
+@dataclass(frozen=True)
+class DraftStory:
+    """One story of a draft issue as the editor's desk shows it."""
+
+    story: Story
+    part: str  # "lead", "section" or "further"
+    section: str  # topic id: of its section; for the lead and further reading, its primary topic
+    matched: Mapping[str, tuple[str, ...]]  # per topic of its items, the words that matched, as written
+    decisions: tuple[EditorialDecision, ...]  # the decisions naming one of its items, in order
+
+
+@dataclass(frozen=True)
+class DraftView:
+    """The issue of a date as it stands, with what the desk needs around it (Pipeline.draft)."""
+
+    date: dt.date
+    issue: Issue
+    stories: tuple[DraftStory, ...]  # in reading order: lead, sections, further reading
+    sections: tuple[TopicInfo, ...]  # the sections a story can be moved to
+    decisions: tuple[EditorialDecision, ...]  # every decision on the issue, in order
+    approval: Approval | None  # the latest approval, if any
+    approved: bool  # approved, and no decision made since that approval
+    require_approval: bool  # delivery.require_approval
+    published: bool  # listed in the archive (index, topics, Atom feed, search)
+    sent: int  # readers' delivery records of the issue (decisions are refused once it is mailed)
+    rendered: RenderedIssue  # as readers will see it in their mailbox
+
+
+@dataclass(frozen=True)
+class SendGate:
+    """Whether the scheduled send of an issue may go ahead (Pipeline.send_gate)."""
+
+    action: str  # "send" | "wait" (for the approval, until `until`) | "hold" | "send_anyway"
+    reason: str  # one line for the log
+    until: dt.datetime | None = None  # delivery.approve_by on the issue's day
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored item of an issue's window that the rules left out of it (Pipeline.candidates)."""
+
+    item: Item
+    topics: tuple[str, ...]  # the topics the rules give it (often none)
+    matched: Mapping[str, tuple[str, ...]]  # per topic, the words that matched
 
 
 @dataclass(frozen=True)
@@ -284,6 +349,35 @@ def _has_body(result: FetchResult) -> bool:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _matched_words(entries: Sequence[StoredItem]) -> dict[str, tuple[str, ...]]:
+    """Per topic of the items' classifications, the words that matched, as written, once each."""
+    matched: dict[str, dict[str, None]] = {}
+    for entry in entries:
+        for topic in entry.classification.topics:
+            matched.setdefault(topic, {})
+        for match in entry.classification.matches:
+            if match.topic in matched:
+                matched[match.topic].setdefault(match.text, None)
+    return {topic: tuple(words) for topic, words in matched.items()}
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", fold(text))
+
+
+def _has_term(tokens: Sequence[str], term: tuple[str, ...]) -> bool:
+    """Whether folded `tokens` hold a search term: its words in a row ("*" last: the last word is a prefix)."""
+    prefix = term[-1] == "*"
+    words = term[:-1] if prefix else term
+    size = len(words)
+    for start in range(len(tokens) - size + 1):
+        window = tokens[start: start + size]
+        if window[:-1] == list(words[:-1]) and (
+                window[-1].startswith(words[-1]) if prefix else window[-1] == words[-1]):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -603,10 +697,14 @@ class Pipeline:
         featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
         inputs = ComposeInputs(date=date, items=tuple(items), topics=self.topic_info, settings=config.newsletter,
                                source_weights={f.id: f.weight for f in config.feeds},
-                               already_featured=frozenset(i.id for i in items if i.id in featured))
+                               already_featured=frozenset(i.id for i in items if i.id in featured),
+                               decisions=tuple(store.decisions_for(date)))
         compose_key = self._compose_key(inputs)
         known_dates = store.issue_dates()
         is_new_date = date not in known_dates
+        # A draft waiting for approval is left out of its neighbours' links (see held_drafts).
+        held = self.held_drafts([*known_dates, date])
+        known_dates = [d for d in known_dates if d not in held or d == date]
         previous = None if is_new_date else store.issue(date)
         if previous is not None and previous.render_key.partition("/")[0] == compose_key:
             # Composed from the same inputs before: the stored issue is what compose would give again.
@@ -642,7 +740,7 @@ class Pipeline:
             # An identical record is not written again: a rebuild with nothing changed writes nothing.
             store.save_issue(record, issue_stories(issue), item_ids)
         all_dates = sorted({*known_dates, date})
-        if is_new_date:
+        if is_new_date and date not in held:
             # A new issue changes its neighbours' previous/next links.
             position = all_dates.index(date)
             for neighbour in all_dates[max(position - 1, 0) : position] + all_dates[position + 1 : position + 2]:
@@ -671,8 +769,10 @@ class Pipeline:
         from pipeline.archive import ArchiveEntry
 
         newsletter = self.config.newsletter
+        stored = self.store.issues()
+        held = self.held_drafts([s.date for s in stored])
         entries = [ArchiveEntry.stored(s.date, s.issue_json, lambda text: issue_from_json(text, newsletter))
-                   for s in self.store.issues()]
+                   for s in stored if s.date not in held]
         (archive or self.new_archive()).write_site(entries, self.topic_info)
 
     def rebuild(self, dates: Sequence[dt.date] | None, *, now: dt.datetime | None = None, skip_empty: bool = False,
@@ -809,6 +909,193 @@ class Pipeline:
         """When today's failed runs ended, oldest first (the scheduler's `--once` counts retries so)."""
         return self.store.failed_runs("run", date)
 
+    # -- the editor's desk: drafts, decisions, approval
+
+    @property
+    def require_approval(self) -> bool:
+        return self.config.delivery is not None and self.config.delivery.require_approval
+
+    def held_drafts(self, dates: Sequence[dt.date]) -> set[dt.date]:
+        """Those of `dates` whose issue is a draft kept out of the archive's listings (index,
+        topic pages, Atom feed, search) and of its neighbours' links: with
+        delivery.require_approval, an issue neither approved nor mailed to any reader. Its own
+        page is written (unlisted) all the same, so that it can be previewed."""
+        if not self.require_approval:
+            return set()
+        store = self.store
+        return {d for d in set(dates) if store.approval_of(d) is None and not store.deliveries(d)}
+
+    def approved(self, date: dt.date) -> bool:
+        """Whether the issue of `date` is approved as it stands: an approval, and no editorial
+        decision made after it (a later decision needs a new approval)."""
+        store = self._existing_store()
+        approval = store.approval_of(date)
+        if approval is None:
+            return False
+        return all(d.decided_at <= approval.approved_at for d in store.decisions_for(date))
+
+    def send_gate(self, date: dt.date, now: dt.datetime) -> SendGate:
+        """What the scheduled send of the issue of `date` does at `now` (the scheduler's and the
+        workers' email jobs ask before sending): without delivery.require_approval, or once the
+        issue is approved (or its mailing has begun), send; before delivery.approve_by, wait;
+        after it, what delivery.on_no_approval says."""
+        settings = self.config.delivery
+        if settings is None or not settings.require_approval:
+            return SendGate("send", f"issue {date}: no approval required")
+        store = self.store
+        approval = store.approval_of(date)
+        if approval is not None and self.approved(date):
+            return SendGate("send", f"issue {date}: approved by {approval.editor} at "
+                                    f"{approval.approved_at:%Y-%m-%d %H:%M} UTC: sending")
+        if store.deliveries(date):
+            return SendGate("send", f"issue {date}: its mailing has begun: resuming it")
+        by = settings.approve_by or dt.time(23, 59)
+        zone = zoneinfo.ZoneInfo(self.config.newsletter.timezone)
+        until = dt.datetime.combine(date, by, tzinfo=zone)
+        changed = " (changed since its last approval)" if approval is not None else ""
+        if now < until:
+            return SendGate("wait", f"issue {date}: waiting for an editor's approval{changed} until "
+                                    f"{by:%H:%M} ({zone.key})", until)
+        if settings.on_no_approval == "send_anyway":
+            return SendGate("send_anyway", f"issue {date}: not approved by {by:%H:%M}{changed}: sending it anyway "
+                                           "(delivery.on_no_approval: send_anyway)", until)
+        return SendGate("hold", f"issue {date}: not approved by {by:%H:%M}{changed}: held, not sent "
+                                "(delivery.on_no_approval: hold)", until)
+
+    def draft(self, date: dt.date) -> DraftView:
+        """The issue of `date` as it stands (built by `run`, the scheduler or a decision), with
+        each story's topics and the words that matched, its decisions and its approval."""
+        issue = self.stored_issue(date)
+        store = self.store
+        decisions = tuple(store.decisions_for(date))
+        entries = {e.item.id: e for e in self.classified_window(date)}
+        approval = store.approval_of(date)
+        placed: list[tuple[Story, str, str]] = []
+        if issue.lead is not None:
+            placed.append((issue.lead, "lead", issue.lead.primary_topic))
+        placed += [(story, "section", section.topic) for section in issue.sections for story in section.stories]
+        placed += [(story, "further", story.primary_topic) for story in issue.further_reading]
+        stories = tuple(
+            DraftStory(story=story, part=part, section=section,
+                       matched=_matched_words([entries[i] for i in story.item_ids if i in entries]),
+                       decisions=tuple(d for d in decisions if d.item_id in story.item_ids))
+            for story, part, section in placed)
+        return DraftView(
+            date=date, issue=issue, stories=stories, sections=self.topic_info, decisions=decisions,
+            approval=approval, approved=self.approved(date), require_approval=self.require_approval,
+            published=date not in self.held_drafts([date]), sent=len(store.deliveries(date)),
+            rendered=self.render_for_email(issue))
+
+    def decide(self, decision: EditorialDecision, *, lock_timeout: float | None = None) -> DraftView:
+        """Check an editorial decision, store it, and build the issue again with it (its page
+        and, once published, the archive's listings); returns the new draft. A decision naming
+        an unknown item or section, without the text it needs, or on an issue already mailed
+        is a PipelineError and nothing is stored."""
+        date = decision.issue_date
+        self._check_templates()
+        with self.build_lock(lock_timeout, f"editorial decision on {date}"):
+            self._check_decision(decision)
+            self.store.record_decision(decision)
+            self.build_issue(date, utc_now())
+        return self.draft(date)
+
+    def _check_decision(self, d: EditorialDecision) -> None:
+        date = d.issue_date.isoformat()
+        if d.action not in DECISION_ACTIONS:
+            raise PipelineError(f"unknown editorial action {d.action!r} (one of {', '.join(DECISION_ACTIONS)})")
+        if not d.editor.strip():
+            raise PipelineError("an editorial decision needs the editor's name")
+        if d.decided_at.tzinfo is None:
+            raise PipelineError("an editorial decision's time must be timezone-aware (UTC)")
+        issue = self.stored_issue(d.issue_date)
+        store = self.store
+        if store.deliveries(d.issue_date):
+            raise PipelineError(f"the issue of {date} was already mailed to readers; decisions can no longer change it")
+        told = {i for story in issue.stories() for i in story.item_ids}
+        if d.action == "add":
+            if d.item_id in told:
+                raise PipelineError(f"item {d.item_id!r} is already in the issue of {date}")
+            if d.item_id not in {i.id for i in self.window_items(d.issue_date)}:
+                raise PipelineError(f"unknown item {d.item_id!r}: not a stored item of the window of {date}")
+        elif d.item_id not in told:
+            raise PipelineError(f"unknown item {d.item_id!r}: no story of the issue of {date} tells it")
+        if d.action == "move" and not d.section:
+            raise PipelineError("a move needs the target section (a topic id)")
+        if d.section is not None and d.section not in self.topics.ids:
+            raise PipelineError(f"unknown section {d.section!r} (topics of {self.topics.path}: "
+                                f"{', '.join(self.topics.ids)})")
+        if d.action in ("kicker", "summary") and not (d.text or "").strip():
+            raise PipelineError(f"a {d.action} decision needs a non-empty text")
+
+    def approve(self, date: dt.date, editor: str, *, now: dt.datetime | None = None,
+                lock_timeout: float | None = None) -> Approval:
+        """Record the editor's approval of the issue of `date` as it stands; with
+        delivery.require_approval, the issue then enters the archive's listings and the
+        scheduled send goes ahead."""
+        if not editor.strip():
+            raise PipelineError("an approval needs the editor's name")
+        self.stored_issue(date)  # a clear error when there is no issue to approve
+        approval = Approval(issue_date=date, editor=editor.strip(), approved_at=now or utc_now())
+        self.store.record_approval(approval)
+        self.publish_issue(date, lock_timeout=lock_timeout)
+        return approval
+
+    def publish_issue(self, date: dt.date, *, lock_timeout: float | None = None) -> None:
+        """List a stored issue in the archive (after its approval, or its mailing without one):
+        its neighbours' links and the listing pages are written again."""
+        self._check_templates()
+        with self.build_lock(lock_timeout, f"publish {date}"):
+            store = self.store
+            dates = store.issue_dates()
+            held = self.held_drafts(dates)
+            if date in held or date not in dates:
+                return
+            listed = [d for d in dates if d not in held]
+            archive = self.new_archive()
+            position = listed.index(date)
+            for neighbour in listed[max(position - 1, 0): position + 2]:
+                self._rerender_stored(archive, neighbour, listed)
+            self.publish_site(archive)
+
+    def candidates(self, date: dt.date, query: str | None = None, limit: int = 20) -> list[Candidate]:
+        """The stored items of the window of `date` that its issue does not tell (nor an earlier
+        issue), newest first; with `query`, those matching it as the archive's search does (every
+        word, "a phrase", prefix*; accents and case ignored), title matches first."""
+        from pipeline.store.query import search_terms
+
+        issue = self.stored_issue(date)
+        told = {i for story in issue.stories() for i in story.item_ids}
+        featured = self.store.featured_item_ids(before=date)
+        entries = [e for e in self.classified_window(date) if e.item.id not in told and e.item.id not in featured]
+        entries.sort(key=lambda e: (e.item.published or e.item.first_seen or dt.datetime.min.replace(tzinfo=dt.UTC),
+                                    e.item.id), reverse=True)
+        if query is not None and query.strip():
+            terms = [tuple(fold(w) for w in t.words) + (("*",) if t.prefix else ()) for t in search_terms(query)]
+            ranked = []
+            for entry in entries:
+                title = _tokens(entry.item.title)
+                body = _tokens(f"{entry.item.summary} {entry.item.content}")
+                if all(_has_term([*title, "\x00", *body], term) for term in terms):
+                    ranked.append((0 if all(_has_term(title, term) for term in terms) else 1, entry))
+            entries = [e for _, e in sorted(ranked, key=lambda pair: pair[0])]
+        known = set(self.topics.ids)
+        return [Candidate(item=e.item, topics=tuple(t for t in e.classification.topics if t in known),
+                          matched=_matched_words([e])) for e in entries[: max(limit, 0)]]
+
+    def send_test(self, date: dt.date, address: str, *, env: Mapping[str, str] | None = None,
+                  now: dt.datetime | None = None) -> str:
+        """Mail the issue of `date` as it stands to one address (the editor's), subject marked
+        "[TEST]": no reader's delivery record is read or written. Returns the server's reply."""
+        from pipeline.deliver import credentials_from_env, send_test, unsubscribe_links
+
+        settings = self.delivery_settings()
+        env = os.environ if env is None else env
+        issue = self.stored_issue(date)
+        secret = env.get(settings.unsubscribe_secret_env) or None
+        unsubscribe_links(settings, "check@example.org", secret)  # a missing secret fails before sending
+        return send_test(issue, self.render_for_email(issue), settings, address.strip(),
+                         credentials_from_env(settings, env), secret, now or utc_now())
+
     # -- stored issues
 
     def stored_issue(self, date: dt.date) -> Issue:
@@ -939,6 +1226,8 @@ class Pipeline:
                 self.store.durable_commits()
                 report = send_mailing(self.store, mailing, credentials, resend_uncertain=resend_uncertain,
                                       now=clock, sleep=sleep, on_event=on_event)
+            if self.require_approval:  # a draft mailed without approval is published all the same
+                self.publish_issue(date)
         report.duration = time.monotonic() - started
         return report
 

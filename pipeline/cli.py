@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.store import StoreError
 
 if TYPE_CHECKING:
-    from pipeline.app import Pipeline, RunReport
+    from pipeline.app import DraftView, Pipeline, RunReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -281,8 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("email")
     for action in (subscribers_list, add, remove):
         _add_common_after(action)
+    _add_editorial_commands(commands)
     _describe_commands(parser)
     return parser
+
+
+def _add_editorial_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """The editor's review from the terminal (the desk offers the same in a browser)."""
+    draft = commands.add_parser("draft", help="show an issue as it stands: stories, topics, matched words, "
+                                              "decisions, approval")
+    decide = commands.add_parser("decide", help="record an editorial decision on an issue and build it again")
+    decide.add_argument("action", choices=("drop", "lead", "move", "kicker", "summary", "add"),
+                        help="drop a story, make it the lead, move it to --section, replace its kicker or "
+                             "summary with --text, or add an item the rules left out")
+    decide.add_argument("item", help="the item id of the story (as `pipeline draft` or `pipeline candidates` show)")
+    decide.add_argument("--section", default=None, help="move (and add): the topic id of the target section")
+    decide.add_argument("--text", default=None, help="kicker, summary: the new text")
+    candidates = commands.add_parser("candidates", help="stored items of an issue's window that the rules left "
+                                                        "out, newest first (searchable)")
+    candidates.add_argument("query", nargs="*", help='words that must all appear; "a phrase"; word* as a prefix')
+    candidates.add_argument("--limit", type=_whole_number(1, MAX_SEARCH_RESULTS), default=20,
+                            help=f"items shown, 1 to {MAX_SEARCH_RESULTS} (default: 20)")
+    approve = commands.add_parser("approve", help="approve an issue as it stands (delivery.require_approval)")
+    send_test = commands.add_parser("send-test", help="email an issue to one address only (the editor's), "
+                                                      "recording no delivery")
+    send_test.add_argument("--to", required=True, metavar="ADDRESS", help="the one address to send it to")
+    for command in (draft, decide, candidates, approve, send_test):
+        _add_common(command)
+        command.add_argument("--date", type=_date, help="issue date YYYY-MM-DD (default: today in the "
+                                                        "newsletter's zone)")
+    for command in (decide, approve):
+        command.add_argument("--editor", required=True, help="who decides (kept with the decision)")
+        _add_lock_timeout(command)
 
 
 def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
@@ -580,7 +610,8 @@ def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         run_worker(lambda: _pipeline(args), [SCHEDULE_QUEUE], 1, name="schedule")
         return EXIT_OK
     plan = make_plan(config.schedule, config.path, cron=args.cron, timezone=args.timezone,
-                     log_file=args.log_file, lock_timeout=args.lock_timeout)
+                     log_file=args.log_file, lock_timeout=args.lock_timeout,
+                     draft_time=config.delivery.draft_time if config.delivery else None)
     log = ScheduleLog(err, plan.log_file, plan.zone)
     # The pipeline is made again before each build, so rule edits apply without a restart.
     scheduler = DailyScheduler(lambda: _pipeline(args), plan, log, failures_from_store=args.once)
@@ -649,6 +680,63 @@ def _cmd_subscribers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _show_draft(view: DraftView, out: TextIO) -> None:
+    print(f"{view.date.isoformat()}: {len(view.stories)} stories", file=out)
+    for entry in view.stories:
+        story = entry.story
+        where = "LEAD" if entry.part == "lead" else f"{entry.part}:{entry.section}"
+        print(f"{where:<28} {story.id}  {story.kicker} {story.title} ({story.source})", file=out)
+        for topic in story.topics:
+            words = ", ".join(entry.matched.get(topic, ())[:8])
+            print(f"{'':29}{topic}: {words}", file=out)
+    for decision in view.decisions:
+        detail = decision.section or decision.text or ""
+        print(f"decision: {decision.decided_at:%Y-%m-%d %H:%M} UTC {decision.editor}: {decision.action} "
+              f"{decision.item_id} {detail}".rstrip(), file=out)
+    approval = view.approval
+    if view.approved and approval is not None:
+        state = f"approved by {approval.editor} at {approval.approved_at:%Y-%m-%d %H:%M} UTC"
+    elif approval is not None:
+        state = f"changed since {approval.editor} approved it at {approval.approved_at:%H:%M} UTC: not approved"
+    else:
+        state = "not approved"
+    listed = "published in the archive" if view.published else "a draft, not listed in the archive yet"
+    mailed = f", mailed to {view.sent} reader(s)" if view.sent else ""
+    print(f"{state}; {listed}{mailed}", file=out)
+
+
+def _cmd_editorial(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.app import utc_now
+    from pipeline.models import EditorialDecision
+
+    with _pipeline(args) as app:
+        date = args.date or app.today()
+        if args.command == "draft":
+            _show_draft(app.draft(date), out)
+        elif args.command == "decide":
+            view = app.decide(EditorialDecision(issue_date=date, action=args.action, item_id=args.item,
+                                                editor=args.editor, decided_at=utc_now(), section=args.section,
+                                                text=args.text), lock_timeout=args.lock_timeout)
+            print(f"{date.isoformat()}: {args.action} {args.item} recorded; the issue now has "
+                  f"{len(view.stories)} stories (see `pipeline draft --date {date.isoformat()}`)", file=out)
+        elif args.command == "candidates":
+            query = " ".join(args.query) or None
+            found = app.candidates(date, query, limit=args.limit)
+            for candidate in found:
+                item = candidate.item
+                topics = " ".join(candidate.topics) or "-"
+                print(f"{item.id}  {topics:<20} {item.title} ({item.source})", file=out)
+            print(f"{len(found)} item(s) of the window of {date.isoformat()} left out of its issue", file=err)
+        elif args.command == "approve":
+            approval = app.approve(date, args.editor, lock_timeout=args.lock_timeout)
+            print(f"{date.isoformat()}: approved by {approval.editor} at {approval.approved_at:%Y-%m-%d %H:%M} UTC",
+                  file=out)
+        else:
+            reply = app.send_test(date, args.to)
+            print(f"{date.isoformat()}: test sent to {args.to} ({reply}); no reader's delivery recorded", file=out)
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": _cmd_run,
     "rebuild": _cmd_rebuild,
@@ -665,6 +753,11 @@ COMMANDS = {
     "subscribers": _cmd_subscribers,
     "schedule": _cmd_schedule,
     "worker": _cmd_worker,
+    "draft": _cmd_editorial,
+    "decide": _cmd_editorial,
+    "candidates": _cmd_editorial,
+    "approve": _cmd_editorial,
+    "send-test": _cmd_editorial,
 }
 
 

@@ -24,6 +24,7 @@ from rapidfuzz import fuzz
 
 from pipeline.models import (
     AgendaEntry,
+    EditorialDecision,
     Issue,
     Item,
     MenuTeaser,
@@ -1269,6 +1270,62 @@ def news_value(item: Item, issue_date: dt.date) -> float:
 # ---------------------------------------------------------------- the issue
 
 
+@dataclass
+class _Edits:
+    """The editors' decisions on one issue, resolved to the stories they name (see apply order
+    in compose_issue): a later decision on a story overrides an earlier one."""
+
+    dropped: set[str] = dataclasses.field(default_factory=set)
+    lead: str | None = None
+    section: dict[str, str] = dataclasses.field(default_factory=dict)  # story id -> topic (move, add)
+    placed: set[str] = dataclasses.field(default_factory=set)  # shown in their section whatever the rules say
+    kicker: dict[str, str] = dataclasses.field(default_factory=dict)
+    summary: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, decisions: Sequence[EditorialDecision], story_of: Mapping[str, str],
+                known: set[str]) -> _Edits:
+        edits = cls()
+        for d in decisions:
+            sid = story_of.get(d.item_id)
+            if sid is None:  # an item no story tells any more (the rules changed since): nothing to do
+                continue
+            if d.action == "drop":
+                edits.dropped.add(sid)
+                edits.placed.discard(sid)
+                if edits.lead == sid:
+                    edits.lead = None
+            elif d.action == "lead":
+                edits.dropped.discard(sid)
+                edits.lead = sid
+            elif d.action in ("move", "add"):
+                edits.dropped.discard(sid)
+                if d.section in known:
+                    edits.section[sid] = d.section
+                elif d.action == "move":
+                    continue  # a section that no longer exists: the story stays where the rules put it
+                edits.placed.add(sid)
+                if edits.lead == sid:
+                    edits.lead = None
+            elif d.action == "kicker" and d.text and d.text.strip():
+                edits.kicker[sid] = _kicker(d.text)
+            elif d.action == "summary" and d.text and d.text.strip():
+                edits.summary[sid] = d.text.strip()
+        return edits
+
+
+def _added_story(entry: StoredItem, section: str | None, topic_order: Sequence[str],
+                 source_weights: Mapping[str, float], settings: NewsletterSettings, window_end: dt.datetime,
+                 generic_ids: frozenset[str], themes: Mapping[str, str]) -> Story:
+    """The story of an item an editor added, alone: under its own topics when the rules gave it
+    any, else under the section the editor chose (or the first topic)."""
+    if not any(t in topic_order for t in entry.classification.topics):
+        topic = section if section is not None and section in topic_order else topic_order[0]
+        entry = StoredItem(item=entry.item, classification=dataclasses.replace(
+            entry.classification, topics=(topic,), scores={topic: 0.0}))
+    return _make_story([entry], topic_order, source_weights, settings, window_end, generic_ids, themes)
+
+
 def compose_issue(
     date: dt.date,
     entries: Sequence[StoredItem],
@@ -1276,8 +1333,13 @@ def compose_issue(
     settings: NewsletterSettings,
     source_weights: Mapping[str, float],
     already_featured: frozenset[str] | set[str] = frozenset(),
+    decisions: Sequence[EditorialDecision] = (),
 ) -> Issue:
-    """The issue of `date` from the classified items of its window."""
+    """The issue of `date` from the classified items of its window, then the editors'
+    `decisions` on it applied in order (see EditorialDecision): drop a story, make one the lead,
+    move one to another section, replace its kicker or summary, add an item the rules left out.
+    A story an editor moved or added is always shown in its section (the section's room for the
+    rules' stories shrinks accordingly); a decision naming an item no story tells is ignored."""
     _, window_end = issue_window(date, settings)
     topic_order = [t.id for t in topics]
     known = set(topic_order)
@@ -1294,30 +1356,58 @@ def compose_issue(
     # of stories told elsewhere ranks after every news story, so it leads only a day without news.
     background = {story.id for story, evergreen in made if evergreen}
     stories = sorted((story for story, _ in made), key=lambda s: (s.id in background, -s.score, s.id))
+    by_id = {e.item.id: e for e in entries}
+    if decisions and topic_order:
+        told = {i for s in stories for i in s.item_ids}
+        for d in decisions:  # an added item the rules did not pick is a story of its own, after theirs
+            if d.action == "add" and d.item_id not in told and d.item_id in by_id:
+                stories.append(_added_story(by_id[d.item_id], d.section, topic_order, source_weights, settings,
+                                            window_end, generic, themes))
+                told.add(d.item_id)
+    edits = _Edits.resolve(decisions, {i: s.id for s in stories for i in s.item_ids}, known)
+    stories = [dataclasses.replace(s, primary_topic=edits.section[s.id],
+                                   topics=tuple(t for t in topic_order if t in s.topics or t == edits.section[s.id]))
+               if s.id in edits.section else s
+               for s in stories if s.id not in edits.dropped]
     if not stories:
         return Issue(date=date, newsletter=settings, menu=(), lead=None, sections=(), agenda=(),
                      further_reading=())
-    by_id = {e.item.id: e for e in relevant}
+    first = next((s for s in stories if s.id == edits.lead), stories[0])
     # LE FAIT DU JOUR gets room for twice the text of a section story.
-    lead_group = [by_id[i] for i in stories[0].item_ids]
-    lead_headline = _headline(lead_group[0], lead_group[0].item.id in generic, themes[stories[0].primary_topic])
-    lead = dataclasses.replace(stories[0], text=lead_headline.text(2 * settings.summary_chars, extended=True))
-    rest = stories[1:]
+    lead_group = [by_id[i] for i in first.item_ids]
+    lead_headline = _headline(lead_group[0], lead_group[0].item.id in generic, themes[first.primary_topic])
+    lead = dataclasses.replace(first, text=lead_headline.text(2 * settings.summary_chars, extended=True))
+    rest = [s for s in stories if s.id != first.id]
     sections: list[Section] = []
     further: list[Story] = []
     for topic in topics:
         in_topic = [s for s in rest if s.primary_topic == topic.id]
-        if in_topic and in_topic[0].id in background:
+        placed = [s for s in in_topic if s.id in edits.placed]
+        free = [s for s in in_topic if s.id not in edits.placed]
+        if not placed and in_topic and in_topic[0].id in background:
             further.extend(in_topic)  # a section opens with news, or is not there
             continue
-        shown = in_topic[: settings.max_stories_per_section]
-        further.extend(in_topic[settings.max_stories_per_section :])
+        room = max(settings.max_stories_per_section - len(placed), 0)
+        shown_ids = {s.id for s in placed} | {s.id for s in free[:room]}
+        shown = [s for s in in_topic if s.id in shown_ids]
+        further.extend(free[room:])
         if shown:
             sections.append(Section(topic=topic.id, heading=topic.heading, stories=tuple(shown)))
     further.sort(key=lambda s: (s.id in background, -s.score, s.id))
     menu = tuple(_teaser(s, themes, " ".join(f"{by_id[i].item.title}. {by_id[i].item.summary} {by_id[i].item.content}"
                                              for i in s.item_ids)) for s in [lead, *rest][:3])
     further = further[: settings.max_further_reading]
+
+    def edited(story: Story) -> Story:
+        if story.id in edits.kicker:
+            story = dataclasses.replace(story, kicker=edits.kicker[story.id])
+        if story.id in edits.summary:
+            story = dataclasses.replace(story, text=edits.summary[story.id])
+        return story
+
+    lead = edited(lead)
+    sections = [dataclasses.replace(sec, stories=tuple(edited(s) for s in sec.stories)) for sec in sections]
+    further = [edited(s) for s in further]
     shown_stories = [lead, *[s for sec in sections for s in sec.stories], *further]
     return _typeset(Issue(
         date=date, newsletter=settings, menu=menu, lead=lead, sections=tuple(sections),

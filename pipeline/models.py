@@ -121,6 +121,13 @@ class DeliverySettings:
     retry_delay: float = 2.0  # seconds before the first retry; doubles at each retry
     suppress_bounces: bool = True  # a permanent refusal (5xx) puts the address on the suppression list
     send_empty: bool = False  # also mail an issue with no story ("Rien de neuf ce matin")
+    # The editor's review (README, "Editorial review"): with require_approval, the issue built
+    # (at draft_time when set, else at schedule.cron) is a draft that the scheduled send waits
+    # for an editor to approve until approve_by (local time), then sends anyway or holds.
+    require_approval: bool = False
+    draft_time: dt.time | None = None
+    approve_by: dt.time | None = None
+    on_no_approval: str = "hold"  # "send_anyway" | "hold"
 
     @property
     def port(self) -> int:
@@ -321,6 +328,36 @@ class Issue:
         ):
             seen.setdefault(story.id, story)
         return tuple(seen.values())
+
+
+# What an editor can do to a draft issue (EditorialDecision.action).
+DECISION_ACTIONS: tuple[str, ...] = ("drop", "lead", "move", "kicker", "summary", "add")
+
+
+@dataclass(frozen=True)
+class EditorialDecision:
+    """One change an editor made to the draft of an issue, kept in the store and applied by
+    compose after the rules, in the order they were made (see compose.apply_decisions).
+
+    `item_id` names a stored item (`Item.id`): the story that tells it for drop, lead, move,
+    kicker and summary (a story's id is its lead item's id), the item to add for add."""
+
+    issue_date: dt.date
+    action: str  # one of DECISION_ACTIONS
+    item_id: str
+    editor: str
+    decided_at: dt.datetime  # UTC
+    section: str | None = None  # move (and optionally add): the topic id of the target section
+    text: str | None = None  # kicker, summary: the editor's text
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An editor's go for the issue of a date, as it stood at `approved_at`."""
+
+    issue_date: dt.date
+    editor: str
+    approved_at: dt.datetime  # UTC
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ Clock = Callable[[], dt.datetime]
 
 DAILY_JOB = "daily"
 WATCH_JOB = "watch"
+APPROVAL_POLL_SECONDS = 60  # how often a send waiting for the editor's approval looks again
 
 
 def utc_now() -> dt.datetime:
@@ -95,13 +96,19 @@ def parse_cron(expression: str, zone: zoneinfo.ZoneInfo, where: str = "--cron") 
 
 def make_plan(settings: ScheduleSettings, config_path: Path, cron: str | None = None,
               timezone: str | None = None, log_file: Path | None = None,
-              lock_timeout: float | None = None) -> SchedulePlan:
+              lock_timeout: float | None = None, draft_time: dt.time | None = None) -> SchedulePlan:
     """Merge command-line overrides into the config's `schedule:` section and validate the result.
-    Errors name the option, or the config file and key, that holds the bad value."""
+    Errors name the option, or the config file and key, that holds the bad value. `draft_time`
+    (delivery.draft_time) builds the issue every day at that time instead of schedule.cron;
+    --cron still wins over both."""
     zone = parse_timezone(timezone or settings.timezone,
                           "--timezone" if timezone else f"{config_path}: schedule.timezone")
-    expression = cron if cron is not None else settings.cron
-    trigger = parse_cron(expression, zone, "--cron" if cron is not None else f"{config_path}: schedule.cron")
+    if cron is None and draft_time is not None:
+        expression, where = f"{draft_time.minute} {draft_time.hour} * * *", f"{config_path}: delivery.draft_time"
+    else:
+        expression = cron if cron is not None else settings.cron
+        where = "--cron" if cron is not None else f"{config_path}: schedule.cron"
+    trigger = parse_cron(expression, zone, where)
     for key in ("misfire_grace_seconds", "watch_interval_seconds"):
         if getattr(settings, key) < 1:
             raise PipelineError(f"{config_path}: schedule.{key}: must be at least 1")
@@ -272,6 +279,7 @@ class DailyScheduler:
         self._built: dt.date | None = None
         # The last date whose email delivery is settled (everyone reached, or no `delivery:`).
         self._delivered: dt.date | None = None
+        self._waiting: dt.date | None = None  # the date whose wait for an approval was logged
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
 
@@ -360,6 +368,16 @@ class DailyScheduler:
             if app.config.delivery is None:
                 self._delivered = date
                 return
+            gate = app.send_gate(date, self.clock())
+            if gate.action == "wait":
+                self._wait_for_approval(date, gate.reason, gate.until)
+                return
+            if gate.action == "hold":
+                self.log.info(gate.reason)
+                self._delivered = date
+                return
+            if gate.action == "send_anyway" or app.require_approval:
+                self.log.info(gate.reason)
             report = app.send(date, now=self.clock)
         except PipelineError as exc:
             self._failed(self._delivery_failures, date, reason, f"email delivery: {exc}", None)
@@ -383,6 +401,20 @@ class DailyScheduler:
         if report.uncertain:
             self.log.error(f"email delivery {date}: {len(report.uncertain)} message(s) may or may not have "
                            f"been delivered; check, then `pipeline send --date {date} --resend-uncertain`")
+
+    def _wait_for_approval(self, date: dt.date, reason: str, until: dt.datetime | None) -> None:
+        """Log the wait once per issue, and look again within APPROVAL_POLL_SECONDS (the watch
+        would, but later), and at `until` exactly."""
+        if self._waiting != date:
+            self._waiting = date
+            self.log.info(reason)
+        if self._scheduler is None or self._stopping.is_set():
+            return
+        again = self.clock() + dt.timedelta(seconds=APPROVAL_POLL_SECONDS)
+        if until is not None:
+            again = min(again, until)
+        self._scheduler.add_job(self.tick, DateTrigger(again), args=["approval"], id=f"approval-{date}",
+                                replace_existing=True, misfire_grace_time=None)
 
     def _report_skip(self, decision: Decision, reason: str) -> None:
         if decision.action is Action.DONE and reason in ("start", "once"):

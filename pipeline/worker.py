@@ -11,14 +11,18 @@ Queues and jobs (job name: what it calls):
 * schedule (`pipeline schedule` in this mode runs only this queue: it enqueues, never fetches)
   - `enqueue_due_feeds`, every `workers.tick_seconds`: `Pipeline.claim_due_feeds`, then one
     `fetch_feed` job per feed claimed;
-  - `enqueue_build`, every tick: when today's issue is due (schedule.cron) and not built, one
-    `build_issue` job for that date.
+  - `enqueue_build`, every tick: when today's issue is due (schedule.cron, or delivery.draft_time)
+    and not built, one `build_issue` job for that date;
+  - `enqueue_approved_mailing`, every tick, with delivery.require_approval: today's built issue
+    gets its `queue_mailing` job once an editor approved it, or at delivery.approve_by when
+    delivery.on_no_approval is send_anyway (`Pipeline.send_gate`); logged either way.
 * feeds - `fetch_feed(feed_id)`: `Pipeline.refresh_feed` (fetch, parse, classify, store, set the
   next fetch time). Its procrastinate lock is one of `fetch.per_host` slots of the feed's host,
   so at most that many fetches of one host run at once across all workers.
 * build - `build_issue(date)`: `Pipeline.build` (compose, render, publish; nothing when the issue
   exists), under the lock `build:<newsletter>` and the queueing lock `build:<date>`: one build
-  of an archive at a time, never two waiting for one date. Then `queue_mailing` when email is on.
+  of an archive at a time, never two waiting for one date. Then `queue_mailing` when email is on
+  and no approval is required.
 * email - `queue_mailing(date)`: `Pipeline.queue_mailing` (deliveries queued with their
   Message-IDs), then one `send_batch` job per `workers.email_batch` deliveries;
   `send_batch(date, batch)`: `Pipeline.send_batch`, which claims rows with SKIP LOCKED. A batch
@@ -50,7 +54,7 @@ from procrastinate import exceptions as queue_errors
 from pipeline.app import Pipeline, utc_now
 from pipeline.errors import PipelineError
 from pipeline.models import FeedSource
-from pipeline.schedule import due_issue, make_plan
+from pipeline.schedule import SchedulePlan, due_issue, make_plan
 from pipeline.store import DeliveryStatus
 
 QUEUES = ("feeds", "build", "email", "maintenance")  # what `pipeline worker` runs by default
@@ -143,12 +147,42 @@ def build_queue_app(dsn: str, new_pipeline: Callable[[], Pipeline], tick_seconds
     @reported
     def enqueue_build(timestamp: int) -> str | None:
         current = pipeline()
-        plan = make_plan(current.config.schedule, current.config.path)
+        plan = _daily_plan(current)
         due = due_issue(utc_now(), plan.trigger, plan.zone)
         if due is None or current.issue_built(due[0]):
             return None
         defer_build(due[0])
         return due[0].isoformat()
+
+    # The dates whose approval outcome this process has logged, and those it has mailed.
+    told: set[tuple[dt.date, str]] = set()
+    mailed: set[dt.date] = set()
+
+    @app.periodic(cron=cron, periodic_id="approval")
+    @app.task(name="enqueue_approved_mailing", queue=SCHEDULE_QUEUE, queueing_lock="enqueue_approved_mailing")
+    @reported
+    def enqueue_approved_mailing(timestamp: int) -> str | None:
+        """With delivery.require_approval: today's built issue is mailed once approved, or at
+        delivery.approve_by as delivery.on_no_approval says (see Pipeline.send_gate)."""
+        current = pipeline()
+        if not current.require_approval:
+            return None
+        now = utc_now()
+        plan = _daily_plan(current)
+        due = due_issue(now, plan.trigger, plan.zone)
+        if due is None or due[0] in mailed or not current.issue_built(due[0]):
+            return None
+        date = due[0]
+        gate = current.send_gate(date, now)
+        if (date, gate.action) not in told:
+            told.add((date, gate.action))
+            log.info("%s", gate.reason)
+        if gate.action in ("wait", "hold"):
+            return gate.action
+        mailed.add(date)
+        with contextlib.suppress(queue_errors.AlreadyEnqueued):
+            queue_mailing.configure(queueing_lock=f"mailing:{date.isoformat()}").defer(date=date.isoformat())
+        return gate.action
 
     def defer_build(date: dt.date) -> None:
         newsletter = pipeline().config.newsletter.name
@@ -165,7 +199,8 @@ def build_queue_app(dsn: str, new_pipeline: Callable[[], Pipeline], tick_seconds
             log.info("issue %s already built: nothing to do", date)
             return None
         log.info("issue %s built: %d stories", date, result.stories)
-        if current.config.delivery is not None:
+        if current.config.delivery is not None and not current.require_approval:
+            # With require_approval, enqueue_approved_mailing mails it once approved (or at approve_by).
             queue_mailing.configure(queueing_lock=f"mailing:{date}").defer(date=date)
         return result.stories
 
@@ -214,6 +249,12 @@ def build_queue_app(dsn: str, new_pipeline: Callable[[], Pipeline], tick_seconds
         return len(stalled)
 
     return QueueApp(app=app, pipeline=pipeline)
+
+
+def _daily_plan(app: Pipeline) -> SchedulePlan:
+    """The daily build's plan: at schedule.cron, or at delivery.draft_time when set."""
+    delivery = app.config.delivery
+    return make_plan(app.config.schedule, app.config.path, draft_time=delivery.draft_time if delivery else None)
 
 
 def _uncertain_deliveries(app: Pipeline) -> list[tuple[str, str, str]]:

@@ -13,6 +13,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import FeedSource, FetchResult, FetchStatus
 from pipeline.store import (
     DeliveryStore,
+    EditorialStore,
     FeedHealth,
     FeedStore,
     IssueStore,
@@ -28,7 +29,7 @@ from pipeline.store.postgres import PostgresStore
 from pipeline.store.sqlite import SqliteStore
 
 BACKENDS = {"sqlite": SqliteStore, "postgresql": PostgresStore}
-AREAS = (FeedStore, ItemStore, IssueStore, SearchStore, RunStore, DeliveryStore, Store)
+AREAS = (FeedStore, ItemStore, IssueStore, SearchStore, RunStore, DeliveryStore, EditorialStore, Store)
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
 
 

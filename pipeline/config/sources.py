@@ -184,6 +184,7 @@ def _feed(path: Path, raw: Any, index: int, line: int) -> FeedSource:
 # ---------------------------------------------------------------- delivery (email)
 
 DELIVERY_KEYS = {f.name for f in fields(DeliverySettings)}
+ON_NO_APPROVAL = ("send_anyway", "hold")
 DELIVERY_SECURITY = ("starttls", "tls", "none")
 # Keys people reach for when they want to put a secret in the file: answer with where it belongs.
 _SECRET_KEYS = {"user", "username", "login", "password", "passwd", "secret", "token", "smtp_user",
@@ -326,11 +327,28 @@ def _delivery(path: Path, raw: Any, line: int) -> DeliverySettings:
         raise fail("timeout", "must be more than 0 seconds")
     if "max_retries" in section:
         values["max_retries"] = _typed(path, section, "max_retries", int, where)
-    for key in ("suppress_bounces", "send_empty"):
+    for key in ("suppress_bounces", "send_empty", "require_approval"):
         if key in section:
             if not isinstance(section[key], bool):
                 raise fail(key, "must be true or false")
             values[key] = section[key]
+    for key in ("draft_time", "approve_by"):
+        if section.get(key) is not None:
+            values[key] = _typed(path, section, key, dt.time, where)
+    if "on_no_approval" in section:
+        choice = text("on_no_approval").lower()
+        if choice not in ON_NO_APPROVAL:
+            raise fail("on_no_approval", f"must be one of {', '.join(ON_NO_APPROVAL)}, got {choice!r}")
+        values["on_no_approval"] = choice
+    if values.get("require_approval"):
+        if values.get("approve_by") is None:
+            raise ConfigError(path, "require_approval is true: set approve_by (HH:MM, local time), the time "
+                              "after which on_no_approval applies", section.line_of("require_approval"),
+                              f"{where}.approve_by")
+        draft_time = values.get("draft_time")
+        if draft_time is not None and values["approve_by"] <= draft_time:
+            raise fail("approve_by", f"must be after draft_time ({draft_time:%H:%M}), got "
+                                     f"{values['approve_by']:%H:%M}")
     return DeliverySettings(**values)
 
 

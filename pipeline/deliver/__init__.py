@@ -56,6 +56,7 @@ from pipeline.deliver.send import (
     queue_mailing,
     send_batch,
     send_mailing,
+    send_test,
     summarize_delivery,
     write_outbox,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "remove_recipient",
     "send_batch",
     "send_mailing",
+    "send_test",
     "subject_for",
     "summarize_delivery",
     "unsubscribe_links",

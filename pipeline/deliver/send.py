@@ -169,6 +169,38 @@ def send_mailing(store: DeliveryStore, mailing: Mailing, credentials: Credential
     return report
 
 
+TEST_SUBJECT_PREFIX = "[TEST] "
+
+
+def send_test(issue: Issue, rendered: RenderedIssue, settings: DeliverySettings, address: str,
+              credentials: Credentials | None, secret: str | None, now: dt.datetime) -> str:
+    """Send the issue to one address (an editor's, before approving), subject marked "[TEST] ":
+    no delivery record is read or written, so readers' exactly-once sends are untouched.
+    Returns the server's acceptance reply; any refusal or trouble is a PipelineError."""
+    from email.headerregistry import Address
+
+    from pipeline.errors import PipelineError
+
+    try:
+        Address(addr_spec=address)
+    except (ValueError, IndexError):
+        raise PipelineError(f"test address {address!r} is not an email address") from None
+    if "@" not in address:
+        raise PipelineError(f"test address {address!r} is not an email address")
+    recipient = Recipient(email=address)
+    message = build_message(issue, rendered, settings, recipient, new_message_id(issue.date, settings), now, secret)
+    subject = message["Subject"]
+    del message["Subject"]
+    message["Subject"] = TEST_SUBJECT_PREFIX + str(subject)
+    transport = SmtpTransport(settings, credentials)
+    try:
+        return transport.send(settings.from_address, address, message.as_bytes(), on_handover=lambda: None)
+    except (Refused, ConnectionTrouble, Uncertain) as trouble:
+        raise PipelineError(f"test send to {address} failed: {trouble}") from None
+    finally:
+        transport.close()
+
+
 def _send_all(store: DeliveryStore, mailing: Mailing, recipients: Sequence[Recipient],
               credentials: Credentials | None, now: Callable[[], dt.datetime], sleep: Callable[[float], None],
               report: DeliveryReport, emit: Callable[[DeliveryEvent], None]) -> None:

@@ -11,6 +11,7 @@ from pipeline.store.codec import featured_item_ids, issue_from_json, issue_stori
 from pipeline.store.factory import BACKENDS, StoreTarget, open_store
 from pipeline.store.interface import (
     DeliveryStore,
+    EditorialStore,
     FeedStore,
     IssueStore,
     ItemStore,
@@ -37,6 +38,7 @@ __all__ = [
     "DeliveryRecord",
     "DeliveryStatus",
     "DeliveryStore",
+    "EditorialStore",
     "FeedHealth",
     "FeedOutcome",
     "FeedStore",

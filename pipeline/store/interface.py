@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
-from pipeline.models import Classification, FeedSource, FeedState, FetchResult, Item
+from pipeline.models import Approval, Classification, EditorialDecision, FeedSource, FeedState, FetchResult, Item
 from pipeline.store.records import (
     DeliveryRecord,
     DeliveryStatus,
@@ -213,7 +213,28 @@ class DeliveryStore(Protocol):
         ...
 
 
-class Store(FeedStore, ItemStore, IssueStore, SearchStore, RunStore, DeliveryStore, Protocol):
+class EditorialStore(Protocol):
+    """The editors' decisions on draft issues, and their approvals."""
+
+    def record_decision(self, decision: EditorialDecision) -> None:
+        """Keep one editorial decision; decisions of a date come back in the order recorded."""
+        ...
+
+    def decisions_for(self, date: dt.date) -> list[EditorialDecision]:
+        """Every decision on the issue of `date`, in the order they were recorded."""
+        ...
+
+    def record_approval(self, approval: Approval) -> None:
+        """Keep an approval of an issue (an issue may be approved again after later decisions)."""
+        ...
+
+    def approval_of(self, date: dt.date) -> Approval | None:
+        """The latest approval of the issue of `date`, if any."""
+        ...
+
+
+class Store(FeedStore, ItemStore, IssueStore, SearchStore, RunStore, DeliveryStore, EditorialStore,
+            Protocol):
     """One open connection to the archive's store. Use as a context manager, or call close()."""
 
     @property

@@ -9,6 +9,7 @@ pipeline opens a store with `pipeline.store.open_store`.
 from __future__ import annotations
 
 from pipeline.store.postgres.deliveries import PostgresDeliveries
+from pipeline.store.postgres.editorial import PostgresEditorial
 from pipeline.store.postgres.feeds import PostgresFeeds
 from pipeline.store.postgres.issues import PostgresIssues
 from pipeline.store.postgres.items import PostgresItems
@@ -16,7 +17,8 @@ from pipeline.store.postgres.runs import PostgresRuns
 from pipeline.store.postgres.search import PostgresSearch
 
 
-class PostgresStore(PostgresFeeds, PostgresItems, PostgresIssues, PostgresSearch, PostgresRuns, PostgresDeliveries):
+class PostgresStore(PostgresFeeds, PostgresItems, PostgresIssues, PostgresSearch, PostgresRuns, PostgresDeliveries,
+                    PostgresEditorial):
     """The archive in one PostgreSQL database (see pipeline.store.interface.Store for each method)."""
 
 

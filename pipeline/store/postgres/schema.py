@@ -143,6 +143,28 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         created timestamptz NOT NULL
     );
     """,
+    # 2: editors' decisions on draft issues and their approvals (SQLite's migration 6), kept in
+    # the order made (id). No foreign key to issues: rebuilding an issue replaces its row.
+    """
+    CREATE TABLE editorial_decisions (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        issue_date date NOT NULL,
+        action text NOT NULL,
+        item_id text NOT NULL,
+        editor text NOT NULL,
+        decided_at timestamptz NOT NULL,
+        section text,
+        text text
+    );
+    CREATE INDEX editorial_decisions_date ON editorial_decisions (issue_date, id);
+    CREATE TABLE approvals (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        issue_date date NOT NULL,
+        editor text NOT NULL,
+        approved_at timestamptz NOT NULL
+    );
+    CREATE INDEX approvals_date ON approvals (issue_date, id);
+    """,
 )
 
 

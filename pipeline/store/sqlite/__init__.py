@@ -8,6 +8,7 @@ imports this module; the rest of the pipeline opens a store with `pipeline.store
 from __future__ import annotations
 
 from pipeline.store.sqlite.deliveries import SqliteDeliveries
+from pipeline.store.sqlite.editorial import SqliteEditorial
 from pipeline.store.sqlite.feeds import SqliteFeeds
 from pipeline.store.sqlite.issues import SqliteIssues
 from pipeline.store.sqlite.items import SqliteItems
@@ -15,7 +16,8 @@ from pipeline.store.sqlite.runs import SqliteRuns
 from pipeline.store.sqlite.search import SqliteSearch
 
 
-class SqliteStore(SqliteFeeds, SqliteItems, SqliteIssues, SqliteSearch, SqliteRuns, SqliteDeliveries):
+class SqliteStore(SqliteFeeds, SqliteItems, SqliteIssues, SqliteSearch, SqliteRuns, SqliteDeliveries,
+                  SqliteEditorial):
     """The archive in one SQLite file (see pipeline.store.interface.Store for what each method does)."""
 
 

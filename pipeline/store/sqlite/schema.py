@@ -148,6 +148,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN batch TEXT;
     CREATE INDEX items_feed_first_seen ON items(feed_id, first_seen);
     """,
+    # 6: editors' decisions on draft issues and their approvals (the editor's desk), kept in the
+    # order made (id). No foreign key to issues: rebuilding an issue replaces its row, never them.
+    """
+    CREATE TABLE editorial_decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_date TEXT NOT NULL,
+        action TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        editor TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        section TEXT,
+        text TEXT
+    );
+    CREATE INDEX editorial_decisions_date ON editorial_decisions(issue_date, id);
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_date TEXT NOT NULL,
+        editor TEXT NOT NULL,
+        approved_at TEXT NOT NULL
+    );
+    CREATE INDEX approvals_date ON approvals(issue_date, id);
+    """,
 )
 
 

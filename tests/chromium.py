@@ -108,6 +108,15 @@ class Page:
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
+    def click_and_wait(self, selector: str) -> None:
+        """Click the element `selector` names (a link or a form's button) and wait for the page it
+        leads to. The element must exist: a missing one is an error, not a silent no-op."""
+        self._events.clear()
+        if not self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                             "if (!e) return false; e.click(); return true; })()"):
+            raise BrowserError(f"nothing matches {selector!r} on {self.evaluate('location.href')}")
+        self.wait_for("Page.loadEventFired")
+
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         if "exceptionDetails" in result:

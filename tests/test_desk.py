@@ -318,17 +318,40 @@ def test_the_readers_endpoint_is_rate_limited_per_client(site: Site, desk: Desk)
 # ---------------------------------------------------------------- the editor's side
 
 
+def editorial_state(site: Site) -> tuple[Any, ...]:
+    """What an editor's request could change: decisions, approval, deliveries, the issue as stored."""
+    with open_store(StoreTarget(site.db)) as store:
+        stored = store.issue(DATE)
+        return (store.decisions_for(DATE), store.approval_of(DATE), store.deliveries(DATE),
+                stored.issue_json if stored else None)
+
+
+def story_ids(page: str) -> list[str]:
+    return re.findall(r'data-item="([^"]+)"', page)
+
+
 def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) -> None:
+    before = editorial_state(site)
     with httpx.Client() as client:
         home = client.get(f"{desk.url}/")
         assert home.status_code == 303 and home.headers["location"] == "/connexion"
+        for path in (f"/brouillon/{DATE}", f"/brouillon/{DATE}/apercu"):
+            assert client.get(f"{desk.url}{path}").status_code == 303
         refused = client.post(f"{desk.url}/deconnexion", data={"csrf": "x"})
         assert refused.status_code == 403 and "Connexion requise" in refused.text
+        # A visitor's own session and CSRF token are not an editor's: still refused.
+        csrf = csrf_of(client.get(f"{desk.url}/connexion").text)
+        assert editorial_state(site)[3] is not None
+        for path, data in ((f"/brouillon/{DATE}/decision", {"action": "drop", "item": "x"}),
+                           (f"/brouillon/{DATE}/approuver", {}), (f"/brouillon/{DATE}/essai", {"adresse": "a@b.fr"})):
+            answer = client.post(f"{desk.url}{path}", data={"csrf": csrf, **data})
+            assert answer.status_code == 403 and "Connexion requise" in answer.text, path
         wrong = client.get(f"{desk.url}/connexion")
         answer = client.post(f"{desk.url}/connexion", data={"csrf": csrf_of(wrong.text), "nom": "Intrus",
                                                             "jeton": TOKEN[:-1] + "x"})
         assert answer.status_code == 401 and "Jeton incorrect" in answer.text
         assert client.get(f"{desk.url}/").status_code == 303
+    assert editorial_state(site) == before
 
 
 def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(site: Site, desk: Desk) -> None:
@@ -346,6 +369,13 @@ def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_toke
         for data in ({}, {"csrf": ""}, {"csrf": csrf[:-2] + "xx"}):
             refused = client.post(f"{desk.url}/deconnexion", data=data)
             assert refused.status_code == 403 and "Formulaire refusé" in refused.text
+        before = editorial_state(site)
+        item = story_ids(client.get(f"{desk.url}/brouillon/{DATE}").text)[0]
+        for path, data in ((f"/brouillon/{DATE}/decision", {"action": "drop", "item": item}),
+                           (f"/brouillon/{DATE}/approuver", {})):
+            refused = client.post(f"{desk.url}{path}", data=data)  # logged in, but no CSRF token
+            assert refused.status_code == 403 and "Formulaire refusé" in refused.text
+        assert editorial_state(site) == before
         assert client.get(f"{desk.url}/").status_code == 200, "still logged in"
         out = client.post(f"{desk.url}/deconnexion", data={"csrf": csrf})
         assert out.status_code == 303 and client.get(f"{desk.url}/").status_code == 303
@@ -353,7 +383,7 @@ def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_toke
 
 def test_every_answer_carries_the_security_headers(site: Site, desk: Desk) -> None:
     with httpx.Client() as client:
-        for path in ("/connexion", "/", "/nulle-part", "/desinscription", "/static/desk.css"):
+        for path in ("/connexion", "/", "/nulle-part", "/desinscription", "/static/desk.css", f"/brouillon/{DATE}"):
             answer = client.get(f"{desk.url}{path}")
             policy_header = answer.headers["content-security-policy"]
             assert "script-src" not in policy_header and "default-src 'none'" in policy_header, path
@@ -496,3 +526,162 @@ def test_the_sample_nginx_config_serves_the_archive_and_the_one_click_unsubscrib
         login_page = client.get(f"{base}/connexion", headers={"host": "bureau.techmatin.example.org"})
         assert login_page.status_code == 200 and "Secure" in login_page.headers["set-cookie"]
         assert "max-age=63072000" in login_page.headers["strict-transport-security"]
+
+
+# ---------------------------------------------------------------- the editor in a real browser
+
+SCREENS = Path("/tmp/tech-matin-screens")
+
+DRAFT_LAYOUT_JS = r"""
+(() => ({
+  scrollWidth: document.documentElement.scrollWidth,
+  innerWidth: window.innerWidth,
+  lang: document.documentElement.lang,
+  state: document.querySelector('#etat').textContent.trim(),
+  stories: Array.from(document.querySelectorAll('article[data-item]')).map(a => ({
+    item: a.dataset.item,
+    where: a.querySelector('p.note').textContent.trim(),
+    words: Array.from(a.querySelectorAll('p.words')).map(p => p.textContent.trim()),
+    tags: Array.from(a.querySelectorAll('.tags li')).map(li => li.textContent.trim()),
+  })),
+  notice: (document.querySelector('.notice') || {textContent: ''}).textContent.trim(),
+  preview: document.querySelector('iframe.preview').getBoundingClientRect().width,
+}))()
+"""
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{path} is not a real screenshot"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_rebuild_gives_the_same_files(
+        site: Site, tmp_path: Path) -> None:
+    from chromium import Chromium
+    from test_issue_browser import chromium_or_skip
+
+    executable = chromium_or_skip()
+    config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
+    config["delivery"].update({"require_approval": True, "approve_by": "06:45", "on_no_approval": "hold"})
+    site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    code, _, err = cli("rebuild", *site.args("--date", DATE.isoformat()))  # the issue as a draft now
+    assert code == 0, err
+    desk = Desk(site)
+    try:
+        with Chromium(executable) as browser:
+            page = browser.new_page()
+            page.open(f"{desk.url}/", 1024)  # not logged in: the login page
+            assert page.evaluate("location.pathname") == "/connexion"
+            page.evaluate(f"document.querySelector('#nom').value = 'Louise Garnier'; "
+                          f"document.querySelector('#jeton').value = {TOKEN!r}")
+            page.click_and_wait("form.login button[type=submit]")
+            assert page.evaluate("location.pathname") == "/"
+            page.click_and_wait(f"a[href='/brouillon/{DATE.isoformat()}']")
+            before = page.evaluate(DRAFT_LAYOUT_JS)
+            assert before["state"] == "En attente d’approbation." and len(before["stories"]) >= 4
+            lead, second = before["stories"][0], before["stories"][1]
+            assert lead["where"] == "Le fait du jour"
+            # Each story with its topics and the words that matched.
+            assert all(s["tags"] and s["words"] for s in before["stories"]), before["stories"]
+
+            page.click_and_wait(f"article[data-item='{lead['item']}'] button.danger")
+            dropped = page.evaluate(DRAFT_LAYOUT_JS)
+            assert dropped["notice"] == "Sujet retiré du numéro."
+            assert lead["item"] not in [s["item"] for s in dropped["stories"]]
+            page.click_and_wait(f"article[data-item='{second['item']}'] form:nth-of-type(2) button")
+            led = page.evaluate(DRAFT_LAYOUT_JS)
+            assert led["notice"] == "Sujet mis à la une."
+            assert led["stories"][0]["item"] == second["item"] and led["stories"][0]["where"] == "Le fait du jour"
+
+            page.click_and_wait("#approuver")
+            approved = page.evaluate(DRAFT_LAYOUT_JS)
+            assert approved["notice"] == "Numéro approuvé."
+            assert approved["state"].startswith("Approuvé par Louise Garnier le ")
+            for width in (375, 1024):
+                page.errors.clear()
+                page.open(f"{desk.url}/brouillon/{DATE.isoformat()}", width)
+                layout = page.evaluate(DRAFT_LAYOUT_JS)
+                shot = page.screenshot(tmp_path / f"desk-draft-{DATE.isoformat()}-{width}.png")
+                SCREENS.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shot, SCREENS / shot.name)
+                assert page.errors == []  # nothing the CSP blocked, no failed load
+                assert layout["scrollWidth"] <= layout["innerWidth"] == width, layout
+                assert layout["lang"] == "fr" and 0 < layout["preview"] <= width
+                shot_width, shot_height = png_size(shot)
+                assert shot_width == width and shot_height > 900
+    finally:
+        desk.stop()
+
+    with open_store(StoreTarget(site.db)) as store:
+        decisions = store.decisions_for(DATE)
+        approval = store.approval_of(DATE)
+    assert [(d.action, d.item_id, d.editor) for d in decisions] == [
+        ("drop", lead["item"], "Louise Garnier"), ("lead", second["item"], "Louise Garnier")]
+    assert approval is not None and approval.editor == "Louise Garnier"
+    # The approved issue's files, then `pipeline rebuild` of the same date: byte for byte the same.
+    issue_dir = site.output / DATE.isoformat()
+    files = {p.relative_to(site.output): p.read_bytes() for p in sorted(site.output.rglob("*")) if p.is_file()}
+    assert issue_dir / "index.html" in {site.output / f for f in files}
+    code, _, err = cli("rebuild", *site.args("--date", DATE.isoformat()))
+    assert code == 0, err
+    again = {p.relative_to(site.output): p.read_bytes() for p in sorted(site.output.rglob("*")) if p.is_file()}
+    assert again.keys() == files.keys()
+    assert [f for f in files if files[f] != again[f]] == []
+    text = (issue_dir / "digest.txt").read_text(encoding="utf-8")
+    lead_part = text.split("LE FAIT DU JOUR |", 1)[1].split(" |", 1)[0]
+    assert "LE FAIT DU JOUR |" in text and lead_part.strip(), text[:400]
+
+
+def test_every_decision_of_the_desk_is_stored_with_its_editor_and_a_test_send_reaches_only_the_editor(
+        site: Site, smtp: SmtpServer) -> None:
+    site.configure(smtp.port)
+    desk = Desk(site)
+    try:
+        with httpx.Client(base_url=desk.url) as client:
+            csrf = login(client, desk, "Jeanne Morel")
+            draft = client.get(f"/brouillon/{DATE}")
+            assert draft.status_code == 200
+            ids = story_ids(draft.text)
+            preview = client.get(f"/brouillon/{DATE}/apercu")
+            assert preview.status_code == 200 and "LE FAIT DU JOUR" in preview.text
+            assert "sandbox" in preview.headers["content-security-policy"]
+            assert "frame-ancestors 'self'" in preview.headers["content-security-policy"]
+            assert f'src="/brouillon/{DATE}/apercu"' in draft.text
+
+            def decide(**data: str) -> httpx.Response:
+                return client.post(f"/brouillon/{DATE}/decision", data={"csrf": csrf, **data})
+
+            assert decide(action="move", item=ids[1], section="rgpd").status_code == 303
+            assert decide(action="kicker", item=ids[2], text="Un surtitre choisi").status_code == 303
+            assert decide(action="summary", item=ids[2], text="Le résumé de la rédaction.").status_code == 303
+            found = client.get(f"/brouillon/{DATE}", params={"q": "billetterie"})
+            [candidate] = re.findall(r'name="item" value="([^"]+)">\s*<input type="hidden" name="action" '
+                                     r'value="add">', found.text)
+            assert decide(action="add", item=candidate, section="media_partnership").status_code == 303
+            page = client.get(f"/brouillon/{DATE}?fait=add").text
+            assert "Article ajouté au numéro." in page and "UN SURTITRE CHOISI." in page
+            assert candidate in story_ids(page)
+            # A decision the pipeline refuses: a clear message, nothing stored.
+            before = editorial_state(site)
+            refused = decide(action="lead", item="no-such-item")
+            assert refused.status_code == 409 and "rien n’a été changé" in refused.text
+            assert decide(action="invent", item=ids[0]).status_code == 400
+            assert editorial_state(site) == before
+
+            sent = client.post(f"/brouillon/{DATE}/essai", data={"csrf": csrf, "adresse": "jeanne@example.org"})
+            assert sent.status_code == 303, sent.text
+            assert 'value="jeanne@example.org"' in client.get(f"/brouillon/{DATE}").text
+            bad = client.post(f"/brouillon/{DATE}/essai", data={"csrf": csrf, "adresse": "pas une adresse"})
+            assert bad.status_code == 400 and "Adresse d’essai refusée" in bad.text
+    finally:
+        desk.stop()
+    [message] = smtp.inbox.messages
+    assert message.rcpt_tos == ["jeanne@example.org"]
+    assert str(message.parsed()["Subject"]).startswith("[TEST] Tech Matin du mardi 6 mai")
+    decisions, approval, deliveries, _ = editorial_state(site)
+    assert [(d.action, d.editor) for d in decisions] == [
+        ("move", "Jeanne Morel"), ("kicker", "Jeanne Morel"), ("summary", "Jeanne Morel"), ("add", "Jeanne Morel")]
+    assert decisions[0].section == "rgpd" and decisions[3].section == "media_partnership"
+    assert approval is None and deliveries == {}, "a test send records no delivery"
+

@@ -74,13 +74,13 @@ def serve_desk(open_pipeline: Callable[[], Pipeline], host: str, port: int, out:
     import uvicorn
 
     env = os.environ if env is None else env
-    pipeline = PipelineThread(open_pipeline)
+    pipeline, readers = PipelineThread(open_pipeline), PipelineThread(open_pipeline)
     try:
         settings = desk_settings(pipeline, env)
         sock = listen(host, port)
         # proxy_headers: the client address and scheme come from X-Forwarded-For / -Proto, but only
         # when the connection comes from $FORWARDED_ALLOW_IPS (default 127.0.0.1: the local proxy).
-        config = uvicorn.Config(make_app(pipeline, settings, log), proxy_headers=True, access_log=False,
+        config = uvicorn.Config(make_app(pipeline, readers, settings, log), proxy_headers=True, access_log=False,
                                 log_level="warning", server_header=False, lifespan="off")
         shown = f"[{host}]" if ":" in host else host
         print(f"desk of {settings.name} on http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)", file=out,
@@ -93,6 +93,7 @@ def serve_desk(open_pipeline: Callable[[], Pipeline], host: str, port: int, out:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         pipeline.close()
+        readers.close()
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "desk_settings", "listen", "make_app", "serve_desk"]

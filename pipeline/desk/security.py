@@ -3,7 +3,8 @@ session cookie, the CSRF token bound to it, per-client rate limits and the heade
 
 * **Token.** The editor's pages open with a token (a password) from the environment
   (`TECH_MATIN_DESK_TOKEN`), at least `MIN_TOKEN_BYTES` long; compared in constant time.
-* **Session.** A cookie `desk_session` holding `{"csrf", "editor", "at"}` as base64 JSON and an
+* **Session.** A cookie `desk_session` holding `{"csrf", "editor", "at", "address"}` (the
+  last test-send address) as base64 JSON and an
   HMAC-SHA256 of it, keyed by a key derived from the token (changing the token logs everyone
   out). HttpOnly, SameSite=Strict, Path=/, Secure when the request came over https (directly or
   through a proxy whose X-Forwarded-Proto uvicorn trusts). Signed, not encrypted: it holds no
@@ -66,6 +67,7 @@ class Session:
     csrf: str
     editor: str | None = None  # the name given at login; None: not logged in
     at: float = 0.0  # when the editor logged in (Unix time)
+    address: str | None = None  # the editor's address of the last test send, to offer it again
 
     @classmethod
     def fresh(cls) -> Session:
@@ -90,8 +92,8 @@ class SessionSigner:
         return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
 
     def dump(self, session: Session) -> str:
-        body = json.dumps({"csrf": session.csrf, "editor": session.editor, "at": session.at},
-                          separators=(",", ":"), sort_keys=True).encode("utf-8")
+        fields = {"csrf": session.csrf, "editor": session.editor, "at": session.at, "address": session.address}
+        body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("utf-8")
         payload = base64.urlsafe_b64encode(body).rstrip(b"=")
         return f"{payload.decode('ascii')}.{self._mac(payload)}"
 
@@ -108,12 +110,12 @@ class SessionSigner:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
             return None
-        editor, at = data.get("editor"), data.get("at")
-        if not isinstance(editor, str | None) or not isinstance(at, int | float):
+        editor, at, address = data.get("editor"), data.get("at"), data.get("address")
+        if not isinstance(editor, str | None) or not isinstance(at, int | float) or not isinstance(address, str | None):
             return None
         if editor is not None and not 0 <= self._clock() - at <= SESSION_SECONDS:
             return Session.fresh()  # expired: a visitor again, with a new CSRF token
-        return Session(csrf=data["csrf"], editor=editor, at=float(at))
+        return Session(csrf=data["csrf"], editor=editor, at=float(at), address=address if editor else None)
 
     def cookie_header(self, session: Session | None, secure: bool) -> str:
         """The Set-Cookie value that keeps `session` (None: deletes the cookie)."""

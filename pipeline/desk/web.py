@@ -8,11 +8,15 @@ it answers with the templates beside this file (Jinja2, autoescaped, in French).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import email.parser
 import email.policy
 import html
+import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
+import zoneinfo
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.desk.security import (
     CSRF_FIELD,
     PAGE_POLICY,
+    PREVIEW_POLICY,
     SESSION_COOKIE,
     Session,
     SessionSigner,
@@ -36,9 +41,10 @@ from pipeline.desk.security import (
     security_headers,
     token_matches,
 )
+from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.app import Pipeline
+    from pipeline.app import Candidate, DraftView, Pipeline
     from pipeline.deliver import UnsubscribeRoute
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +58,23 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body
 # once; a mail provider's one-click POST comes once per message). Login: 10, then 5 a minute.
 UNSUBSCRIBE_LIMIT = (20.0, 20.0)
 LOGIN_LIMIT = (10.0, 5.0)
+
+MAX_QUERY = 200
+MAX_CANDIDATES = 20
+MAX_ITEM_ID = 200
+MAX_KICKER = 120
+MAX_SUMMARY = 2000
+LOCK_SECONDS = 60.0  # a decision waits this long for a build of the same archive (the scheduler's)
+# What the draft page says after a POST (?fait=…), and how a decision reads in a story's history.
+NOTICES = {
+    "drop": "Sujet retiré du numéro.", "lead": "Sujet mis à la une.", "move": "Sujet déplacé.",
+    "kicker": "Surtitre modifié.", "summary": "Résumé modifié.", "add": "Article ajouté au numéro.",
+    "approuve": "Numéro approuvé.", "essai": "Envoi de test parti.",
+}
+ACTIONS_DONE = {
+    "drop": "Retiré", "lead": "Mis à la une", "move": "Déplacé", "kicker": "Surtitre modifié",
+    "summary": "Résumé modifié", "add": "Ajouté",
+}
 
 T = TypeVar("T")
 
@@ -167,10 +190,15 @@ def _client(request: Request) -> str:
 
 
 class Desk:
-    """The routes and what they share: the pipeline's thread, the session signer, the limits."""
+    """The routes and what they share: the pipeline's threads, the session signer, the limits.
 
-    def __init__(self, pipeline: PipelineThread, settings: DeskSettings, log: TextIO | None = None):
+    Editors' and readers' requests use a Pipeline each, on a thread each: a decision that
+    rebuilds the issue, or a test send waiting on SMTP, never holds up a reader's unsubscribe."""
+
+    def __init__(self, pipeline: PipelineThread, readers: PipelineThread, settings: DeskSettings,
+                 log: TextIO | None = None):
         self.pipeline = pipeline
+        self.readers = readers
         self.settings = settings
         self.signer = SessionSigner(settings.token)
         self.unsubscribe_bucket = TokenBucket(*UNSUBSCRIBE_LIMIT)
@@ -280,6 +308,100 @@ class Desk:
                   for i in listing[:60]]
         return self.page(request, "home.html", issues=issues)
 
+    # -- the draft of an issue, and the editors' decisions on it
+
+    def day(self, request: Request) -> dt.date:
+        text = str(request.path_params.get("day", ""))
+        try:
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+                raise ValueError(text)
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise HTTPException(404) from None
+
+    async def draft(self, request: Request, session: Session, problem: str | None = None,
+                    status: int = 200) -> Response:
+        day = self.day(request)
+        query = request.query_params.get("q", "").strip()[:MAX_QUERY]
+
+        def read(app: Pipeline) -> tuple[DraftView, list[Candidate], str, dt.time | None]:
+            view = app.draft(day)
+            candidates = [] if view.sent else app.candidates(day, query or None, limit=MAX_CANDIDATES)
+            delivery = app.config.delivery
+            return view, candidates, app.config.newsletter.timezone, delivery.approve_by if delivery else None
+
+        try:
+            view, candidates, timezone, approve_by = await self.pipeline(read)
+        except PipelineError:
+            return self.message(request, 404, "Aucun numéro à cette date",
+                                f"Aucun numéro n’est construit pour le {day.isoformat()} : lancez "
+                                f"`pipeline run --date {day.isoformat()}`.", back="/")
+        notice = NOTICES.get(request.query_params.get("fait", ""))
+        return self.page(request, "draft.html", status, **draft_context(view, candidates, timezone, query),
+                         approve_by=f"{approve_by:%H:%M}" if approve_by else "", day=day.isoformat(), notice=notice,
+                         problem=problem, address=session.address or "", max_kicker=MAX_KICKER,
+                         max_summary=MAX_SUMMARY)
+
+    async def preview(self, request: Request, session: Session) -> Response:
+        """The issue as readers get it in their mailbox, for the draft page's frame."""
+        day = self.day(request)
+        try:
+            page = await self.pipeline(lambda app: app.render_for_email(app.stored_issue(day)).html)
+        except PipelineError:
+            raise HTTPException(404) from None
+        return HTMLResponse(page, headers={"content-security-policy": PREVIEW_POLICY,
+                                           "x-frame-options": "SAMEORIGIN"})
+
+    async def decide(self, request: Request, session: Session) -> Response:
+        from pipeline.app import utc_now
+        from pipeline.models import DECISION_ACTIONS, EditorialDecision
+
+        day = self.day(request)
+        form: dict[str, str] = request.scope["desk.form"]
+        action, item = form.get("action", ""), form.get("item", "").strip()
+        text = " ".join(form.get("text", "").split()) if action == "kicker" else form.get("text", "").strip()
+        if action not in DECISION_ACTIONS or not item or len(item) > MAX_ITEM_ID:
+            return await self.draft(request, session, "Décision refusée : action ou article inconnu.", 400)
+        too_long = len(text) > (MAX_KICKER if action == "kicker" else MAX_SUMMARY)
+        if too_long or (action == "kicker" and not text.isprintable()):
+            return await self.draft(request, session, "Décision refusée : texte trop long ou illisible.", 400)
+        assert session.editor is not None  # editor_only
+        decision = EditorialDecision(
+            issue_date=day, action=action, item_id=item, editor=session.editor, decided_at=utc_now(),
+            section=(form.get("section") or None) if action in ("move", "add") else None,
+            text=text if action in ("kicker", "summary") else None)
+        try:
+            await self.pipeline(lambda app: app.decide(decision, lock_timeout=LOCK_SECONDS))
+        except PipelineError as exc:
+            return await self.draft(request, session, f"Décision refusée, rien n’a été changé : {exc}", 409)
+        return RedirectResponse(f"/brouillon/{day.isoformat()}?fait={action}", status_code=303)
+
+    async def approve(self, request: Request, session: Session) -> Response:
+        day = self.day(request)
+        editor = session.editor
+        assert editor is not None  # editor_only
+        try:
+            await self.pipeline(lambda app: app.approve(day, editor, lock_timeout=LOCK_SECONDS))
+        except PipelineError as exc:
+            return await self.draft(request, session, f"Approbation refusée : {exc}", 409)
+        return RedirectResponse(f"/brouillon/{day.isoformat()}?fait=approuve", status_code=303)
+
+    async def send_test(self, request: Request, session: Session) -> Response:
+        from pipeline.config.sources import email_address_problem
+
+        day = self.day(request)
+        form: dict[str, str] = request.scope["desk.form"]
+        address = form.get("adresse", "").strip()
+        problem = email_address_problem(address)
+        if problem:
+            return await self.draft(request, session, f"Adresse d’essai refusée : {problem}.", 400)
+        try:
+            await self.pipeline(lambda app: app.send_test(day, address))
+        except PipelineError as exc:
+            return await self.draft(request, session, f"L’envoi de test a échoué : {exc}", 502)
+        kept = dataclasses.replace(session, address=address)
+        return self.keep(request, RedirectResponse(f"/brouillon/{day.isoformat()}?fait=essai", status_code=303), kept)
+
     # -- readers' unsubscribe
 
     async def unsubscribe(self, request: Request) -> Response:
@@ -297,7 +419,7 @@ class Desk:
             if form is None or form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
                 return self.reader_page(request, 400, "incomplete", email, action)
         confirm = request.method == "POST"
-        outcome = await self.pipeline(lambda app: app.unsubscribe(email, token, confirm=confirm))
+        outcome = await self.readers(lambda app: app.unsubscribe(email, token, confirm=confirm))
         status = 403 if outcome.outcome == "refused" else 200
         return self.reader_page(request, status, outcome.outcome, outcome.email, action)
 
@@ -312,6 +434,9 @@ class Desk:
     async def stylesheet(self, request: Request) -> Response:
         return FileResponse(STYLESHEET, media_type="text/css; charset=utf-8")
 
+    async def no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask for one; a 404 would be a console error
+
     async def health(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -323,16 +448,63 @@ class Desk:
         return HTMLResponse(body, status_code=status)
 
 
-def make_app(pipeline: PipelineThread, settings: DeskSettings, log: TextIO | None = None) -> ASGIApp:
-    """The desk as an ASGI app, wrapped in its security headers."""
-    desk = Desk(pipeline, settings, log)
+def draft_context(view: DraftView, candidates: Sequence[Candidate], timezone: str, query: str) -> dict[str, Any]:
+    """What draft.html shows, in French: each story with where it stands, its topics, the words
+    that matched and the decisions on it; the candidates to add; the approval."""
+    from pipeline.render import french_date
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    themes = {t.id: t.theme for t in view.sections}
+    headings = {t.id: t.heading for t in view.sections}
+
+    def when(moment: dt.datetime) -> str:
+        local = moment.astimezone(zone)
+        return f"{french_date(local.date(), weekday=False, year=True)} à {local:%H:%M}"
+
+    stories = []
+    for entry in view.stories:
+        where = {"lead": "Le fait du jour", "further": "Restez branchés"}.get(entry.part, headings.get(entry.section,
+                                                                                                      entry.section))
+        history = []
+        for d in entry.decisions:
+            target = f" vers {headings.get(d.section, d.section)}" if d.section and d.action in ("move", "add") else ""
+            history.append(f"{ACTIONS_DONE[d.action]}{target} par {d.editor}, le {when(d.decided_at)}")
+        stories.append({
+            "story": entry.story, "part": entry.part, "section": entry.section, "where": where, "history": history,
+            "topics": [themes.get(t, t) for t in entry.story.topics],
+            "matched": [(themes.get(t, t), words) for t, words in entry.matched.items()],
+        })
+    found = []
+    for candidate in candidates:
+        published = candidate.item.published or candidate.item.first_seen
+        found.append({"item": candidate.item, "when": when(published) if published else "",
+                      "section": candidate.topics[0] if candidate.topics else view.sections[0].id,
+                      "matched": [(themes.get(t, t), words) for t, words in candidate.matched.items() if words]})
+    return {
+        "view": view, "stories": stories, "candidates": found, "query": query, "sections": view.sections,
+        "label": french_date(view.date, year=True),
+        "approved_at": when(view.approval.approved_at) if view.approval else "",
+    }
+
+
+def make_app(pipeline: PipelineThread, readers: PipelineThread, settings: DeskSettings,
+             log: TextIO | None = None) -> ASGIApp:
+    """The desk as an ASGI app, wrapped in its security headers: `pipeline` serves the editors'
+    pages, `readers` the unsubscribe endpoint."""
+    desk = Desk(pipeline, readers, settings, log)
     routes = [
         Route("/", desk.editor_only(desk.home), methods=["GET"]),
         Route("/connexion", desk.login_page, methods=["GET"]),
         Route("/connexion", desk.login, methods=["POST"]),
         Route("/deconnexion", desk.editor_only(desk.logout), methods=["POST"]),
+        Route("/brouillon/{day}", desk.editor_only(desk.draft), methods=["GET"]),
+        Route("/brouillon/{day}/apercu", desk.editor_only(desk.preview), methods=["GET"]),
+        Route("/brouillon/{day}/decision", desk.editor_only(desk.decide), methods=["POST"]),
+        Route("/brouillon/{day}/approuver", desk.editor_only(desk.approve), methods=["POST"]),
+        Route("/brouillon/{day}/essai", desk.editor_only(desk.send_test), methods=["POST"]),
         Route("/static/desk.css", desk.stylesheet, methods=["GET"]),
         Route("/sante", desk.health, methods=["GET"]),
+        Route("/favicon.ico", desk.no_icon, methods=["GET"]),
     ]
     if settings.unsubscribe is not None:
         routes.insert(0, Route(settings.unsubscribe.path, desk.unsubscribe, methods=["GET", "POST"]))

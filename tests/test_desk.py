@@ -276,6 +276,9 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
         assert again.status_code == 200 and "déjà désinscrite" in again.text
         assert site.suppressions() == suppressed
 
+    desk.stop()  # its log: one line per request, never the query (the reader's address and token)
+    log = desk.stderr()
+    assert "POST /desinscription 200" in log and "token" not in log and reader not in log, log
     code, out, err = cli("send", *site.args("--date", DATE.isoformat()))
     assert code == 0, err
     assert "2 sent" in out and "1 suppressed" in out, out
@@ -352,6 +355,18 @@ def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) ->
         assert answer.status_code == 401 and "Jeton incorrect" in answer.text
         assert client.get(f"{desk.url}/").status_code == 303
     assert editorial_state(site) == before
+
+
+def test_logins_are_rate_limited_per_client(site: Site, desk: Desk) -> None:
+    statuses = []
+    with httpx.Client() as client:
+        csrf = csrf_of(client.get(f"{desk.url}/connexion").text)
+        for _ in range(40):  # 10 at once, then 5 a minute: 40 in well under six minutes hit the limit
+            answer = client.post(f"{desk.url}/connexion", data={"csrf": csrf, "nom": "Intrus", "jeton": "devine"})
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                break
+        assert statuses[:10] == [401] * 10 and statuses[-1] == 429
 
 
 def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(site: Site, desk: Desk) -> None:
@@ -577,6 +592,8 @@ def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_reb
                           f"document.querySelector('#jeton').value = {TOKEN!r}")
             page.click_and_wait("form.login button[type=submit]")
             assert page.evaluate("location.pathname") == "/"
+            listed = page.evaluate("document.querySelector('ul.issues').textContent.replace(/\\s+/g, ' ')")
+            assert re.search(r"mardi 6 mai 2025 — \d+ sujets · brouillon, à approuver", listed), listed
             page.click_and_wait(f"a[href='/brouillon/{DATE.isoformat()}']")
             before = page.evaluate(DRAFT_LAYOUT_JS)
             assert before["state"] == "En attente d’approbation." and len(before["stories"]) >= 4

@@ -44,7 +44,7 @@ from pipeline.desk.security import (
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.app import Candidate, DraftView, Pipeline
+    from pipeline.app import Candidate, DraftView, IssueListing, Pipeline
     from pipeline.deliver import UnsubscribeRoute
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +60,7 @@ UNSUBSCRIBE_LIMIT = (20.0, 20.0)
 LOGIN_LIMIT = (10.0, 5.0)
 
 MAX_QUERY = 200
+MAX_LISTED = 60  # issues on the home page, newest first
 MAX_CANDIDATES = 20
 MAX_ITEM_ID = 200
 MAX_KICKER = 120
@@ -303,9 +304,14 @@ class Desk:
     async def home(self, request: Request, session: Session) -> Response:
         from pipeline.render import french_date
 
-        listing = await self.pipeline(lambda app: app.archive_listing())
-        issues = [{"date": i.date, "label": french_date(i.date, year=True), "stories": i.story_count, "state": ""}
-                  for i in listing[:60]]
+        def read(app: Pipeline) -> list[tuple[IssueListing, str]]:
+            listing = app.archive_listing()[:MAX_LISTED]
+            held = app.held_drafts([i.date for i in listing])
+            return [(i, "approuvé" if app.approved(i.date) else "brouillon, à approuver" if i.date in held else "")
+                    for i in listing]
+
+        issues = [{"date": i.date, "label": french_date(i.date, year=True), "stories": i.story_count, "state": state}
+                  for i, state in await self.pipeline(read)]
         return self.page(request, "home.html", issues=issues)
 
     # -- the draft of an issue, and the editors' decisions on it

@@ -453,6 +453,36 @@ def test_store_search_folds_accents_ranks_and_snippets(store_target: StoreTarget
             store.search_stories("« » !")
 
 
+def test_a_search_query_is_bounded_and_a_repeated_word_counts_once(store_target: StoreTarget) -> None:
+    from pipeline.store.query import MAX_QUERY_CHARACTERS, MAX_QUERY_WORDS
+
+    with open_store(store_target) as store:
+        for one in SPRING:
+            save(store, one)
+        # issue 16: 5,000 words took 8.6 s; the same word (any case) 90 times is one word
+        assert [h.story_id for h in store.search_stories("reglement REGLEMENT " * 45)] == ["b2"]
+        assert [h.story_id for h in store.search_stories("regle* " * 100)] == ["b2"]
+        words = [f"mot{n}" for n in range(MAX_QUERY_WORDS)]
+        assert store.search_stories(" ".join(words)) == []  # 32 words: asked, nothing has them all
+        with pytest.raises(PipelineError, match=f"search query of 33 words; at most {MAX_QUERY_WORDS} "):
+            store.search_stories(" ".join([*words, "mot32"]))
+        with pytest.raises(PipelineError, match=f"search query of 33 words; at most {MAX_QUERY_WORDS} "):
+            store.search_stories('"' + " ".join([*words, "mot32"]) + '"')  # a phrase's words count too
+        with pytest.raises(PipelineError, match=f"search query of 5,000 characters; at most "
+                                                f"{MAX_QUERY_CHARACTERS:,}$"):
+            store.search_stories("m* " * 1666 + "xy")
+
+
+def test_archive_search_refuses_a_long_query_with_one_line(tmp_path: Path, cli) -> None:
+    db = tmp_path / "db.sqlite3"
+    with open_store(StoreTarget(db)) as store:
+        for one in SPRING:
+            save(store, one)
+    result = cli("archive", "search", *(["reglement", "m*", "llama", "x"] * 5000), "--db", db)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "search query of 104,999 characters; at most 1,000" in result.err
+
+
 def test_a_rebuilt_issue_replaces_its_rows_in_the_search_index(store_target: StoreTarget) -> None:
     with open_store(store_target) as store:
         save(store, SPRING[1])

@@ -3,13 +3,16 @@
 One target per way that text from others comes in: a feed body through parse (generated feeds,
 and mutations of the bundled demo feeds and of the real feeds of ../shared/feeds), the items of
 such feeds through compose and render, a sources.yaml or topics.yaml through the config loaders,
-item HTML through the text pass (`pipeline.text.clean_text`), and the command line's dates and
-numbers through `pipeline.cli.main`. The properties:
+item HTML through the text pass (`pipeline.text.clean_text`), the command line's dates and
+numbers through `pipeline.cli.main`, a search query through the store's search (both backends),
+and readers' addresses and names through the recipients file, `subscribers add` and the message
+each reader is sent. The properties:
 
 - never an exception other than the project's own (pipeline/errors.py): bad input is a
   reported problem, not a crash;
 - never unsafe output: no script, event attribute or non-http(s) link from a fuzzed item in a
-  rendered page, no `javascript:` in the text version.
+  rendered page, no `javascript:` in the text version; no header of a message that a reader's
+  name or address made (Bcc: …), a To header with that one address only.
 
 `make test` runs a fixed, derandomized budget per target (the same examples every time, so CI
 cannot flake; the whole file stays under ~30 s). `TECH_MATIN_FUZZ_EXAMPLES=5000 make test`
@@ -430,3 +433,178 @@ def test_fuzz_cli_dates_and_numbers(cli_site: dict[str, Path], data: st.DataObje
     assert "Traceback" not in err
     if code == 2:
         assert len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------- target: a search query through the store
+
+SEARCH_FRAGMENTS = ['"', "*", "'", "(", ")", ":", "^", "-", "+", "&", "|", "!", "<->", ":*", "\\", "{", "}", "NEAR(",
+                    "AND", "OR", "NOT", "title:", "text : ", "col:*", "0", "_", "reglement", "RÈGLEMENT", "regle*",
+                    "l'IA", "«", "»", "…", "ǅ", "ß", "ﬁ", "a\u0301", "𝕏", "\u00ad", "\u202e", "\x00", "\udcff",
+                    "le", "de", " ", "  ", "\t", "\n", "%", "_%", "''", "$$", ";", "--", "/*"]
+search_query = st.one_of(
+    st.lists(st.one_of(st.sampled_from(SEARCH_FRAGMENTS), st.text(max_size=10)), max_size=40).map("".join),
+    st.lists(st.sampled_from(SEARCH_FRAGMENTS), min_size=1, max_size=40).map(" ".join),
+    st.text(max_size=60),
+    st.integers(0, 3000).map(lambda n: "m* " * n),
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def searchable(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A store of each backend holding the stories of tests/test_archive.py's spring issues."""
+    from pipeline.store import StoreTarget, open_store
+    from tests.test_archive import SPRING, save
+
+    folder = tmp_path_factory.mktemp("fuzz-search")
+    target = StoreTarget(folder / "db.sqlite3")
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        name = f"fuzz_search_{os.getpid()}"
+        target = StoreTarget(folder / "db.sqlite3", backend="postgresql",
+                             dsn=cluster.create_database(name, template=request.getfixturevalue("pg_template")))
+    with open_store(target) as store:
+        for one in SPRING:
+            save(store, one)
+        yield store
+    if request.param == "postgresql":
+        cluster.drop_database(name)
+
+
+@budget(120)
+@given(query=search_query, topic=st.one_of(st.none(), st.sampled_from(["rgpd", "ai_act", "x'; --", ""])),
+       limit=st.integers(1, 1000))
+@example(query="regle* reglement", topic=None, limit=20)
+@example(query="m* " * 2000, topic=None, limit=20)  # issue 16: 80 s before queries were bounded
+def test_fuzz_search_queries_through_the_store(searchable: Any, query: str, topic: str | None, limit: int) -> None:
+    try:
+        hits = searchable.search_stories(query, limit=limit, topic=topic)
+    except PipelineError as exc:
+        assert len(str(exc).splitlines()) == 1 and len(str(exc)) < 1200, str(exc)
+        event("refused")
+        return
+    event("answered" if hits else "no hit")
+    assert len(hits) <= limit
+    assert all(topic is None or topic in hit.topics for hit in hits)
+
+
+# ---------------------------------------------------------------- target: readers' addresses and names
+
+HEADER_FRAGMENTS = ["\r\n", "\n", "\r", "\r\nBcc: evil@z.org", "\nCc: evil@z.org\n", "\x85", "\u2028", "\u2029",
+                    "\x00", "\x0b", "\x0c", "\t", "\x1c", "=?utf-8?q?=0D=0ABcc:_evil@z.org?=",
+                    "=?utf-8?b?DQpCY2M6IGV2aWxAei5vcmc=?=", "=?", "?=", "Bcc: evil@z.org", '"', "\\", "<", ">", ",",
+                    ";", ":", "@", "(", ")", "[", "]", "\u202e", "\u200b", "\ufeff", "\u00a0", "é", "Dupré", "𝕏",
+                    " ", "  ", "Jeanne", "evil@z.org", "<evil@z.org>", ", evil@z.org", "%0d%0a", "\\r\\n"]
+header_text = st.lists(st.one_of(st.sampled_from(HEADER_FRAGMENTS), st.text(max_size=12)), max_size=8).map("".join)
+valid_address = st.from_regex(r"\A[a-z0-9][a-z0-9._+-]{0,10}@[a-z0-9]{1,10}\.(org|fr|example)\Z")
+address_text = st.one_of(valid_address, valid_address.flatmap(lambda a: st.tuples(st.just(a), header_text).map(
+    lambda pair: pair[0] + pair[1])), header_text, st.text(max_size=30))
+name_text = st.one_of(header_text, st.text(max_size=40), st.sampled_from(["", "Jeanne Morel", "Léa Dupré"]))
+topics_text = st.one_of(st.just(""), st.sampled_from(["rgpd", "rgpd ai_act", "cookies", "rgpd;ai_act", "\r\n"]),
+                        st.text(max_size=10))
+READER_TOPICS = ["rgpd", "ai_act", "meta_ai", "media_partnership"]
+HEADER_NAMES = {"Subject", "From", "To", "Reply-To", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+                "List-Unsubscribe-Post", "MIME-Version", "Content-Type"}
+
+
+@st.composite
+def recipients_file(draw: st.DrawFn) -> tuple[str, str]:
+    """(suffix, text) of a recipients file: CSV written by a spreadsheet (quoted as needed),
+    CSV typed by hand (nothing quoted), or YAML."""
+    rows = draw(st.lists(st.tuples(address_text, name_text, topics_text), max_size=5))
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        import csv
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+        writer.writerow(["email", "name", "topics"])
+        writer.writerows(rows)
+        return ".csv", buffer.getvalue()
+    if kind == 1:
+        return ".csv", "email,name,topics\n" + "".join(f"{a},{n},{t}\n" for a, n, t in rows)
+    entries: list[Any] = [{"email": a, "name": n, "topics": t} if draw(st.booleans()) else a for a, n, t in rows]
+    text = yaml.safe_dump(entries, allow_unicode=kind == 3)
+    return ".yaml", draw(st.one_of(st.just(text), mutated_yaml(text))) if text.strip() else text
+
+
+def _mailed_to(reader: Any) -> bytes:
+    from pipeline.deliver import build_message
+    from pipeline.models import DeliverySettings, Issue, RenderedIssue
+
+    issue = Issue(ISSUE_DATE, NEWSLETTER, (), None, (), (), ())
+    rendered = RenderedIssue(ISSUE_DATE, "<html><body><p>Bonjour</p></body></html>", "Bonjour\n")
+    settings = DeliverySettings(from_address="lettre@techmatin.example.org", reply_to="redaction@techmatin.example.org",
+                                unsubscribe_url="https://techmatin.example.org/u?email={email}&token={token}")
+    message = build_message(issue, rendered, settings, reader, "<fuzz@techmatin.example.org>", SEEN_AT, "k" * 32)
+    return message.as_bytes()
+
+
+def _assert_one_reader_one_address(raw: bytes, reader: Any) -> None:
+    """The header block as a mail server reads it: only our headers, each on its own folded
+    lines, ASCII, and a To of that reader's one address (their name shown as written)."""
+    from email.parser import BytesParser
+    from email.policy import default
+
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()
+    names = []
+    for line in head.split(b"\r\n"):
+        assert b"\r" not in line and b"\n" not in line and b"\x00" not in line, line
+        if line[:1] in (b" ", b"\t"):
+            continue  # a folded continuation
+        match = re.match(rb"([A-Za-z-]+): ", line)
+        assert match, line
+        names.append(match.group(1).decode())
+    assert set(names) == HEADER_NAMES and len(names) == len(HEADER_NAMES), names
+    parsed = BytesParser(policy=default).parsebytes(raw)
+    (to,) = parsed["To"].addresses
+    assert to.addr_spec == reader.email
+    assert re.sub(r"\s+", "", to.display_name) == re.sub(r"\s+", "", reader.name), (to.display_name, reader.name)
+
+
+@pytest.fixture(scope="module")
+def readers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-readers")
+
+
+@budget(120)
+@given(file=recipients_file())
+@example(file=(".csv", 'email,name\nm@example.org,"Mallory\r\nBcc: evil@z.org"\n'))  # issue 16, point 3
+@example(file=(".csv", "email,name\nm@example.org,=?utf-8?q?=0D=0ABcc:_evil@z.org?=\n"))
+@example(file=(".yaml", '- {email: m@example.org, name: "Mallory\\u2028Bcc: evil@z.org"}\n'))
+def test_fuzz_recipients_files_never_break_a_header(readers_dir: Path, file: tuple[str, str]) -> None:
+    from pipeline.deliver import load_recipients
+
+    suffix, text = file
+    path = readers_dir / f"recipients{suffix}"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass", newline="")
+    try:
+        readers = load_recipients(path, READER_TOPICS)
+    except PipelineError as exc:
+        assert str(exc).startswith(str(path)) and len(str(exc).splitlines()) == 1, str(exc)
+        event("refused")
+        return
+    event(f"{len(readers)} reader(s)")
+    for reader in readers:
+        _assert_one_reader_one_address(_mailed_to(reader), reader)
+
+
+@budget(100)
+@given(email=address_text, name=name_text, suffix=st.sampled_from([".csv", ".yaml"]))
+@example(email="m@example.org", name="Mallory\r\nBcc: evil@z.org", suffix=".csv")  # issue 16, point 3
+def test_fuzz_subscribers_add_never_breaks_a_header(readers_dir: Path, email: str, name: str, suffix: str) -> None:
+    from pipeline.deliver import add_recipient, load_recipients
+
+    path = readers_dir / f"added{suffix}"
+    path.write_text("email,name,topics\njeanne@example.org,Jeanne,\n" if suffix == ".csv"
+                    else "- jeanne@example.org\n", encoding="utf-8")
+    try:
+        added = add_recipient(path, email, name=name, topics=["rgpd"], known_topics=READER_TOPICS)
+    except PipelineError as exc:
+        assert len(str(exc).splitlines()) == 1, str(exc)
+        event("refused")
+        return
+    event("added")
+    (_, reloaded) = load_recipients(path, READER_TOPICS)  # what `add` writes, a send reads back the same
+    assert (reloaded.email, reloaded.name, reloaded.topics) == (added.email, added.name, added.topics)
+    _assert_one_reader_one_address(_mailed_to(reloaded), reloaded)

@@ -8,19 +8,23 @@ a loaded machine; the smallest size is large enough for the call's fixed cost no
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.classify import Classifier, classify_jsonl
 from pipeline.config.topics import load_topics
+from pipeline.errors import PipelineError
 from pipeline.models import FeedSource, FetchResult, FetchStatus
 from pipeline.parse import parse_feed, screen_xml
+from pipeline.store import Store, StoreTarget, open_store
+from pipeline.store import query as search_query
 from pipeline.text import clean_text, escape_invisible, fold, html_to_text
 
 SIZES = (16_000, 32_000, 64_000, 128_000)  # characters of input
@@ -142,3 +146,43 @@ def test_classifying_a_hostile_jsonl_summary_is_linear(classifier: Classifier, u
         return classify_jsonl(classifier, [line], io.StringIO(), "-")
 
     assert_linear(classify, unit)
+
+
+@pytest.fixture(scope="module")
+def search_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    from tests.test_archive import SPRING, save
+
+    with open_store(StoreTarget(tmp_path_factory.mktemp("search") / "db.sqlite3")) as store:
+        for one in SPRING:
+            save(store, one)
+        yield store
+
+
+SEARCH_UNITS = ["reglement ", "m* ", "regle* reglement ", '"code de ', "l'IA ", "« » ", "a1 b2 c3 d4 ", '"',
+                "x" * 50 + " "]
+
+
+@pytest.mark.parametrize("unit", SEARCH_UNITS)
+def test_a_search_query_costs_linear_time(search_store: Store, unit: str) -> None:
+    # issue 16: `archive search` on a 5,000-word query took 8.6 s, "m* " x 5,000 80 s (the
+    # backend's matching grows with the square of the terms): a query past the bounds is refused
+    # before it is read.
+    def search(query: str) -> object:
+        with contextlib.suppress(PipelineError):
+            return search_store.search_stories(query)
+        return None
+
+    assert_linear(search, unit)
+
+
+@pytest.mark.parametrize("unit", SEARCH_UNITS)
+def test_reading_a_search_query_is_one_pass(monkeypatch: pytest.MonkeyPatch, unit: str) -> None:
+    # Whatever the character bound, reading the words of a query is linear.
+    monkeypatch.setattr(search_query, "MAX_QUERY_CHARACTERS", 10**9)
+
+    def read(query: str) -> object:
+        with contextlib.suppress(PipelineError):
+            return search_query.search_terms(query)
+        return None
+
+    assert_linear(read, unit)

@@ -231,6 +231,25 @@ def email_address_problem(address: str) -> str | None:
     return None
 
 
+# Unicode categories a display name must not hold: controls (CR, LF, NUL, U+0085…), line and
+# paragraph separators, invisible formatting characters (bidi overrides, zero-width) and lone
+# surrogates. In a header, a line break would start a header of its own ("Bcc: …").
+_NAME_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+MAX_NAME_LENGTH = 200
+
+
+def display_name_problem(name: str) -> str | None:
+    """Why `name` cannot be the display name of an address header (To, From), or None if it can."""
+    for ch in name:
+        if unicodedata.category(ch) in _NAME_REFUSED_CATEGORIES:
+            return f"contains a control, line-break or invisible character (U+{ord(ch):04X})"
+    if "=?" in name:  # an RFC 2047 encoded word: mail software decodes it, line breaks and all
+        return "contains '=?' (mail software would decode it as an encoded word)"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"longer than {MAX_NAME_LENGTH} characters"
+    return None
+
+
 def _template_problem(template: str) -> str | None:
     """A placeholder other than {email} / {token}, or a malformed brace, in a URL template."""
     try:
@@ -275,6 +294,10 @@ def _delivery(path: Path, raw: Any, line: int) -> DeliverySettings:
     for key in ("from_name", "smtp_host", "username_env", "password_env", "unsubscribe_secret_env"):
         if key in section:
             values[key] = text(key)
+    if "from_name" in values:
+        problem = display_name_problem(values["from_name"])
+        if problem:
+            raise fail("from_name", f"bad name {values['from_name']!r}: {problem}")
     if "smtp_host" in values and not values["smtp_host"]:
         raise fail("smtp_host", "must not be empty")
     for key in ("username_env", "password_env", "unsubscribe_secret_env"):
@@ -364,6 +387,11 @@ def load_config(path: Path) -> Config:
         _check_timezone(path, newsletter.timezone, root["newsletter"].line_of("timezone"), "newsletter.timezone")
     if not newsletter.base_url.endswith("/"):
         newsletter = NewsletterSettings(**{**newsletter.__dict__, "base_url": newsletter.base_url + "/"})
+    name_problem = display_name_problem(newsletter.name)  # the From name when delivery.from_name is not set
+    if name_problem:
+        section = root.get("newsletter")
+        raise ConfigError(path, f"bad name {newsletter.name!r}: {name_problem}",
+                          section.line_of("name") if isinstance(section, YamlMap) else 1, "newsletter.name")
     if urlsplit(newsletter.base_url).scheme not in ("http", "https"):
         raise ConfigError(path, "must be an http(s) URL", root["newsletter"].line_of("base_url"),
                           "newsletter.base_url")

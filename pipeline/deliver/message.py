@@ -17,7 +17,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from pipeline.deliver.recipients import Recipient
+from pipeline.deliver.recipients import Recipient, reader_problem
 from pipeline.errors import PipelineError
 from pipeline.models import DeliverySettings, Issue, RenderedIssue
 from pipeline.render import email_subject
@@ -126,6 +126,11 @@ def _with_unsubscribe_footer(rendered: RenderedIssue, name: str, links: Unsubscr
 def build_message(issue: Issue, rendered: RenderedIssue, settings: DeliverySettings, recipient: Recipient,
                   message_id: str, now: dt.datetime, unsubscribe_secret: str | None) -> EmailMessage:
     """One message for one reader: multipart/alternative (text, then HTML), To that reader only."""
+    # Checked when the file is read; again here, as no header may ever carry a line break (an
+    # encoded word "=?…?=" in a name would even be decoded into one by the mail library).
+    problem = reader_problem(recipient.email, recipient.name)
+    if problem:
+        raise PipelineError(problem)
     name = issue.newsletter.name
     links = unsubscribe_links(settings, recipient.email, unsubscribe_secret)
     text, page = _with_unsubscribe_footer(rendered, name, links)

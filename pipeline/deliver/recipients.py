@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.archive import atomic_write
-from pipeline.config.sources import email_address_problem
+from pipeline.config.sources import display_name_problem, email_address_problem
 from pipeline.config.yamlfile import YamlList, YamlMap, load_yaml
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.lock import exclusive
@@ -49,6 +49,9 @@ def _check_recipient(path: Path, recipient: Recipient, seen: dict[str, int],
     problem = email_address_problem(recipient.email)
     if problem:
         raise ConfigError(path, f"bad address {recipient.email!r}: {problem}", recipient.line, "email")
+    problem = display_name_problem(recipient.name)
+    if problem:
+        raise ConfigError(path, f"bad name {recipient.name!r}: {problem}", recipient.line, "name")
     if recipient.key in seen:
         raise ConfigError(path, f"duplicate address {recipient.email!r} (first at line {seen[recipient.key]})",
                           recipient.line, "email")
@@ -60,12 +63,25 @@ def _check_recipient(path: Path, recipient: Recipient, seen: dict[str, int],
                                   recipient.line, "topics")
 
 
+def reader_problem(email: str, name: str) -> str | None:
+    """Why a reader's address or name cannot go into a message header (one line), or None."""
+    problem = email_address_problem(email)
+    if problem:
+        return f"bad address {email!r}: {problem}"
+    problem = display_name_problem(name)
+    if problem:
+        return f"bad name {name!r}: {problem}"
+    return None
+
+
 def _read_csv(path: Path, text: str) -> list[Recipient]:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     recipients: list[Recipient] = []
+    end = 0
     for row in reader:
-        line = reader.line_num
+        # A quoted cell may span lines: a row is named by the line it starts on.
+        line, end = end + 1, reader.line_num
         if not any(cell.strip() for cell in row):
             continue
         if header is None:
@@ -160,9 +176,9 @@ def add_recipient(path: Path, email: str, name: str = "", topics: Sequence[str] 
         current = load_recipients(path) if path.exists() else []
         recipient = Recipient(email=email.strip(), name=name.strip(), topics=tuple(topics),
                               line=(max((r.line for r in current), default=1) + 1))
-        problem = email_address_problem(recipient.email)
+        problem = reader_problem(recipient.email, recipient.name)
         if problem:
-            raise PipelineError(f"bad address {recipient.email!r}: {problem}")
+            raise PipelineError(problem)
         if any(r.key == recipient.key for r in current):
             raise PipelineError(f"{recipient.email} is already in {path}")
         for topic in recipient.topics:

@@ -13,6 +13,7 @@ from pipeline.archive import atomic_write
 from pipeline.deliver.message import build_message, new_message_id, unsubscribe_links
 from pipeline.deliver.recipients import Recipient, issue_topics, load_recipients, wants_issue
 from pipeline.deliver.transport import ConnectionTrouble, Credentials, Refused, SmtpTransport, Uncertain
+from pipeline.errors import PipelineError, printable, unexpected_error
 from pipeline.models import DeliverySettings, Issue, RenderedIssue
 from pipeline.store import DeliveryRecord, DeliveryStatus, DeliveryStore
 
@@ -65,7 +66,8 @@ def summarize_delivery(report: DeliveryReport) -> str:
     if report.empty_issue:
         return f"{day}: the issue has no story; nothing sent (set delivery.send_empty: true to send it anyway)"
     if report.dry_run:
-        return (f"{day} (dry run): {report.sent} message(s) written to {report.outbox}, {skipped}; "
+        failed = f", {report.failed} failed" if report.failed else ""
+        return (f"{day} (dry run): {report.sent} message(s) written to {report.outbox}, {skipped}{failed}; "
                 "nothing recorded as sent")
     line = (f"{day}: {report.sent} sent, {skipped}, {report.failed} failed ({report.failed_permanent} permanent, "
             f"{report.failed_temporary} temporary), {len(report.uncertain)} uncertain, "
@@ -90,6 +92,11 @@ class _Pacer:
         if delay > 0:
             self.sleep(delay)
         self.next_at = max(self.next_at, time.monotonic()) + self.interval
+
+
+def _not_built(exc: Exception) -> str:
+    """Why one reader's message could not be built, on one line."""
+    return "message not built: " + (printable(str(exc)) if isinstance(exc, PipelineError) else unexpected_error(exc))
 
 
 def _safe_name(email: str) -> str:
@@ -138,18 +145,25 @@ def write_outbox(store: DeliveryStore, mailing: Mailing, outbox: Path, *, resend
     plan = _plan(store, mailing, report, resend_uncertain)
     written: list[Path] = []
     at = now()
+    built: list[tuple[int, Recipient]] = []
     for position, recipient in plan:
-        message = build_message(mailing.issue, mailing.rendered, mailing.settings, recipient,
-                                new_message_id(mailing.date, mailing.settings), at, mailing.secret)
+        try:
+            message = build_message(mailing.issue, mailing.rendered, mailing.settings, recipient,
+                                    new_message_id(mailing.date, mailing.settings), at, mailing.secret).as_bytes()
+        except Exception as exc:  # as in a real send, that reader alone fails
+            report.failed_temporary += 1
+            emit(DeliveryEvent(recipient.email, "failed-temporary", _not_built(exc)))
+            continue
         target = folder / f"{position:04d}-{_safe_name(recipient.key)}.eml"
-        atomic_write(target, message.as_bytes())
+        atomic_write(target, message)
         written.append(target)
+        built.append((position, recipient))
     # Messages of readers no longer planned (removed, suppressed since) would mislead.
     keep = set(written)
     for stale in folder.glob("*.eml") if folder.is_dir() else ():
         if stale not in keep:
             stale.unlink()
-    for path, (_, recipient) in zip(written, plan, strict=True):
+    for path, (_, recipient) in zip(written, built, strict=True):
         emit(DeliveryEvent(recipient.email, "written", str(path)))
     report.sent = len(written)
     return report
@@ -250,8 +264,16 @@ def _send_one(store: DeliveryStore, transport: SmtpTransport, pacer: _Pacer, mai
     while True:
         pacer.wait()
         record = store.begin_delivery(date, recipient.key, new_message_id(date, settings), clock())
-        payload = build_message(mailing.issue, mailing.rendered, settings, recipient, record.message_id, clock(),
-                                mailing.secret).as_bytes()
+        try:
+            payload = build_message(mailing.issue, mailing.rendered, settings, recipient, record.message_id, clock(),
+                                    mailing.secret).as_bytes()
+        except Exception as exc:  # one reader's message, whatever broke it, fails that reader alone
+            # Nothing went to the server: 'failed-temporary', so the send after a fix of the file mails it.
+            problem = _not_built(exc)
+            store.finish_delivery(date, recipient.key, DeliveryStatus.FAILED_TEMPORARY, problem, clock())
+            report.failed_temporary += 1
+            emit(DeliveryEvent(recipient.email, "failed-temporary", problem))
+            return True
         try:
             reply = transport.send(settings.from_address, recipient.email, payload,
                                    on_handover=lambda: store.mark_handed_over(date, recipient.key, clock()))

@@ -13,6 +13,7 @@ an HTTP server when HTTP is not what it tests.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import functools
@@ -284,6 +285,21 @@ class IssueListing:
     date: dt.date
     story_count: int
     outdated: tuple[str, ...]  # "rules", "templates": what changed since it was built
+
+
+@dataclass(frozen=True)
+class IssueDeletion:
+    """What `Pipeline.delete_issue` removes (or would remove) and gives back."""
+
+    date: dt.date
+    stories: int  # of the issue as stored (0 when only its pages were left)
+    in_store: bool  # False: the store had lost it already (an interrupted deletion), only the site had it
+    pages: tuple[Path, ...]  # its pages on the site
+    neighbours: tuple[dt.date, ...]  # issues whose previous/next links change
+    featured: tuple[str, ...]  # items it featured: other issues may show them again
+    forgotten: tuple[str, ...]  # undated items its runs saw first: stored again, as new, by the next fetch
+    later_issues: tuple[dt.date, ...]  # stored issues whose window holds an item it featured: rebuild to use it
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -1131,6 +1147,77 @@ class Pipeline:
                 ("templates", stored.templates_fingerprint, self.renderer.fingerprint)) if old != new)
             listing.append(IssueListing(date=stored.date, story_count=stored.story_count, outdated=outdated))
         return listing
+
+    def delete_issue(self, date: dt.date, *, dry_run: bool = False, lock_timeout: float | None = None
+                     ) -> IssueDeletion:
+        """Remove the issue of `date` as if it had never been built (`pipeline archive delete`):
+        from the store (record, stories, search entries, featured items) in one transaction, then
+        from the site (its folder, and the index, topic pages, feed and search index, rewritten),
+        its neighbours' pages re-rendered with their new previous/next links.
+
+        Its stories go back to the dates they would otherwise have appeared in: the items it
+        featured may be shown by another issue (the next build of a later date whose window holds
+        them), and the undated items that its runs saw first, which count from when they were
+        first seen and so belong to its window (or, for a date ahead of the clock, to the time it
+        ran), are forgotten with their feeds' validators, so that the next run stores them again
+        as seen then. An undated item inside another stored issue's window stays: it is that
+        issue's. `dry_run` only says what would go. A deletion interrupted after the store's part
+        is finished by running it again (the site still has the pages)."""
+        from pipeline.compose import issue_window
+
+        self._check_templates()
+        store = self._existing_store()
+        with self.build_lock(lock_timeout, f"pipeline archive delete {date}"):
+            stored = store.issue(date)
+            archive = self.new_archive()
+            pages = archive.issue_pages(date)
+            if stored is None and not pages:
+                raise PipelineError(f"no issue stored for {date.isoformat()} (see `pipeline archive list`)")
+            remaining = [d for d in store.issue_dates() if d != date]
+            position = bisect.bisect_left(remaining, date)
+            neighbours = tuple(remaining[max(position - 1, 0) : position + 1])
+            featured: list[str] = []
+            forgotten: list[str] = []
+            later: list[dt.date] = []
+            if stored is not None:
+                featured = featured_item_ids(issue_from_json(stored.issue_json, self.config.newsletter))
+                forgotten = self._first_seen_by(date, set(remaining))
+                freed = set(featured)
+                for later_date in remaining[position:]:
+                    start, end = issue_window(later_date, self.config.newsletter)
+                    if any(item.id in freed for item in store.items_between(start, end)):
+                        later.append(later_date)
+            deletion = IssueDeletion(
+                date=date, stories=stored.story_count if stored else 0, in_store=stored is not None,
+                pages=tuple(self.output_dir / page for page in pages), neighbours=neighbours,
+                featured=tuple(featured), forgotten=tuple(forgotten), later_issues=tuple(later))
+            if dry_run:
+                return deletion
+            if stored is not None:
+                store.delete_issue(date, forgotten)
+            archive.remove_issue(date)
+            for neighbour in neighbours:
+                self._rerender_stored(archive, neighbour, remaining)
+            self.publish_site(archive)
+        return dataclasses.replace(deletion, done=True)
+
+    def _first_seen_by(self, date: dt.date, other_dates: set[dt.date]) -> list[str]:
+        """The undated items first seen by the runs of `date` that no other stored issue's window holds."""
+        from pipeline.compose import issue_window
+
+        store, newsletter = self.store, self.config.newsletter
+        zone = zoneinfo.ZoneInfo(newsletter.timezone)
+        found: list[str] = []
+        for started in store.run_starts("run", date):
+            seen = self._seen_at(date, started).replace(microsecond=0)
+            local = seen.astimezone(zone).date()
+            owner = next((d for d in (local, local + dt.timedelta(days=1))
+                          if issue_window(d, newsletter)[0] <= seen < issue_window(d, newsletter)[1]), None)
+            if owner in other_dates:
+                continue
+            found.extend(item.id for item in store.items_between(seen, seen + dt.timedelta(seconds=1))
+                         if item.published is None and item.first_seen == seen and item.id not in found)
+        return found
 
     def issue_text(self, date: dt.date) -> str:
         """The published plain text of a stored issue."""

@@ -415,6 +415,12 @@ class Archive:
         self._write(f"{folder}/index.html", rendered.html)
         self._write(f"{folder}/digest.txt", rendered.text)
 
+    def issue_pages(self, date: dt.date) -> list[str]:
+        """The pages of an issue that the archive wrote and that are still there (relative paths)."""
+        folder = date.isoformat()
+        return [f"{folder}/{name}" for name in sorted(_ISSUE_FILES)
+                if f"{folder}/{name}" in self.manifest.files and (self.output_dir / folder / name).is_file()]
+
     def remove_issue(self, date: dt.date) -> None:
         """Delete an issue's pages (only those the archive wrote, per its manifest) and its folder
         if nothing else is left in it; the caller publishes the listing pages again afterwards."""

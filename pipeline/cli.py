@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.store import StoreError
 
 if TYPE_CHECKING:
-    from pipeline.app import DraftView, Pipeline, RunReport
+    from pipeline.app import DraftView, IssueDeletion, Pipeline, RunReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -217,7 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=_whole_number(1, MAX_SEARCH_RESULTS), default=20,
                         help=f"results shown, 1 to {MAX_SEARCH_RESULTS} (default: 20)")
     search.add_argument("--topic", default=None, help="only stories of this topic id")
-    for action in (archive_list, show, search):
+    delete = archive_commands.add_parser(
+        "delete", help="remove an issue from the store and the site (index, feed, search, its neighbours' links) "
+                       "and give its stories back to other dates; says what it would do unless --yes")
+    delete.add_argument("date", type=_date)
+    delete.add_argument("--yes", action="store_true", help="delete (without it, nothing is changed)")
+    _add_lock_timeout(delete)
+    for action in (archive_list, show, search, delete):
         _add_common_after(action)
 
     feeds = commands.add_parser("feeds", help="feeds' health; re-enable or disable feeds")
@@ -537,7 +543,36 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     print(f"            {hit.url}", file=out)
             print(f"{len(hits)} result(s) for {query!r}" + (" (--limit reached)" if len(hits) == args.limit else ""),
                   file=err)
+        elif args.archive_command == "delete":
+            deletion = app.delete_issue(args.date, dry_run=not args.yes, lock_timeout=args.lock_timeout)
+            _print_deletion(deletion, app.output_dir, out)
+            if not deletion.done:
+                raise PipelineError(f"nothing deleted; add --yes to delete the issue of {args.date.isoformat()}")
     return EXIT_OK
+
+
+def _print_deletion(deletion: IssueDeletion, output_dir: Path, out: TextIO) -> None:
+    day = deletion.date.isoformat()
+
+    def verb(done: str, planned: str) -> str:
+        return done if deletion.done else planned
+
+    if deletion.in_store:
+        print(f"{day}: {verb('removed', 'would remove')} the issue ({deletion.stories} stories) from the store and "
+              "the search index", file=out)
+    else:
+        print(f"{day}: not in the store any more (an interrupted deletion); only its pages are left", file=out)
+    pages = ", ".join(str(page) for page in deletion.pages) or f"no page in {output_dir}"
+    print(f"{day}: {verb('removed', 'would remove')} {pages}; index, topic pages, feed.xml and search "
+          f"{verb('rewritten', 'would be rewritten')} without it", file=out)
+    for neighbour in deletion.neighbours:
+        print(f"{neighbour.isoformat()}: previous/next links {verb('re-rendered', 'would be re-rendered')}", file=out)
+    print(f"{day}: {len(deletion.featured)} featured item(s) {verb('freed', 'would be freed')} for other issues; "
+          f"{len(deletion.forgotten)} undated item(s) its runs saw first {verb('forgotten', 'would be forgotten')} "
+          "(the next run stores them again, as seen then)", file=out)
+    if deletion.later_issues:
+        dates = " ".join(d.isoformat() for d in deletion.later_issues)
+        print(f"notice: {dates} may show items it featured: `pipeline rebuild --date DATE` for each", file=out)
 
 
 def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

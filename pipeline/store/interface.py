@@ -115,6 +115,14 @@ class IssueStore(Protocol):
         """Record that an issue's pages were rendered again (new neighbours' links)."""
         ...
 
+    def delete_issue(self, date: dt.date, forget_items: Sequence[str] = ()) -> bool:
+        """Delete the issue of `date` in one transaction: its record, its stories and their search
+        entries, and its featured items (free again for other issues). `forget_items`: stored
+        items deleted with it, with their classifications; their feeds lose their HTTP validators
+        (ETag, Last-Modified), so the next fetch reads those feeds in full and stores the items
+        again as first seen then. False (and nothing changed) when no issue of `date` is stored."""
+        ...
+
     def issue(self, date: dt.date) -> StoredIssue | None: ...
 
     def issues(self) -> list[StoredIssue]:
@@ -153,6 +161,10 @@ class RunStore(Protocol):
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
+        ...
+
+    def run_starts(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
+        """When each run of `kind` for `issue_date` started, oldest first."""
         ...
 
     def failed_runs(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:

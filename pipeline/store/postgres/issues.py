@@ -63,6 +63,19 @@ class PostgresIssues(PostgresBase):
             db.execute("UPDATE issues SET html_sha256 = %s, text_sha256 = %s, render_key = %s WHERE date = %s",
                        (html_sha256, text_sha256, render_key, date))
 
+    def delete_issue(self, date: dt.date, forget_items: Sequence[str] = ()) -> bool:
+        forget = sorted(set(forget_items))
+        with self._transaction() as db:
+            # Its stories (and so their search vectors) and featured items go with the row (ON DELETE CASCADE).
+            if db.execute("DELETE FROM issues WHERE date = %s RETURNING date", (date,)).fetchone() is None:
+                return False
+            if forget:
+                db.execute("UPDATE feeds SET etag = NULL, last_modified = NULL WHERE feed_id IN "
+                           "(SELECT DISTINCT feed_id FROM items WHERE id = ANY(%s))", (forget,))
+                db.execute("DELETE FROM classifications WHERE item_id = ANY(%s)", (forget,))
+                db.execute("DELETE FROM items WHERE id = ANY(%s)", (forget,))
+        return True
+
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._row("SELECT * FROM issues WHERE date = %s", (date,))
         return _issue(row) if row else None

@@ -29,6 +29,11 @@ class PostgresRuns(PostgresBase):
             for r in self._rows("SELECT * FROM runs ORDER BY id DESC LIMIT %s", (limit,))
         ]
 
+    def run_starts(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
+        rows = self._rows("SELECT started FROM runs WHERE kind = %s AND issue_date = %s ORDER BY id",
+                          (kind, issue_date))
+        return [row["started"] for row in rows]
+
     def failed_runs(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
         rows = self._rows("SELECT COALESCE(finished, started) AS at FROM runs"
                           " WHERE kind = %s AND issue_date = %s AND status = 'failed' ORDER BY id", (kind, issue_date))

@@ -12,6 +12,8 @@ from pipeline.store.records import IssueStory, StoredIssue
 from pipeline.store.sqlite.base import SqliteBase
 from pipeline.store.sqlite.search import index_stories
 
+_CHUNK = 500  # ids per `IN (…)` statement, well under SQLite's limit of bound parameters
+
 
 def _issue(row: sqlite3.Row) -> StoredIssue:
     return StoredIssue(
@@ -65,6 +67,25 @@ class SqliteIssues(SqliteBase):
         with self._transaction() as db:
             db.execute("UPDATE issues SET html_sha256 = ?, text_sha256 = ?, render_key = ? WHERE date = ?",
                        (html_sha256, text_sha256, render_key, date.isoformat()))
+
+    def delete_issue(self, date: dt.date, forget_items: Sequence[str] = ()) -> bool:
+        day = date.isoformat()
+        forget = sorted(set(forget_items))
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM issues WHERE date = ?", (day,)).fetchone() is None:
+                return False
+            db.execute("DELETE FROM issue_items WHERE date = ?", (day,))
+            db.execute("DELETE FROM issue_stories WHERE date = ?", (day,))
+            index_stories(db, date, ())
+            db.execute("DELETE FROM issues WHERE date = ?", (day,))
+            for start in range(0, len(forget), _CHUNK):
+                chunk = forget[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE feeds SET etag = NULL, last_modified = NULL WHERE feed_id IN "
+                           f"(SELECT DISTINCT feed_id FROM items WHERE id IN ({marks}))", chunk)
+                db.execute(f"DELETE FROM classifications WHERE item_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
+        return True
 
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._row("SELECT * FROM issues WHERE date = ?", (date.isoformat(),))

@@ -33,6 +33,11 @@ class SqliteRuns(SqliteBase):
             for r in self._rows("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         ]
 
+    def run_starts(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
+        rows = self._rows("SELECT started FROM runs WHERE kind = ? AND issue_date = ? ORDER BY id",
+                          (kind, issue_date.isoformat()))
+        return [dt.datetime.fromisoformat(row[0]) for row in rows]
+
     def failed_runs(self, kind: str, issue_date: dt.date) -> list[dt.datetime]:
         rows = self._rows(
             "SELECT COALESCE(finished, started) FROM runs WHERE kind = ? AND issue_date = ? AND status = 'failed'"

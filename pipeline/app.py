@@ -1151,9 +1151,10 @@ class Pipeline:
     def delete_issue(self, date: dt.date, *, dry_run: bool = False, lock_timeout: float | None = None
                      ) -> IssueDeletion:
         """Remove the issue of `date` as if it had never been built (`pipeline archive delete`):
-        from the store (record, stories, search entries, featured items) in one transaction, then
-        from the site (its folder, and the index, topic pages, feed and search index, rewritten),
-        its neighbours' pages re-rendered with their new previous/next links.
+        from the store (record, stories, search entries, featured items, the editors' decisions
+        and approvals: a new issue of that date starts unreviewed) in one transaction, then from
+        the site (its folder, and the index, topic pages, feed and search index, rewritten), its
+        listed neighbours' pages re-rendered with their new previous/next links.
 
         Its stories go back to the dates they would otherwise have appeared in: the items it
         featured may be shown by another issue (the next build of a later date whose window holds
@@ -1174,8 +1175,10 @@ class Pipeline:
             if stored is None and not pages:
                 raise PipelineError(f"no issue stored for {date.isoformat()} (see `pipeline archive list`)")
             remaining = [d for d in store.issue_dates() if d != date]
-            position = bisect.bisect_left(remaining, date)
-            neighbours = tuple(remaining[max(position - 1, 0) : position + 1])
+            held = self.held_drafts(remaining)
+            listed = [d for d in remaining if d not in held]  # drafts awaiting approval are in nobody's links
+            position = bisect.bisect_left(listed, date)
+            neighbours = tuple(listed[max(position - 1, 0) : position + 1])
             featured: list[str] = []
             forgotten: list[str] = []
             later: list[dt.date] = []
@@ -1183,7 +1186,7 @@ class Pipeline:
                 featured = featured_item_ids(issue_from_json(stored.issue_json, self.config.newsletter))
                 forgotten = self._first_seen_by(date, set(remaining))
                 freed = set(featured)
-                for later_date in remaining[position:]:
+                for later_date in remaining[bisect.bisect_left(remaining, date):]:
                     start, end = issue_window(later_date, self.config.newsletter)
                     if any(item.id in freed for item in store.items_between(start, end)):
                         later.append(later_date)
@@ -1197,7 +1200,7 @@ class Pipeline:
                 store.delete_issue(date, forgotten)
             archive.remove_issue(date)
             for neighbour in neighbours:
-                self._rerender_stored(archive, neighbour, remaining)
+                self._rerender_stored(archive, neighbour, listed)
             self.publish_site(archive)
         return dataclasses.replace(deletion, done=True)
 

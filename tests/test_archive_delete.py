@@ -13,7 +13,7 @@ import pytest
 from pipeline.app import Pipeline
 from pipeline.config import load_config
 from pipeline.config.topics import load_topics
-from pipeline.models import FeedSource, FetchResult, FetchStatus, Item, ParseResult
+from pipeline.models import Approval, EditorialDecision, FeedSource, FetchResult, FetchStatus, Item, ParseResult
 from pipeline.store import StoreTarget, open_store
 from tests.test_app import FakeFetcher, write_sources
 from tests.test_archive import issue, save, story
@@ -164,11 +164,18 @@ def test_the_store_deletes_an_issue_and_forgets_items_in_one_go(store_target: St
 
         save(store, issue(dt.date(2025, 5, 6), story("a1", "Le règlement sur l'IA", ("ai_act",))))
         save(store, issue(dt.date(2025, 5, 7), story("b1", "Un autre règlement", ("ai_act",))))
+        for day in (dt.date(2025, 5, 6), dt.date(2025, 5, 7)):
+            store.record_decision(EditorialDecision(issue_date=day, action="drop", item_id="item-a1", editor="Ed",
+                                                    decided_at=seen))
+            store.record_approval(Approval(issue_date=day, editor="Ed", approved_at=seen))
         assert store.delete_issue(dt.date(2025, 5, 6), ["f-1"]) is True
         assert store.issue(dt.date(2025, 5, 6)) is None and store.issue_stories(dt.date(2025, 5, 6)) == []
         assert store.issue_dates() == [dt.date(2025, 5, 7)]
         assert [h.story_id for h in store.search_stories("reglement")] == ["b1"]
         assert [i.id for i in store.all_items()] == ["f-2"]
+        # A new issue of that date would start unreviewed; the other issue keeps its review.
+        assert store.decisions_for(dt.date(2025, 5, 6)) == [] and store.approval_of(dt.date(2025, 5, 6)) is None
+        assert len(store.decisions_for(dt.date(2025, 5, 7))) == 1 and store.approval_of(dt.date(2025, 5, 7))
         (health,) = store.feed_health()
         assert (health.etag, health.last_modified) == (None, None)  # the next fetch reads the feed in full
 

@@ -117,7 +117,8 @@ class IssueStore(Protocol):
 
     def delete_issue(self, date: dt.date, forget_items: Sequence[str] = ()) -> bool:
         """Delete the issue of `date` in one transaction: its record, its stories and their search
-        entries, and its featured items (free again for other issues). `forget_items`: stored
+        entries, its featured items (free again for other issues), and the editors' decisions on it
+        and approvals of it (a new issue of that date starts unreviewed). `forget_items`: stored
         items deleted with it, with their classifications; their feeds lose their HTTP validators
         (ETag, Last-Modified), so the next fetch reads those feeds in full and stores the items
         again as first seen then. False (and nothing changed) when no issue of `date` is stored."""

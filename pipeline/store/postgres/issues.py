@@ -69,6 +69,8 @@ class PostgresIssues(PostgresBase):
             # Its stories (and so their search vectors) and featured items go with the row (ON DELETE CASCADE).
             if db.execute("DELETE FROM issues WHERE date = %s RETURNING date", (date,)).fetchone() is None:
                 return False
+            db.execute("DELETE FROM editorial_decisions WHERE issue_date = %s", (date,))
+            db.execute("DELETE FROM approvals WHERE issue_date = %s", (date,))
             if forget:
                 db.execute("UPDATE feeds SET etag = NULL, last_modified = NULL WHERE feed_id IN "
                            "(SELECT DISTINCT feed_id FROM items WHERE id = ANY(%s))", (forget,))

@@ -78,6 +78,8 @@ class SqliteIssues(SqliteBase):
             db.execute("DELETE FROM issue_stories WHERE date = ?", (day,))
             index_stories(db, date, ())
             db.execute("DELETE FROM issues WHERE date = ?", (day,))
+            db.execute("DELETE FROM editorial_decisions WHERE issue_date = ?", (day,))
+            db.execute("DELETE FROM approvals WHERE issue_date = ?", (day,))
             for start in range(0, len(forget), _CHUNK):
                 chunk = forget[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))

@@ -42,6 +42,7 @@ from pipeline.desk.security import (
     token_matches,
 )
 from pipeline.errors import PipelineError
+from pipeline.store import StoreError
 
 if TYPE_CHECKING:
     from pipeline.app import Candidate, DraftView, IssueListing, Pipeline
@@ -454,6 +455,17 @@ class Desk:
         return HTMLResponse(body, status_code=status)
 
 
+    async def store_error(self, request: Request, exc: Exception) -> Response:
+        """The database locked, full or gone: one line in the log, a page saying to try again."""
+        if self.log is not None:
+            self.log.write(f"error: database: {' '.join(str(exc).split())}\n")
+            self.log.flush()
+        body = self.templates.get_template("message.html").render(
+            name=self.settings.name, heading="Base de données indisponible", back=None,
+            lines=["La base de données ne répond pas. Réessayez dans un instant."])
+        return HTMLResponse(body, status_code=503, headers={"retry-after": "30"})
+
+
 def draft_context(view: DraftView, candidates: Sequence[Candidate], timezone: str, query: str) -> dict[str, Any]:
     """What draft.html shows, in French: each story with where it stands, its topics, the words
     that matched and the decisions on it; the candidates to add; the approval."""
@@ -514,7 +526,7 @@ def make_app(pipeline: PipelineThread, readers: PipelineThread, settings: DeskSe
     ]
     if settings.unsubscribe is not None:
         routes.insert(0, Route(settings.unsubscribe.path, desk.unsubscribe, methods=["GET", "POST"]))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: desk.not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: desk.not_found, StoreError: desk.store_error})
     return SecurityHeaders(app, log)
 
 

@@ -575,7 +575,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_rebuild_gives_the_same_files(
         site: Site, tmp_path: Path) -> None:
     from chromium import Chromium
-    from test_issue_browser import chromium_or_skip
+    from test_issue_browser import CONTRAST_JS, chromium_or_skip
 
     executable = chromium_or_skip()
     config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
@@ -624,6 +624,8 @@ def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_reb
                 SCREENS.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(shot, SCREENS / shot.name)
                 assert page.errors == []  # nothing the CSP blocked, no failed load
+                contrast = page.evaluate(CONTRAST_JS)
+                assert contrast["checked"] > 50 and contrast["bad"] == [], contrast["bad"]
                 assert layout["scrollWidth"] <= layout["innerWidth"] == width, layout
                 assert layout["lang"] == "fr" and 0 < layout["preview"] <= width
                 shot_width, shot_height = png_size(shot)

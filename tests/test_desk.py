@@ -123,9 +123,10 @@ def site(built: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
 class Desk:
     """`python -m pipeline desk --port 0` in its own process; `url` once it listens."""
 
-    def __init__(self, site: Site):
+    def __init__(self, site: Site, args: list[str] | None = None):
         env = {**os.environ, "TECH_MATIN_DESK_TOKEN": TOKEN, "TECH_MATIN_UNSUBSCRIBE_SECRET": SECRET}
-        self.process = subprocess.Popen([sys.executable, "-m", "pipeline", "desk", *site.args("--port", "0")],
+        args = site.args() if args is None else args
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline", "desk", *args, "--port", "0"],
                                         cwd=site.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         self.lines: list[str] = []
@@ -718,3 +719,39 @@ def test_every_decision_of_the_desk_is_stored_with_its_editor_and_a_test_send_re
     assert decisions[0].section == "rgpd" and decisions[3].section == "media_partnership"
     assert approval is None and deliveries == {}, "a test send records no delivery"
 
+
+
+def test_the_desk_on_the_postgresql_store(site: Site, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same desk with storage.backend: postgresql: a reader's one-click unsubscribe and an
+    editor's decision and approval land in PostgreSQL."""
+    from pipeline.deliver import unsubscribe_token
+
+    config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
+    config["storage"] = {"backend": "postgresql", "output": site.output.name}
+    site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("TECH_MATIN_DATABASE_URL", pg_database)
+    args = ["--config", str(site.config), "--topics", str(TOPICS)]
+    code, _, err = cli("run", *args, "--date", DATE.isoformat())
+    assert code == 0, err
+    target = StoreTarget(site.db, backend="postgresql", dsn=pg_database)
+    desk = Desk(site, args)
+    try:
+        with httpx.Client(base_url=desk.url) as client:
+            reader = READERS[0]
+            done = client.post("/desinscription", params={"email": reader, "token": unsubscribe_token(SECRET, reader)},
+                               data={"List-Unsubscribe": "One-Click"})
+            assert done.status_code == 200 and "C’est fait" in done.text
+            csrf = login(client, desk, "Idriss Benali")
+            ids = story_ids(client.get(f"/brouillon/{DATE}").text)
+            dropped = client.post(f"/brouillon/{DATE}/decision", data={"csrf": csrf, "action": "drop", "item": ids[1]})
+            assert dropped.status_code == 303
+            assert ids[1] not in story_ids(client.get(f"/brouillon/{DATE}").text)
+            assert client.post(f"/brouillon/{DATE}/approuver", data={"csrf": csrf}).status_code == 303
+    finally:
+        desk.stop()
+    with open_store(target) as store:
+        assert list(store.suppressions()) == [reader]
+        assert [(d.action, d.item_id, d.editor) for d in store.decisions_for(DATE)] == [
+            ("drop", ids[1], "Idriss Benali")]
+        approval = store.approval_of(DATE)
+        assert approval is not None and approval.editor == "Idriss Benali"

@@ -471,8 +471,8 @@ def proxy(site: Site, desk: Desk, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     nginx, openssl = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("openssl")
     if not Path(nginx).is_file() or openssl is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI is set but nginx or openssl is missing (.ci/run installs nginx-light and openssl)")
-        pytest.skip("nginx or openssl is not installed (apt-get install nginx-light openssl)")
+            pytest.fail("CI is set but nginx or openssl is missing (.ci/run installs nginx and openssl)")
+        pytest.skip("nginx or openssl is not installed (apt-get install nginx openssl)")
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     cert, key = prefix / "cert.pem", prefix / "key.pem"

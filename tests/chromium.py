@@ -68,18 +68,18 @@ class Page:
             self._note(message)
         raise BrowserError(f"{method}: no answer within {CALL_SECONDS} s")
 
-    def wait_for(self, event: str) -> dict[str, Any]:
+    def wait_for(self, event: str, timeout: float = CALL_SECONDS) -> dict[str, Any]:
         for index, seen in enumerate(self._events):
             if seen.get("method") == event:
                 return self._events.pop(index)
-        deadline = time.monotonic() + CALL_SECONDS
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = json.loads(self.socket.recv())
             self._note(message)
             if message.get("method") == event:
                 self._events.remove(message)
                 return message
-        raise BrowserError(f"no {event} within {CALL_SECONDS} s")
+        raise BrowserError(f"no {event} within {timeout:g} s")
 
     def _note(self, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -108,14 +108,15 @@ class Page:
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
-    def click_and_wait(self, selector: str) -> None:
+    def click_and_wait(self, selector: str, timeout: float = CALL_SECONDS) -> None:
         """Click the element `selector` names (a link or a form's button) and wait for the page it
-        leads to. The element must exist: a missing one is an error, not a silent no-op."""
+        leads to (at most `timeout` seconds: a form whose answer builds an issue may need more on a
+        loaded machine). The element must exist: a missing one is an error, not a silent no-op."""
         self._events.clear()
         if not self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
                              "if (!e) return false; e.click(); return true; })()"):
             raise BrowserError(f"nothing matches {selector!r} on {self.evaluate('location.href')}")
-        self.wait_for("Page.loadEventFired")
+        self.wait_for("Page.loadEventFired", timeout)
 
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)

@@ -41,6 +41,8 @@ DATE = dt.date(2025, 5, 6)
 SECRET = "unsubscribe-key-for-tests-of-32-bytes-or-more"
 TOKEN = "desk-token-for-the-tests-0123456789abcdef"
 PUBLIC = "https://techmatin.example.org"
+# A limit for failure only (httpx's default is 5 s): an editor's decision builds the issue again.
+HTTP_SECONDS = 120.0
 READERS = ["jeanne.morel@example.org", "idriss@example.net", "camille.roux@example.com"]
 
 pytestmark = pytest.mark.skipif(not DEMO.is_file(), reason="examples/demo.yaml is not there")
@@ -259,7 +261,7 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
     # The reverse proxy maps the public https origin onto the desk, path and query unchanged.
     url = desk.url + advertised.removeprefix(PUBLIC)
 
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         page = client.get(url)  # what a reader's click shows: a confirmation, nothing done yet
         assert page.status_code == 200 and 'lang="fr"' in page.text
         assert "Confirmer la désinscription" in page.text and reader in page.text
@@ -291,7 +293,7 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
 def test_a_forged_or_missing_token_changes_nothing(site: Site, desk: Desk) -> None:
     victim = READERS[0]
     base = f"{desk.url}/desinscription"
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         for params in ({"email": victim, "token": "0" * 32}, {"email": victim, "token": ""}, {"email": victim},
                        {"email": READERS[1], "token": "f" * 32}, {}):
             for method in ("GET", "POST"):
@@ -310,7 +312,7 @@ def test_a_forged_or_missing_token_changes_nothing(site: Site, desk: Desk) -> No
 
 def test_the_readers_endpoint_is_rate_limited_per_client(site: Site, desk: Desk) -> None:
     statuses = []
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         for _ in range(60):  # 20 at once, then 20 a minute: 60 in well under two minutes hit the limit
             answer = client.get(f"{desk.url}/desinscription", params={"email": READERS[0], "token": "0" * 32})
             statuses.append(answer.status_code)
@@ -337,7 +339,7 @@ def story_ids(page: str) -> list[str]:
 
 def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) -> None:
     before = editorial_state(site)
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         home = client.get(f"{desk.url}/")
         assert home.status_code == 303 and home.headers["location"] == "/connexion"
         for path in (f"/brouillon/{DATE}", f"/brouillon/{DATE}/apercu"):
@@ -361,7 +363,7 @@ def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) ->
 
 def test_logins_are_rate_limited_per_client(site: Site, desk: Desk) -> None:
     statuses = []
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         csrf = csrf_of(client.get(f"{desk.url}/connexion").text)
         for _ in range(40):  # 10 at once, then 5 a minute: 40 in well under six minutes hit the limit
             answer = client.post(f"{desk.url}/connexion", data={"csrf": csrf, "nom": "Intrus", "jeton": "devine"})
@@ -372,7 +374,7 @@ def test_logins_are_rate_limited_per_client(site: Site, desk: Desk) -> None:
 
 
 def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(site: Site, desk: Desk) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         first = client.get(f"{desk.url}/connexion")
         cookie = first.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
@@ -399,7 +401,7 @@ def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_toke
 
 
 def test_every_answer_carries_the_security_headers(site: Site, desk: Desk) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_SECONDS) as client:
         for path in ("/connexion", "/", "/nulle-part", "/desinscription", "/static/desk.css", f"/brouillon/{DATE}"):
             answer = client.get(f"{desk.url}{path}")
             policy_header = answer.headers["content-security-policy"]
@@ -528,7 +530,7 @@ def test_the_sample_nginx_config_serves_the_archive_and_the_one_click_unsubscrib
     public = {"host": "techmatin.example.org"}
     reader = READERS[2]
     params = {"email": reader, "token": unsubscribe_token(SECRET, reader)}
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=HTTP_SECONDS) as client:
         issue = client.get(f"{base}/{DATE.isoformat()}/", headers=public)
         assert issue.status_code == 200 and "LE FAIT DU JOUR" in issue.text
         assert client.get(f"{base}/connexion", headers=public).status_code == 404, "no desk page on the public name"
@@ -548,6 +550,7 @@ def test_the_sample_nginx_config_serves_the_archive_and_the_one_click_unsubscrib
 # ---------------------------------------------------------------- the editor in a real browser
 
 SCREENS = Path("/tmp/tech-matin-screens")
+BUILD_SECONDS = 120.0  # a limit for failure only: a decision builds the issue again (2 s on an idle machine)
 
 DRAFT_LAYOUT_JS = r"""
 (() => ({
@@ -604,16 +607,16 @@ def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_reb
             # Each story with its topics and the words that matched.
             assert all(s["tags"] and s["words"] for s in before["stories"]), before["stories"]
 
-            page.click_and_wait(f"article[data-item='{lead['item']}'] button.danger")
+            page.click_and_wait(f"article[data-item='{lead['item']}'] button.danger", BUILD_SECONDS)
             dropped = page.evaluate(DRAFT_LAYOUT_JS)
             assert dropped["notice"] == "Sujet retiré du numéro."
             assert lead["item"] not in [s["item"] for s in dropped["stories"]]
-            page.click_and_wait(f"article[data-item='{second['item']}'] form:nth-of-type(2) button")
+            page.click_and_wait(f"article[data-item='{second['item']}'] form:nth-of-type(2) button", BUILD_SECONDS)
             led = page.evaluate(DRAFT_LAYOUT_JS)
             assert led["notice"] == "Sujet mis à la une."
             assert led["stories"][0]["item"] == second["item"] and led["stories"][0]["where"] == "Le fait du jour"
 
-            page.click_and_wait("#approuver")
+            page.click_and_wait("#approuver", BUILD_SECONDS)
             approved = page.evaluate(DRAFT_LAYOUT_JS)
             assert approved["notice"] == "Numéro approuvé."
             assert approved["state"].startswith("Approuvé par Louise Garnier le ")
@@ -672,7 +675,7 @@ def test_every_decision_of_the_desk_is_stored_with_its_editor_and_a_test_send_re
     site.configure(smtp.port)
     desk = Desk(site)
     try:
-        with httpx.Client(base_url=desk.url) as client:
+        with httpx.Client(base_url=desk.url, timeout=HTTP_SECONDS) as client:
             csrf = login(client, desk, "Jeanne Morel")
             draft = client.get(f"/brouillon/{DATE}")
             assert draft.status_code == 200
@@ -736,7 +739,7 @@ def test_the_desk_on_the_postgresql_store(site: Site, pg_database: str, monkeypa
     target = StoreTarget(site.db, backend="postgresql", dsn=pg_database)
     desk = Desk(site, args)
     try:
-        with httpx.Client(base_url=desk.url) as client:
+        with httpx.Client(base_url=desk.url, timeout=HTTP_SECONDS) as client:
             reader = READERS[0]
             done = client.post("/desinscription", params={"email": reader, "token": unsubscribe_token(SECRET, reader)},
                                data={"List-Unsubscribe": "One-Click"})

@@ -731,6 +731,16 @@ class Pipeline:
             issue_json = issue_to_json(issue)
         if archive is None:
             archive = self.new_archive()
+        with archive.parallel_writes():  # the caller's block, if it opened one (rebuild)
+            return self._render_and_publish(date, now, issue, issue_json, compose_key, previous, known_dates, archive,
+                                            is_new_date=is_new_date, held=held, skip_empty=skip_empty,
+                                            publish=publish)
+
+    def _render_and_publish(self, date: dt.date, now: dt.datetime, issue: Issue, issue_json: str, compose_key: str,
+                            previous: StoredIssue | None, known_dates: Sequence[dt.date], archive: Archive, *,
+                            is_new_date: bool, held: set[dt.date], skip_empty: bool, publish: bool) -> BuildResult:
+        """The second half of build_issue: the pages, the record, the neighbours, the listing pages."""
+        store = self.store
         written_before = len(archive.written)
         issue_dir = self.output_dir / date.isoformat()
         if issue.is_empty and skip_empty:
@@ -754,7 +764,12 @@ class Pipeline:
         )
         if previous is None or dataclasses.replace(previous, built_at=now) != record:
             # An identical record is not written again: a rebuild with nothing changed writes nothing.
-            store.save_issue(record, issue_stories(issue), item_ids)
+            # The same content (a template edit, a rule change that changed nothing here): the record
+            # alone is replaced, not the stories and their search entries (most of such a rebuild's store time).
+            if previous is None:
+                archive.wait_for_issue(date)  # a stored issue has its pages (the build job checks the record only)
+            if previous is None or previous.issue_json != issue_json or not store.update_issue_record(record):
+                store.save_issue(record, issue_stories(issue), item_ids)
         all_dates = sorted({*known_dates, date})
         if is_new_date and date not in held:
             # A new issue changes its neighbours' previous/next links.
@@ -820,25 +835,27 @@ class Pipeline:
             # When every stored issue is rebuilt, oldest first, the items featured before each date are
             # the previous builds' items: kept in memory rather than read back from the store each time.
             featured: set[str] | None = set() if stored_dates <= set(targets) else None
-            for date in targets:
-                run_id = store.start_run("rebuild", date, now)
-                try:
-                    result = self.build_issue(date, now, skip_empty=skip_empty, archive=archive, publish=False,
-                                              featured_before=featured)
-                except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
-                    store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None, utc_now())
-                    raise
-                store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", None,
-                                 utc_now())
-                results.append(result)
-                if featured is not None:
-                    featured.update(result.item_ids)  # in place: copying a growing set made --all quadratic
-            written_before = len(archive.written)
-            self.publish_site(archive)
-            if results:  # the listing pages rewritten at the end count with the last issue rebuilt
-                last = results[-1]
-                results[-1] = dataclasses.replace(
-                    last, changed_files=last.changed_files + tuple(archive.written[written_before:]))
+            with archive.parallel_writes():
+                for date in targets:
+                    run_id = store.start_run("rebuild", date, now)
+                    try:
+                        result = self.build_issue(date, now, skip_empty=skip_empty, archive=archive, publish=False,
+                                                  featured_before=featured)
+                    except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
+                        store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None,
+                                         utc_now())
+                        raise
+                    store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", None,
+                                     utc_now())
+                    results.append(result)
+                    if featured is not None:
+                        featured.update(result.item_ids)  # in place: copying a growing set made --all quadratic
+                written_before = len(archive.written)
+                self.publish_site(archive)
+                if results:  # the listing pages rewritten at the end count with the last issue rebuilt
+                    last = results[-1]
+                    results[-1] = dataclasses.replace(
+                        last, changed_files=last.changed_files + tuple(archive.written[written_before:]))
         return results
 
     # -- the distributed mode: one call per job of the workers (pipeline.worker)

@@ -31,7 +31,8 @@ import os
 import re
 import tempfile
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ PLACEHOLDERS = frozenset({".gitkeep", ".keep"})
 LISTING_PAGES = ("index.html", "feed.xml", "search-index.json", "search.html")  # + topics/<id>.html
 _ISSUE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISSUE_FILES = frozenset({"index.html", "digest.txt"})
+# Threads writing pages in `Archive.parallel_writes`: enough fsyncs in flight to share journal commits.
+WRITER_THREADS = 8
 TEMPORARY_SUFFIX = ".tmp"  # a page being written: `.index.html.1a2b3c.tmp`, then renamed
 SEARCH_SCRIPT = "search.js"  # in the templates folder; inlined into search.html with a CSP hash
 _TOPIC_FILE = re.compile(r"^[a-z0-9_-]+$")
@@ -71,20 +74,32 @@ def atomic_write(path: Path, data: str | bytes) -> bool:
     rename, so even a SIGKILL mid-write leaves nothing behind.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    if holds(path, payload):
+        return False
+    replace(path, payload)
+    return True
+
+
+def holds(path: Path, payload: bytes) -> bool:
+    """Whether the file at `path` holds exactly `payload` (False if there is none)."""
     try:
-        try:
-            # Comparing sizes first spares reading most changed files back.
-            if path.stat().st_size == len(payload) and path.read_bytes() == payload:
-                return False
-        except FileNotFoundError:
-            pass
+        # Comparing sizes first spares reading most changed files back.
+        return path.stat().st_size == len(payload) and path.read_bytes() == payload
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise RunFailed(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def replace(path: Path, payload: bytes) -> None:
+    """Put `payload` at `path` atomically (see atomic_write), whatever the file holds."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not _write_unnamed_then_rename(path, payload):
             _write_temporary_then_rename(path, payload)
     except OSError as exc:
         # Disk full or read-only output: the run failed (exit 1), the previous page is intact.
         raise RunFailed(f"{path}: cannot write: {exc.strerror or exc}") from None
-    return True
 
 
 def _temporary_name(path: Path) -> Path:
@@ -137,6 +152,10 @@ def _write_temporary_then_rename(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+class _Abandoned(RunFailed):
+    """A page write not started because an earlier one failed."""
 
 
 class ArchiveEntry:
@@ -356,21 +375,80 @@ class Archive:
         self.manifest = claim_folder(self.output_dir)
         self._saved_manifest: bytes | None = None  # what the manifest file holds, once known
         self._last_dates: tuple[tuple[dt.date, ...], list[dt.date]] | None = None
+        self._writers: ThreadPoolExecutor | None = None  # see parallel_writes
+        self._pending: dict[Path, Future[None]] = {}  # writes in flight, in the order they were asked for
+        self._failed = False  # one of them failed
 
     def _write(self, relative: str, data: str | bytes) -> None:
         payload = data.encode("utf-8") if isinstance(data, str) else data
         if self._saved_manifest is None:
             self.save_manifest()  # the marker comes first: a crash after it leaves a folder we can reuse
         path = self.output_dir / relative
-        if atomic_write(path, payload):
+        self._settle(path)  # a page is never written by two threads at once: the last bytes win
+        if not holds(path, payload):
+            if self._writers is not None:
+                if self._failed:  # a write failed: no new one starts (the failure is raised on leaving)
+                    self._settle_all()
+                future = self._writers.submit(self._replace_unless_failed, path, payload)
+                future.add_done_callback(self._note_failure)
+                self._pending[path] = future
+            else:
+                replace(path, payload)
             self.written.append(path)
         self.manifest.files[relative] = hashlib.sha256(payload).hexdigest()
+
+    @contextlib.contextmanager
+    def parallel_writes(self, threads: int = WRITER_THREADS) -> Iterator[None]:
+        """Within this block, the pages that changed are written by `threads` threads, each write
+        still atomic. Every write ends with an fsync, and a file system commits the fsyncs that
+        wait together in one journal commit: a rebuild that rewrote hundreds of pages waited for
+        each in turn. Whether a page changed is still decided when it is asked for, so `written`
+        is as without threads; on leaving the block every write has ended (the first failure is
+        raised once all have), and the manifest is saved only after the pages it lists."""
+        if self._writers is not None:  # already inside such a block
+            yield
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="archive-write") as writers:
+            self._writers = writers
+            try:
+                yield
+            finally:
+                self._writers = None
+                self._settle_all()
+
+    def _replace_unless_failed(self, path: Path, payload: bytes) -> None:
+        """A write waiting for a thread does not start once another has failed: the build stops
+        at its first failure, but for the writes already under way (at most threads - 1)."""
+        if self._failed:
+            raise _Abandoned(f"{path}: not written after an earlier failure")
+        replace(path, payload)
+
+    def _note_failure(self, future: Future[None]) -> None:
+        if future.exception() is not None:
+            self._failed = True
+
+    def _settle(self, path: Path) -> None:
+        """Wait for a write of `path` in flight, if any (its failure is raised)."""
+        future = self._pending.pop(path, None)
+        if future is not None and future.exception() is not None:  # exception() waits for the write
+            self._pending[path] = future
+            self._settle_all()  # raises the first failure
+
+    def _settle_all(self) -> None:
+        """Wait for every write in flight; the first failure is raised once all have ended."""
+        pending, self._pending = self._pending, {}
+        wait(pending.values())
+        self._failed = False
+        failures = [error for error in (future.exception() for future in pending.values()) if error is not None]
+        if failures:  # the first real one, not a write abandoned because of it
+            raise next((error for error in failures if not isinstance(error, _Abandoned)), failures[0])
 
     def _remove(self, relative: str) -> None:
         """Delete a file the archive wrote (per its manifest); anything else stays."""
         if relative not in self.manifest.files:
             return
         path = self.output_dir / relative
+        self._settle(path)
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
@@ -379,7 +457,9 @@ class Archive:
         self.removed.append(path)
 
     def save_manifest(self) -> None:
-        """Write the manifest if it changed (atomically, like every page; not counted as written)."""
+        """Write the manifest if it changed (atomically, like every page; not counted as written),
+        after the pages it lists (writes in flight end first)."""
+        self._settle_all()
         payload = self.manifest.to_bytes()
         if payload != self._saved_manifest:
             atomic_write(self.output_dir / MANIFEST_NAME, payload)
@@ -421,6 +501,12 @@ class Archive:
         return [f"{folder}/{name}" for name in sorted(_ISSUE_FILES)
                 if f"{folder}/{name}" in self.manifest.files and (self.output_dir / folder / name).is_file()]
 
+    def wait_for_issue(self, date: dt.date) -> None:
+        """Wait until the issue's pages asked for are on disk (see parallel_writes)."""
+        folder = self.output_dir / date.isoformat()
+        for name in sorted(_ISSUE_FILES):
+            self._settle(folder / name)
+
     def remove_issue(self, date: dt.date) -> None:
         """Delete an issue's pages (only those the archive wrote, per its manifest) and its folder
         if nothing else is left in it; the caller publishes the listing pages again afterwards."""
@@ -433,6 +519,7 @@ class Archive:
 
     def has_issue(self, date: dt.date, html_sha256: str, text_sha256: str) -> bool:
         """True when the issue's two files are on disk with exactly these contents."""
+        self.wait_for_issue(date)
         folder = self.output_dir / date.isoformat()
         try:
             intact = (hashlib.sha256((folder / "index.html").read_bytes()).hexdigest() == html_sha256
@@ -484,6 +571,7 @@ class Archive:
         recorded = self.manifest.files.get(relative)
         if recorded is None:
             return False
+        self._settle(self.output_dir / relative)
         try:
             return hashlib.sha256((self.output_dir / relative).read_bytes()).hexdigest() == recorded
         except OSError:

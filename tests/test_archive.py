@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -26,7 +27,7 @@ import pytest
 from pipeline.archive import FEED_ENTRIES, MANIFEST_NAME, Archive, ArchiveEntry, atomic_write
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.models import Issue, MenuTeaser, NewsletterSettings, Section, Story, TopicInfo
+from pipeline.models import Issue, MenuTeaser, NewsletterSettings, RenderedIssue, Section, Story, TopicInfo
 from pipeline.render import DEFAULT_TEMPLATES, Renderer
 from pipeline.serve import make_server
 from pipeline.store import Store, StoredIssue, StoreTarget, issue_stories, issue_to_json, open_store
@@ -102,6 +103,53 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
         atomic_write(page, "nouveau")
     assert page.read_text() == "ancien"
     assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+def test_pages_written_by_threads_are_those_written_in_turn(tmp_path: Path) -> None:
+    """parallel_writes: the same files, the same `written` list (in the order asked), the same
+    manifest as one write after the other; a page asked for twice ends with the last bytes."""
+    pages = [RenderedIssue(date=dt.date(2025, 1, 1) + dt.timedelta(days=n), html=f"<p>{n}</p>" * (n + 1),
+                           text=f"numéro {n}\n") for n in range(40)]
+    again = dataclasses.replace(pages[3], html="<p>la dernière version</p>")
+    folders: dict[int, Path] = {}
+    lists: dict[int, list[str]] = {}
+    for threads in (1, 8):
+        out = tmp_path / f"out-{threads}"
+        archive = Archive(out, Renderer(), BASE, "Tech Matin")
+        if threads == 1:
+            for page in [*pages, again, pages[5]]:
+                archive.write_issue(page)
+        else:
+            with archive.parallel_writes(threads):
+                for page in [*pages, again, pages[5]]:
+                    archive.write_issue(page)
+        archive.write_site([ArchiveEntry(issue=i) for i in SPRING], TOPICS)
+        folders[threads] = out
+        lists[threads] = [p.relative_to(out).as_posix() for p in archive.written]
+    assert tree(folders[8]) == tree(folders[1])
+    assert lists[8] == lists[1]
+    assert lists[8].count("2025-01-06/index.html") == 1  # asked for again, unchanged: not rewritten
+    assert lists[8].count("2025-01-04/index.html") == 2
+    assert (folders[8] / "2025-01-04" / "index.html").read_text(encoding="utf-8") == again.html
+
+
+def test_a_failed_write_among_threads_fails_the_build_with_its_own_reason(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real_replace = os.replace
+
+    def full_disk(src: str, dst: str) -> None:
+        if str(dst).endswith("2025-01-03/index.html"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("os.replace", full_disk)
+    archive = Archive(tmp_path / "out", Renderer(), BASE, "Tech Matin")
+    failure = r"2025-01-03/index\.html: cannot write: No space left on device"
+    with pytest.raises(PipelineError, match=failure), archive.parallel_writes(4):
+        for n in range(20):
+            archive.write_issue(RenderedIssue(date=dt.date(2025, 1, 1) + dt.timedelta(days=n), html="<p></p>",
+                                              text="texte\n"))
+    assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
 def test_a_page_being_written_has_no_name_until_it_is_complete(tmp_path: Path,

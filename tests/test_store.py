@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipeline.models import (
     SourceRef,
     Story,
 )
-from pipeline.store import DeliveryStatus, Store, StoredIssue, issue_from_json, issue_to_json
+from pipeline.store import DeliveryStatus, Store, StoredIssue, issue_from_json, issue_stories, issue_to_json
 from pipeline.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2025, 5, 5, 8, 0, tzinfo=dt.UTC)
@@ -112,6 +113,30 @@ def test_saved_issue_marks_items_as_featured(store: Store) -> None:
     store.save_issue(record, [], ["a"])  # a rebuild replaces, never duplicates
     assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a"}
     assert [i.date for i in store.issues()] == [dt.date(2025, 5, 6)]
+
+
+def test_a_record_with_the_same_content_is_updated_in_place(store: Store) -> None:
+    issue = sample_issue()
+    record = StoredIssue(date=issue.date, built_at=T0, rules_fingerprint="r", templates_fingerprint="t",
+                         html_sha256="h", text_sha256="x", story_count=1, issue_json=issue_to_json(issue),
+                         render_key="k")
+    stories = issue_stories(issue)
+    store.save_issue(record, stories, ["a", "b"])
+    # A template edit: new pages, same content. The stories, their search entries and the
+    # featured items stay; the record is replaced.
+    edited = dataclasses.replace(record, built_at=T0 + dt.timedelta(days=1), templates_fingerprint="t2",
+                                 html_sha256="h2", render_key="k2")
+    assert store.update_issue_record(edited)
+    assert store.issue(issue.date) == edited
+    assert store.issue_stories(issue.date) == stories
+    assert [hit.story_id for hit in store.search_stories("Meta")] == ["s1", "s1"]
+    assert store.featured_item_ids(before=dt.date(2025, 5, 7)) == {"a", "b"}
+    # Other content, or no issue of that date: refused, nothing changed (save_issue is for those).
+    other = dataclasses.replace(edited, issue_json=issue_to_json(dataclasses.replace(issue, menu=())),
+                                html_sha256="h3")
+    assert not store.update_issue_record(other)
+    assert not store.update_issue_record(dataclasses.replace(edited, date=dt.date(2025, 5, 7)))
+    assert store.issue(issue.date) == edited and store.issue(dt.date(2025, 5, 7)) is None
 
 
 def test_failed_transaction_leaves_nothing(store: Store) -> None:

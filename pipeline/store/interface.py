@@ -124,6 +124,13 @@ class IssueStore(Protocol):
         again as first seen then. False (and nothing changed) when no issue of `date` is stored."""
         ...
 
+    def update_issue_record(self, issue: StoredIssue) -> bool:
+        """Replace the record of an issue whose content is unchanged (the stored `issue_json` is
+        `issue.issue_json`, so are its stories and featured items): its build time, fingerprints,
+        pages' digests and render key, leaving its stories and search entries as they are. False,
+        and nothing changed, when no issue of that date holds that content (then `save_issue`)."""
+        ...
+
     def issue(self, date: dt.date) -> StoredIssue | None: ...
 
     def issues(self) -> list[StoredIssue]:

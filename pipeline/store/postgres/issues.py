@@ -78,6 +78,17 @@ class PostgresIssues(PostgresBase):
                 db.execute("DELETE FROM items WHERE id = ANY(%s)", (forget,))
         return True
 
+    def update_issue_record(self, issue: StoredIssue) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE issues SET built_at = %s, rules_fingerprint = %s, templates_fingerprint = %s,"
+                " html_sha256 = %s, text_sha256 = %s, story_count = %s, render_key = %s"
+                " WHERE date = %s AND issue_json = %s",
+                (to_utc(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.date, issue.issue_json),
+            )
+            return cursor.rowcount == 1
+
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._row("SELECT * FROM issues WHERE date = %s", (date,))
         return _issue(row) if row else None

@@ -89,6 +89,16 @@ class SqliteIssues(SqliteBase):
                 db.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
         return True
 
+    def update_issue_record(self, issue: StoredIssue) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE issues SET built_at = ?, rules_fingerprint = ?, templates_fingerprint = ?, html_sha256 = ?,"
+                " text_sha256 = ?, story_count = ?, render_key = ? WHERE date = ? AND issue_json = ?",
+                (to_iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.date.isoformat(), issue.issue_json),
+            )
+            return cursor.rowcount == 1
+
     def issue(self, date: dt.date) -> StoredIssue | None:
         row = self._row("SELECT * FROM issues WHERE date = ?", (date.isoformat(),))
         return _issue(row) if row else None

@@ -138,6 +138,9 @@ def french_date(date: dt.date, weekday: bool = True, year: bool = False) -> str:
     return " ".join(words)
 
 
+_URL_REFUSED_RE = re.compile("[\x00-\x20\"'<>`]")
+
+
 def safe_url(url: str | None) -> str:
     """The URL if it is an absolute http(s) URL with a host, else an empty string.
 
@@ -145,7 +148,12 @@ def safe_url(url: str | None) -> str:
     link can never read reversed in `digest.txt` or an `href`; a host holding one is refused, and
     so are ASCII spaces, controls and quotes (an attribute break-out).
     """
-    if not url or any(ch <= " " or ch in "\"'<>`" for ch in url):
+    return _safe_url(url) if url else ""
+
+
+@functools.lru_cache(maxsize=16384)  # a story's link is checked by its page, its text, the topic pages, the feed…
+def _safe_url(url: str) -> str:
+    if _URL_REFUSED_RE.search(url):
         return ""
     url = escape_invisible(url)
     try:

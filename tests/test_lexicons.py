@@ -231,3 +231,47 @@ def test_rules_file_has_the_documented_sections() -> None:
     text = textwrap.dedent((REPO / "topics.yaml").read_text(encoding="utf-8"))
     for key in ("lexicons:", "dampen:", "depth:", "topics:"):
         assert f"\n{key}" in text
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "topic"),
+    [
+        # A name used as the yardstick of another subject is not the subject.
+        ("Samsung dévoile son assistant Gauss, concurrent de Meta AI", "", "meta_ai"),
+        ("Sanctions de l'AI Act : jusqu'à 7 % du chiffre d'affaires",
+         "Les amendes prévues pour les pratiques interdites sont plus lourdes que celles du RGPD.", "rgpd"),
+        # Another company's AI on a Meta service is not Meta's AI.
+        ("ChatGPT arrive sur WhatsApp : comment discuter avec le chatbot d'OpenAI",
+         "Il suffit d'enregistrer un numéro pour converser avec l'assistant IA d'OpenAI dans la messagerie de Meta.",
+         "meta_ai"),
+        # A newspaper quoted as the source of a story is not a party to a deal.
+        ("Yahoo pourrait croquer Dailymotion",
+         "Orange cherche un partenaire aux États-Unis pour développer la plateforme. Un partenaire qui pourrait "
+         "s'appeler Yahoo, à en croire le Wall Street Journal.", "media_partnership"),
+        # Sport's media rights and school-book publishers are not the press.
+        ("Amazon and NBA sign 11-year media rights deal", "", "media_partnership"),
+        ("Les éditeurs de manuels scolaires signent avec Mistral", "", "media_partnership"),
+    ],
+)
+def test_a_yardstick_a_quoted_source_or_another_firms_ai_is_not_the_topic(
+        real: Classifier, title: str, summary: str, topic: str) -> None:
+    assert topic not in real.classify_fields("1", title, summary).topics
+
+
+@pytest.mark.parametrize(
+    ("topic", "title", "summary"),
+    [
+        # The topic in words the lexicons learnt from the guide, not from one item.
+        ("meta_ai", "Imagine : l'outil de génération d'images de Meta débarque sur Instagram", ""),
+        ("meta_ai", "Facebok et Insta : votre contenu nourrit l'IA", ""),  # misspelt and short names
+        ("rgpd", "Effacer ses données d'un site de rencontres : le parcours du combattant",
+         "Nous avons exercé notre droit à l'effacement auprès de cinq applications."),
+        ("rgpd", "Un hôpital mis en demeure",
+         "Selon l'autorité de contrôle, l'établissement n'avait pas notifié la violation de données à temps."),
+        ("ai_act", "La France désigne les autorités chargées de surveiller les systèmes d'IA", ""),
+        ("ai_act", "Littératie en IA : une obligation méconnue", ""),
+        ("media_partnership", "Press publishers' right: Danish court rules against Microsoft", ""),
+    ],
+)
+def test_the_definitions_reach_new_wordings(real: Classifier, topic: str, title: str, summary: str) -> None:
+    assert topic in real.classify_fields("1", title, summary).topics

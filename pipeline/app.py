@@ -1278,7 +1278,35 @@ class Pipeline:
             if before.topics != after.topics:
                 changes.append(RuleChange(item=item, before=before.topics, after=after.topics,
                                           classification=after))
-        return RulePreview(items=len(items), changes=tuple(changes))
+        dates = [d for d in store.issue_dates() if (since is None or d >= since) and (until is None or d <= until)]
+        return RulePreview(items=len(items), changes=tuple(changes),
+                           unneeded=tuple(self._unneeded_decisions(dates, current, proposed)))
+
+    def _unneeded_decisions(self, dates: Sequence[dt.date], current: Classifier,
+                            proposed: Classifier) -> Iterator[UnneededDecision]:
+        """The editorial decisions on the issues of `dates` that the `proposed` rules would have
+        made unnecessary: an item added by hand that they tag, a story dropped by hand whose
+        items they no longer tag, a story moved by hand to the one topic they give its items."""
+        store = self.store
+        for date in dates:
+            decisions = [d for d in store.decisions_for(date) if d.action in ("add", "drop", "move")]
+            if not decisions:
+                continue
+            window = {i.id: i for i in self.window_items(date)}
+            groups = {i: s.item_ids for s in store.issue_stories(date) for i in s.item_ids}
+            for decision in decisions:
+                # A dropped story is not in the issue any more: its item stands for it.
+                members = [window[i] for i in groups.get(decision.item_id, (decision.item_id,)) if i in window]
+                if not members:
+                    continue
+                before = {t for item in members for t in current.classify(item).topics}
+                after = [t for t in self.topics.ids if any(t in proposed.classify(i).topics for i in members)]
+                if decision.action == "add" and not before and after:
+                    yield UnneededDecision(decision, f"the candidate rules tag it {', '.join(after)}")
+                elif decision.action == "drop" and before and not after:
+                    yield UnneededDecision(decision, "the candidate rules no longer tag it")
+                elif decision.action == "move" and after == [decision.section] and before != {decision.section}:
+                    yield UnneededDecision(decision, f"the candidate rules file it under {decision.section} alone")
 
     # -- feeds
 

@@ -497,6 +497,12 @@ def _cmd_try_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             words = dict.fromkeys((m.text, m.field) for m in change.classification.matches_for(topic))
             shown = ", ".join(f"{text} ({field})" for text, field in list(words)[:8])
             print(f"{'':12}{topic}: {shown}", file=out)
+    for unneeded in preview.unneeded:
+        d = unneeded.decision
+        print(f"{d.issue_date.isoformat()}  decision {d.action} {d.item_id} by {d.editor} would be unnecessary: "
+              f"{unneeded.reason}", file=out)
+    if preview.unneeded:
+        print(f"{len(preview.unneeded)} editorial decision(s) would be unnecessary with {args.candidate}.", file=out)
     gained = sum(1 for c in preview.changes if c.added)
     lost = sum(1 for c in preview.changes if c.removed)
     print(f"{len(preview.changes)} of {preview.items} stored items would change ({gained} gain a topic, "

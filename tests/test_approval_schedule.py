@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from distributed import SmtpSink, Workers, rss, wait_for, worker_env
+from distributed import write_config as write_workers_config
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
@@ -27,7 +29,9 @@ from tests.test_schedule import (
     write_delivery_config,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 DATE = dt.date(2025, 5, 6)
+WORKER_SECRET = "unsubscribe-key-for-the-worker-tests-0123456789"
 READERS = ["idriss@example.net", "jeanne@example.org"]
 
 
@@ -160,3 +164,72 @@ def test_approval_settings_are_checked_with_one_line_errors(tmp_path: Path) -> N
     drafted = make_plan(ScheduleSettings(), config, draft_time=delivery.draft_time)
     assert drafted.cron == "30 5 * * *"
     assert make_plan(ScheduleSettings(), config, cron="0 7 * * *", draft_time=delivery.draft_time).cron == "0 7 * * *"
+
+
+# ---------------------------------------------------------------- the workers (PostgreSQL mode)
+
+
+def approval_workers(tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch, timezone: str,
+                     approve_by: str, on_no_approval: str) -> tuple[Path, dt.date, SmtpSink, Workers]:
+    """Today's issue (UTC) built on PostgreSQL, and one worker running the schedule, build and
+    email queues. `timezone` (the newsletter's) places approve_by wholly after, or wholly before,
+    any moment of the test's UTC day, whatever the hour it runs at."""
+    from pipeline.app import Pipeline
+    from pipeline.compose import issue_window
+
+    port = free_port()
+    (tmp_path / "recipients.csv").write_text("email,name,topics\n" + "".join(f"{r},,\n" for r in READERS),
+                                             encoding="utf-8")
+    feed = tmp_path / "feed.xml"
+    config = write_workers_config(
+        tmp_path, [feed.as_uri()], workers={"tick_seconds": 1, "heartbeat_seconds": 0.5},
+        schedule={"cron": "0 0 * * *", "timezone": "UTC"},
+        delivery={"from_address": "lettre@techmatin.example.org", "smtp_host": "127.0.0.1", "smtp_port": port,
+                  "security": "none", "rate": 0, "recipients": "recipients.csv", "require_approval": True,
+                  "approve_by": approve_by, "on_no_approval": on_no_approval,
+                  "unsubscribe_url": "https://techmatin.example.org/desinscription?email={email}&token={token}"})
+    text = config.read_text(encoding="utf-8").replace("newsletter:\n", f"newsletter:\n  timezone: {timezone}\n", 1)
+    config.write_text(text, encoding="utf-8")
+    today = dt.datetime.now(dt.UTC).date()
+    monkeypatch.setenv("TECH_MATIN_DATABASE_URL", pg_database)
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", WORKER_SECRET)
+    with Pipeline.from_files(config, REPO / "topics.yaml") as app:
+        feed.write_bytes(rss(0, 3, issue_window(today, app.config.newsletter)[1]))
+        built = app.run(today).build
+        assert built is not None and built.stories > 0
+    sink = SmtpSink.start(port)
+    workers = Workers(config, worker_env(pg_database, TECH_MATIN_UNSUBSCRIBE_SECRET=WORKER_SECRET))
+    workers.start("--queues", "schedule,build,email", name="w")
+    return config, today, sink, workers
+
+
+def test_workers_mail_an_issue_once_approved(tmp_path: Path, pg_database: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.app import Pipeline
+
+    config, today, sink, workers = approval_workers(tmp_path, pg_database, monkeypatch, "Etc/GMT+12", "23:59",
+                                                    "hold")
+    try:
+        wait_for(lambda: "waiting for an editor's approval until 23:59" in workers.logs(), 60, "the wait", workers)
+        assert sink.inbox.total == 0
+        with Pipeline.from_files(config, REPO / "topics.yaml") as app:
+            app.approve(today, "Louise Garnier")
+        wait_for(lambda: sink.inbox.total == len(READERS), 60, "the mailing after the approval", workers)
+        assert f"issue {today}: approved by Louise Garnier" in workers.logs()
+    finally:
+        workers.stop()
+        sink.stop()
+    assert sorted(sink.inbox.by_recipient) == READERS
+
+
+def test_workers_hold_an_issue_not_approved_by_approve_by(tmp_path: Path, pg_database: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _config, today, sink, workers = approval_workers(tmp_path, pg_database, monkeypatch, "Etc/GMT-14", "00:01",
+                                                     "hold")
+    try:
+        wait_for(lambda: f"issue {today}: not approved by 00:01: held, not sent" in workers.logs(), 60, "the hold",
+                 workers)
+    finally:
+        workers.stop()
+        sink.stop()
+    assert sink.inbox.total == 0

@@ -326,3 +326,45 @@ def test_send_test_mails_the_editor_alone_and_touches_no_delivery(demo_copy: Pat
             app.send_test(DAY, "louise", env={"TECH_MATIN_UNSUBSCRIBE_SECRET": SECRET})
     with open_store(StoreTarget(archive / "db.sqlite3")) as store:
         assert store.deliveries(DAY) == {}
+
+
+# ---------------------------------------------------------------- try-rules and the decisions
+
+
+def threshold_candidate(folder: Path, threshold: str) -> Path:
+    text = (REPO / "topics.yaml").read_text(encoding="utf-8")
+    assert "\nthreshold: 3\n" in text
+    path = folder / f"candidate-{threshold}.yaml"
+    path.write_text(text.replace("\nthreshold: 3\n", f"\nthreshold: {threshold}\n"), encoding="utf-8")
+    return path
+
+
+def test_try_rules_tells_which_decisions_a_rule_change_makes_unnecessary(demo_copy: Path, tmp_path: Path,
+                                                                        cli) -> None:
+    from pipeline.config.topics import load_topics
+
+    stricter, looser = threshold_candidate(tmp_path, "6"), threshold_candidate(tmp_path, "1")
+    with open_pipeline(demo_copy) as app:
+        gains = {c.item.id for c in app.try_rules(load_topics(looser), since=BEFORE, until=DAY).changes if c.added}
+        added = next(c for c in app.candidates(DAY, limit=100) if c.item.id in gains and not c.topics)
+        losses = {c.item.id for c in app.try_rules(load_topics(stricter), since=BEFORE, until=DAY).changes
+                  if not c.after}
+        dropped = next(s.story for s in app.draft(DAY).stories[1:] if set(s.story.item_ids) <= losses)
+        kept = next(s.story for s in app.draft(DAY).stories[1:] if not set(s.story.item_ids) & losses)
+        app.decide(decision("add", added.item.id))
+        app.decide(decision("drop", dropped.id, minutes=1))
+        app.decide(decision("drop", kept.id, minutes=2))  # the stricter rules still tag it: still needed
+        app.decide(decision("kicker", app.draft(DAY).stories[0].story.id, text="À la une", minutes=3))
+
+        preview = app.try_rules(load_topics(looser))
+        assert [(u.decision.action, u.decision.item_id) for u in preview.unneeded] == [("add", added.item.id)]
+        assert preview.unneeded[0].reason.startswith("the candidate rules tag it ")
+        preview = app.try_rules(load_topics(stricter))
+        assert [(u.decision.action, u.decision.item_id, u.reason) for u in preview.unneeded] == [
+            ("drop", dropped.id, "the candidate rules no longer tag it")]
+        assert app.try_rules(load_topics(stricter), until=BEFORE).unneeded == ()  # decisions of other dates
+    result = cli("try-rules", looser, "--config", DEMO, "--db", demo_copy / "db.sqlite3")
+    assert result.code == 0, result.err
+    assert (f"2025-05-06  decision add {added.item.id} by Louise Garnier would be unnecessary: the candidate "
+            "rules tag it") in result.out
+    assert "1 editorial decision(s) would be unnecessary with" in result.out

@@ -1048,8 +1048,12 @@ class Pipeline:
         if d.action == "add":
             if d.item_id in told:
                 raise PipelineError(f"item {d.item_id!r} is already in the issue of {date}")
-            if d.item_id not in {i.id for i in self.window_items(d.issue_date)}:
+            window = {e.item.id: e for e in self.classified_window(d.issue_date)}
+            if d.item_id not in window:
                 raise PipelineError(f"unknown item {d.item_id!r}: not a stored item of the window of {date}")
+            if d.section is None and not set(window[d.item_id].classification.topics) & set(self.topics.ids):
+                raise PipelineError(f"item {d.item_id!r} has no topic under the rules: say which section to add "
+                                    "it to")
         elif d.item_id not in told:
             raise PipelineError(f"unknown item {d.item_id!r}: no story of the issue of {date} tells it")
         if d.action == "move" and not d.section:
@@ -1070,7 +1074,8 @@ class Pipeline:
         self.stored_issue(date)  # a clear error when there is no issue to approve
         approval = Approval(issue_date=date, editor=editor.strip(), approved_at=now or utc_now())
         self.store.record_approval(approval)
-        self.publish_issue(date, lock_timeout=lock_timeout)
+        if self.require_approval:  # otherwise the issue was listed when it was built
+            self.publish_issue(date, lock_timeout=lock_timeout)
         return approval
 
     def publish_issue(self, date: dt.date, *, lock_timeout: float | None = None) -> None:

@@ -205,6 +205,7 @@ def test_bad_decisions_are_refused_with_one_line_and_nothing_stored(app: Pipelin
         (decision("drop", "no-such-item"), "unknown item 'no-such-item': no story of the issue of 2025-05-06"),
         (decision("add", "no-such-item"), "unknown item 'no-such-item': not a stored item of the window"),
         (decision("add", next(iter(told))), "is already in the issue of 2025-05-06"),
+        (decision("add", app.candidates(DAY)[0].item.id), "has no topic under the rules: say which section"),
         (decision("move", story, section="sports"), "unknown section 'sports'"),
         (decision("move", story), "a move needs the target section"),
         (decision("kicker", story, text="   "), "a kicker decision needs a non-empty text"),
@@ -232,7 +233,7 @@ def test_rebuild_reproduces_the_approved_issue_byte_for_byte(demo_copy: Path) ->
                      decision("move", parts["section:meta_ai"][0], section="ai_act", minutes=2),
                      decision("kicker", parts["lead"][0], text="L’IA de Meta", minutes=3),
                      decision("summary", parts["section:ai_act"][0], text="Trois lignes directrices.", minutes=4),
-                     decision("add", candidate.item.id, minutes=5)):
+                     decision("add", candidate.item.id, section="meta_ai", minutes=5)):
             app.decide(made)
         approval = app.approve(DAY, "Louise Garnier", now=T0 + dt.timedelta(minutes=10))
         assert app.draft(DAY).approved and app.draft(DAY).approval == approval
@@ -351,7 +352,7 @@ def test_try_rules_tells_which_decisions_a_rule_change_makes_unnecessary(demo_co
                   if not c.after}
         dropped = next(s.story for s in app.draft(DAY).stories[1:] if set(s.story.item_ids) <= losses)
         kept = next(s.story for s in app.draft(DAY).stories[1:] if not set(s.story.item_ids) & losses)
-        app.decide(decision("add", added.item.id))
+        app.decide(decision("add", added.item.id, section="rgpd"))
         app.decide(decision("drop", dropped.id, minutes=1))
         app.decide(decision("drop", kept.id, minutes=2))  # the stricter rules still tag it: still needed
         app.decide(decision("kicker", app.draft(DAY).stories[0].story.id, text="À la une", minutes=3))

@@ -110,16 +110,30 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Site:
 
 
 @pytest.fixture
-def site(built: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
-    """A copy of the built demo, with the secrets of the tests in the environment."""
-    copy = Site(tmp_path)
-    shutil.copytree(built.root, tmp_path, dirs_exist_ok=True)
-    copy.configure()
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' secrets in the environment, and no developer's SMTP credentials."""
     monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", SECRET)
     monkeypatch.setenv("TECH_MATIN_DESK_TOKEN", TOKEN)
     for name in ("TECH_MATIN_SMTP_USER", "TECH_MATIN_SMTP_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def site(built: Site, tmp_path: Path, secrets_env: None) -> Site:
+    """A copy of the built demo, with the secrets of the tests in the environment."""
+    copy = Site(tmp_path)
+    shutil.copytree(built.root, tmp_path, dirs_exist_ok=True)
+    copy.configure()
     return copy
+
+
+@pytest.fixture
+def config_site(tmp_path: Path, secrets_env: None) -> Site:
+    """The demo's config with a delivery section and no store yet: for what stops before the
+    store is opened, or builds its own."""
+    site = Site(tmp_path)
+    site.configure()
+    return site
 
 
 class Desk:
@@ -178,6 +192,21 @@ def desk(site: Site) -> Iterator[Desk]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def shared(built: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Desk]]:
+    """One desk for the tests that change nothing (each checks so): its rate limits have room
+    for all of them (about 12 reader requests of 20, 3 logins of 10)."""
+    root = tmp_path_factory.mktemp("desk-shared")
+    copy = Site(root)
+    shutil.copytree(built.root, root, dirs_exist_ok=True)
+    copy.configure()
+    server = Desk(copy)
+    try:
+        yield copy, server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     server = start_server()
@@ -209,8 +238,9 @@ def csrf_of(page: str) -> str:
     (None, "environment variable TECH_MATIN_DESK_TOKEN is not set"),
     ("too-short", "environment variable TECH_MATIN_DESK_TOKEN holds 9 bytes; the desk's token needs at least 32"),
 ])
-def test_the_desk_refuses_to_start_without_a_long_enough_token(site: Site, monkeypatch: pytest.MonkeyPatch,
+def test_the_desk_refuses_to_start_without_a_long_enough_token(config_site: Site, monkeypatch: pytest.MonkeyPatch,
                                                                token: str | None, message: str) -> None:
+    site = config_site
     if token is None:
         monkeypatch.delenv("TECH_MATIN_DESK_TOKEN")
     else:
@@ -220,8 +250,9 @@ def test_the_desk_refuses_to_start_without_a_long_enough_token(site: Site, monke
     assert err.startswith(f"pipeline: error: {message}") and err.count("\n") == 1, err
 
 
-def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(site: Site, monkeypatch: pytest.MonkeyPatch
+def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(config_site: Site, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
+    site = config_site
     monkeypatch.delenv("TECH_MATIN_UNSUBSCRIBE_SECRET")
     code, _, err = cli("desk", *site.args())
     assert code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET is not set" in err and err.count("\n") == 1, err
@@ -232,7 +263,8 @@ def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(site: Site, mo
     (["--port", "x"], "argument --port: invalid number 'x'"),
     (["--host", "256.0.0.1"], "cannot listen on 256.0.0.1:0"),
 ])
-def test_bad_host_or_port_is_one_line(site: Site, extra: list[str], message: str) -> None:
+def test_bad_host_or_port_is_one_line(config_site: Site, extra: list[str], message: str) -> None:
+    site = config_site
     code, _, err = cli("desk", *site.args("--port", "0", *extra))
     assert code == 2 and message in err and err.count("\n") == 1, err
 
@@ -290,7 +322,8 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
     assert received == sorted(r for r in READERS if r != reader)
 
 
-def test_a_forged_or_missing_token_changes_nothing(site: Site, desk: Desk) -> None:
+def test_a_forged_or_missing_token_changes_nothing(shared: tuple[Site, Desk]) -> None:
+    site, desk = shared
     victim = READERS[0]
     base = f"{desk.url}/desinscription"
     with httpx.Client(timeout=HTTP_SECONDS) as client:
@@ -337,7 +370,8 @@ def story_ids(page: str) -> list[str]:
     return re.findall(r'data-item="([^"]+)"', page)
 
 
-def test_an_unauthenticated_editor_request_is_refused(site: Site, desk: Desk) -> None:
+def test_an_unauthenticated_editor_request_is_refused(shared: tuple[Site, Desk]) -> None:
+    site, desk = shared
     before = editorial_state(site)
     with httpx.Client(timeout=HTTP_SECONDS) as client:
         home = client.get(f"{desk.url}/")
@@ -373,7 +407,8 @@ def test_logins_are_rate_limited_per_client(site: Site, desk: Desk) -> None:
         assert statuses[:10] == [401] * 10 and statuses[-1] == 429
 
 
-def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(site: Site, desk: Desk) -> None:
+def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_token(shared: tuple[Site, Desk]) -> None:
+    site, desk = shared
     with httpx.Client(timeout=HTTP_SECONDS) as client:
         first = client.get(f"{desk.url}/connexion")
         cookie = first.headers["set-cookie"]
@@ -400,7 +435,8 @@ def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_toke
         assert out.status_code == 303 and client.get(f"{desk.url}/").status_code == 303
 
 
-def test_every_answer_carries_the_security_headers(site: Site, desk: Desk) -> None:
+def test_every_answer_carries_the_security_headers(shared: tuple[Site, Desk]) -> None:
+    _, desk = shared
     with httpx.Client(timeout=HTTP_SECONDS) as client:
         for path in ("/connexion", "/", "/nulle-part", "/desinscription", "/static/desk.css", f"/brouillon/{DATE}"):
             answer = client.get(f"{desk.url}{path}")
@@ -447,7 +483,8 @@ def test_a_session_cookie_altered_or_signed_with_another_token_reads_as_nothing(
     ("https://techmatin.example.org/desinscription?token={token}", "needs {email} and {token} as query values"),
     ("https://techmatin.example.org/connexion?email={email}&token={token}", "cannot serve the path '/connexion'"),
 ])
-def test_an_unsubscribe_url_the_desk_cannot_serve_stops_it_at_start(site: Site, url: str, message: str) -> None:
+def test_an_unsubscribe_url_the_desk_cannot_serve_stops_it_at_start(config_site: Site, url: str, message: str) -> None:
+    site = config_site
     config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
     config["delivery"]["unsubscribe_url"] = url
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -723,12 +760,12 @@ def test_every_decision_of_the_desk_is_stored_with_its_editor_and_a_test_send_re
     assert approval is None and deliveries == {}, "a test send records no delivery"
 
 
-
-def test_the_desk_on_the_postgresql_store(site: Site, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_desk_on_the_postgresql_store(config_site: Site, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same desk with storage.backend: postgresql: a reader's one-click unsubscribe and an
     editor's decision and approval land in PostgreSQL."""
     from pipeline.deliver import unsubscribe_token
 
+    site = config_site
     config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
     config["storage"] = {"backend": "postgresql", "output": site.output.name}
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")

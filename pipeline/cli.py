@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.store import StoreError
 
 if TYPE_CHECKING:
-    from pipeline.app import DraftView, IssueDeletion, Pipeline, RunReport
+    from pipeline.app import DraftView, FeedStatus, IssueDeletion, Pipeline, RunReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -584,21 +584,31 @@ def _print_deletion(deletion: IssueDeletion, output_dir: Path, out: TextIO) -> N
 def _cmd_feeds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _pipeline(args) as app:
         if args.feeds_command == "list":
-            for status in app.feed_statuses():
-                feed, health = status.feed, status.health
-                if health is None:
-                    print(f"{feed.id:<28} never fetched", file=out)
-                    continue
-                state = "disabled" if health.disabled else (health.last_status or "?")
-                newest = f"{status.newest_item:%Y-%m-%d}" if status.newest_item else "-"
-                success = health.last_success.isoformat() if health.last_success else "-"
-                print(f"{feed.id:<28} {state:<10} failures={health.consecutive_failures:<3} "
-                      f"last_success={success:<26} items={health.items_seen:<5} "
-                      f"newest_item={newest:<10} {health.last_error or ''}", file=out)
+            _print_feed_statuses(app.feed_statuses(), app.config.newsletter.timezone, out)
             return EXIT_OK
         changed = app.set_feeds_enabled(list(args.ids) or None, enabled=args.feeds_command == "enable")
     print(f"{args.feeds_command}d {changed} feed(s)", file=out)
     return EXIT_OK
+
+
+def _print_feed_statuses(statuses: Sequence[FeedStatus], timezone: str, out: TextIO) -> None:
+    """One line per configured feed under a header; times in the newsletter's time zone."""
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    width = max([28, *(len(status.feed.id) + 1 for status in statuses)])
+    print(f"{'FEED':<{width}} {'STATUS':<10} {'FAILURES':>8}  {'LAST SUCCESS (' + timezone + ')':<30} "
+          f"{'ITEMS':>6}  {'NEWEST ITEM':<11} LAST ERROR", file=out)
+    for status in statuses:
+        feed, health = status.feed, status.health
+        if health is None:
+            print(f"{feed.id:<{width}} never fetched", file=out)
+            continue
+        state = "disabled" if health.disabled else (health.last_status or "?")
+        success = f"{health.last_success.astimezone(zone):%Y-%m-%d %H:%M %Z}" if health.last_success else "-"
+        newest = f"{status.newest_item.astimezone(zone):%Y-%m-%d}" if status.newest_item else "-"
+        print(f"{feed.id:<{width}} {state:<10} {health.consecutive_failures:>8}  {success:<30} "
+              f"{health.items_seen:>6}  {newest:<11} {health.last_error or ''}".rstrip(), file=out)
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

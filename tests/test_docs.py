@@ -12,7 +12,8 @@ from pipeline.cli import COMMANDS
 from pipeline.config.sources import FEED_KEYS, STORAGE_KEYS
 from pipeline.models import DeliverySettings, FetchSettings, NewsletterSettings, ScheduleSettings, WorkerSettings
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def section(title: str) -> str:
@@ -59,3 +60,35 @@ def test_every_topics_yaml_feature_is_documented() -> None:
     features |= {option for options in OPERATOR_OPTIONS.values() for option in options}
     missing = sorted(f for f in features if f"`{f}`" not in text)
     assert not missing, f"undocumented topics.yaml keys or operators: {missing}"
+
+
+def console_blocks(command: str) -> list[str]:
+    """The lines a README console block shows after `$ COMMAND` (the command as typed)."""
+    match = re.search(rf"^```console\n\$ {re.escape(command)}\n(.*?)^```", README, re.S | re.M)
+    assert match, f"README has no console block for `$ {command}`"
+    return match.group(1).splitlines()
+
+
+@pytest.mark.parametrize("command", ["pipeline evaluate examples/labelled.jsonl",
+                                     "pipeline suggest-rules examples/labelled.jsonl --topic rgpd"])
+def test_the_readme_rules_examples_run_as_shown_without_shared(command: str, tmp_path: Path, run_cli) -> None:
+    # A fresh folder with the repository's examples and rules only: nothing of ../shared, no archive.
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    (tmp_path / "topics.yaml").symlink_to(REPO / "topics.yaml")
+    result = run_cli(*command.split()[1:], cwd=tmp_path)
+    assert result.code == 0, result.err
+    output = result.out.splitlines()
+    # Each line the README shows is in the output, in order; "…" stands for lines left out.
+    position = 0
+    gap = False
+    for shown in console_blocks(command):
+        if shown == "…":
+            gap = True
+            continue
+        if gap:
+            assert shown in output[position:], f"README line not in the output: {shown!r}\n{result.out}"
+            position = output.index(shown, position)
+        else:
+            assert output[position:position + 1] == [shown], f"README line {shown!r} is not printed:\n{result.out}"
+        position += 1
+        gap = False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+
+import time_machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -20,7 +23,28 @@ def test_a_feed_with_nothing_new_for_weeks_is_reported(tmp_path: Path, cli) -> N
     assert len(stale) == 9, later.err
     assert "feed veilleur-numerique: no new item for 49 days (since 2025-05-06)" in later.err
     listing = cli("feeds", "list", *common[:4])
-    assert "newest_item=2025-05-06" in listing.out
+    [line] = [line for line in listing.out.splitlines() if line.startswith("veilleur-numerique ")]
+    assert line.split()[-1] == "2025-05-06"  # its newest item, first seen for that issue
+
+
+def test_feeds_list_has_a_header_and_gives_times_in_the_newsletters_zone(tmp_path: Path, cli) -> None:
+    common = ["--config", DEMO, "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out"]
+    # 04:30 UTC on 6 May is 06:30 in Paris (summer time): what the editor's clock says.
+    with time_machine.travel(dt.datetime(2025, 5, 6, 4, 30, tzinfo=dt.UTC), tick=False):
+        assert cli("run", "--date", "2025-05-06", *common).code == 0
+    listing = cli("feeds", "list", *common[:4])
+    assert listing.code == 0, listing.err
+    header, *rows = listing.out.splitlines()
+    assert header.split() == ["FEED", "STATUS", "FAILURES", "LAST", "SUCCESS", "(Europe/Paris)", "ITEMS",
+                              "NEWEST", "ITEM", "LAST", "ERROR"]
+    assert len(rows) == 9
+    for row in rows:
+        _, status, failures, day, time, zone, items, newest = row.split()
+        assert (status, failures, day, time, zone, newest) == ("new", "0", "2025-05-06", "06:30", "CEST",
+                                                              "2025-05-06"), row
+        assert int(items) > 0
+        # Each value stands under its heading.
+        assert row.index(f" {day} {time}") + 1 == header.index("LAST SUCCESS"), (header, row)
 
 
 def test_staleness_check_can_be_turned_off(tmp_path: Path, cli) -> None:

@@ -43,7 +43,7 @@ from markupsafe import escape
 from pipeline import render
 from pipeline.errors import PipelineError, RunFailed
 from pipeline.models import Issue, RenderedIssue, Story, TopicInfo
-from pipeline.render import IssueLinks, Renderer, french_date, safe_url
+from pipeline.render import IssueLinks, Renderer, french_date, french_spacing, safe_url
 
 # The feed lists the latest issues only: a reader subscribes for what comes next, and a feed
 # holding a whole year would be re-downloaded in full by every client on every poll.
@@ -649,7 +649,7 @@ class Archive:
             issue = entry.issue
             url = f"{self.base_url}{issue.date.isoformat()}/"
             stamp = self._issue_time(issue)
-            teasers = " ".join(f"— {t.theme} : {t.text}" for t in issue.menu)
+            teasers = french_spacing(" ".join(f"— {t.theme} : {t.text}" for t in issue.menu))
             feed.add_item(
                 title=_xml_text(f"{self.site_name} du {french_date(issue.date, year=True)}"), link=url,
                 unique_id=url, pubdate=stamp, updateddate=stamp, text_link=f"{url}digest.txt",
@@ -670,13 +670,14 @@ class Archive:
         """The issue's menu and stories as an HTML fragment (escaped again by the XML writer)."""
         parts: list[str] = []
         if issue.menu:
-            parts.append("<ul>" + "".join(f"<li>{escape(t.theme)} : {escape(t.text)}</li>" for t in issue.menu)
-                         + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{escape(french_spacing(f'{t.theme} : {t.text}'))}</li>"
+                                          for t in issue.menu) + "</ul>")
         stories = []
         for story in issue.stories():
             url = safe_url(story.url)
-            title = f'<a href="{escape(url)}">{escape(story.title)}</a>' if url else str(escape(story.title))
-            stories.append(f"<li>{title} ({escape(story.source)})</li>")
+            text = escape(french_spacing(story.title))
+            title = f'<a href="{escape(url)}">{text}</a>' if url else str(text)
+            stories.append(f"<li>{title} ({escape(french_spacing(story.source))})</li>")
         if stories:
             parts.append("<ol>" + "".join(stories) + "</ol>")
         return "".join(parts) or "<p>Rien de neuf ce matin sur nos sujets de veille.</p>"

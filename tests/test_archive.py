@@ -181,12 +181,12 @@ def test_index_lists_issues_by_month_newest_first_with_teasers_and_counts(tmp_pa
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.index("mai 2025") < page.index("avril 2025")
     assert page.index("Mardi 6 mai 2025") < page.index("Lundi 5 mai 2025") < page.index("Mardi 29 avril 2025")
-    assert "RGPD : Llama 4 : Meta entraîne ses modèles en Europe" in page  # a menu teaser
+    assert "RGPD\u00a0: Llama 4\u00a0: Meta entraîne ses modèles en Europe" in page  # a teaser, in French typography
     # Stories per topic, a story counting under each of its topics; links to the topic pages.
     may5 = page[page.index("Lundi 5 mai 2025"):page.index("Mardi 29 avril 2025")]
-    assert '<a href="topics/meta_ai.html">Intelligence artificielle</a> : 1' in may5
-    assert '<a href="topics/rgpd.html">Données personnelles</a> : 1' in may5
-    assert '<a href="topics/ai_act.html">Régulation de l&#39;IA</a> : 1' in may5
+    assert '<a href="topics/meta_ai.html">Intelligence artificielle</a>&nbsp;: 1' in may5
+    assert '<a href="topics/rgpd.html">Données personnelles</a>&nbsp;: 1' in may5
+    assert '<a href="topics/ai_act.html">Régulation de l’IA</a>&nbsp;: 1' in may5
     assert 'href="search.html"' in page and 'href="feed.xml"' in page
     assert "<script" not in page
 

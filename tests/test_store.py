@@ -195,3 +195,42 @@ def test_queued_deliveries_are_claimed_by_one_batch_each_and_keep_their_message_
     store.finish_delivery(day, second[0].email, DeliveryStatus.FAILED_TEMPORARY, "451", T0)
     assert store.queue_deliveries(day, messages, T0) == 1  # a temporary failure is queued again
     assert store.deliveries(day)[first[0].email].message_id == first[0].message_id
+
+
+def test_items_stored_before_the_text_pass_are_cleaned_when_the_store_opens(tmp_path: Path) -> None:
+    from pipeline.store.sqlite.schema import MIGRATIONS
+
+    text_pass = next(n for n, m in enumerate(MIGRATIONS) if callable(m))
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    for sql in MIGRATIONS[:text_pass]:
+        assert isinstance(sql, str)
+        db.executescript(sql)
+    db.execute(f"PRAGMA user_version = {text_pass}")
+    columns = ("id, feed_id, source, guid, url, title, summary, content, language, published, author, categories,"
+               " first_seen, effective_time")
+    seen = "2025-05-05T08:00:00+00:00"
+    # As the former parser stored them: HTML gone, but the feeds' boilerplate and a second layer of
+    # entities (escaped twice in the feed) left in.
+    old = ("old", "f", "Source", None, "https://f.example/1", "Le r&eacute;glement &amp; vous",
+           "La CNIL publie ses lignes directrices sur l&#8217;IA. Lire la suite",
+           "Le texte complet […] The post Les lignes directrices appeared first on Le Veilleur.",
+           "fr", seen, None, "[]", seen, seen)
+    # As the text pass stores them: must not change.
+    new = ("new", "f", "Source", None, "https://f.example/2", "AT&T et l’IA : « a < b » [sic]",
+           "Un résumé propre… qui se termine ainsi…", "", "fr", seen, "Jeanne", "[]", seen, seen)
+    db.executemany(f"INSERT INTO items ({columns}) VALUES ({','.join('?' * 14)})", [old, new])
+    db.executemany("INSERT INTO classifications (item_id, fingerprint, topics, scores, matches) VALUES (?,?,?,?,?)",
+                   [("old", "r", "[]", "{}", "{}"), ("new", "r", '["rgpd"]', '{"rgpd": 3.0}', "{}")])
+    db.commit()
+    db.close()
+
+    with SqliteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        items = {item.id: item for item in store.all_items()}
+        assert items["old"].title == "Le réglement & vous"
+        assert items["old"].summary == "La CNIL publie ses lignes directrices sur l’IA."
+        assert items["old"].content == "Le texte complet"
+        assert (items["new"].title, items["new"].summary, items["new"].author) == (new[5], new[6], new[10])
+        # The changed item is classified again from its clean text; the other keeps its classification.
+        assert set(store.classifications(["old", "new"], "r")) == {"new"}

@@ -8,12 +8,35 @@ version whole.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.text import tidy_text
 
-# Each entry upgrades the schema by one version; never edit a released entry, append a new one.
-MIGRATIONS: tuple[str, ...] = (
+
+def _clean_stored_text(db: sqlite3.Connection) -> None:
+    """Items stored before the one text pass (pipeline/text.py) were turned into text by the
+    former parser alone: they keep the feeds' trailing boilerplate ("Lire la suite", "The post …
+    appeared first on …", "[…]") and a second, escaped-twice layer of entities and tags, which
+    compose no longer removes. Their text fields get the rest of the pass (`tidy_text`: what
+    `clean_text` does after HTML → text), so they read like the items stored since; the
+    classifications of the items that changed are dropped (made again from the cleaned text
+    when next needed). Text the pass already cleaned comes out unchanged."""
+    changed: list[tuple[str, str, str, str | None, str]] = []
+    for row in db.execute("SELECT id, title, summary, content, author FROM items"):
+        item_id, title, summary, content, author = row
+        cleaned = (tidy_text(title), tidy_text(summary), tidy_text(content), tidy_text(author) if author else author)
+        if cleaned != (title, summary, content, author):
+            changed.append((*cleaned, item_id))
+    db.executemany("UPDATE items SET title = ?, summary = ?, content = ?, author = ? WHERE id = ?", changed)
+    db.executemany("DELETE FROM classifications WHERE item_id = ?", [(row[-1],) for row in changed])
+
+
+# Each entry upgrades the schema by one version; never edit a released entry, append a new one. An
+# entry is SQL (statements separated by ";"), or a function run on the connection in the same
+# transaction when an upgrade needs Python (the text pass).
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     # 1: first schema
     """
     CREATE TABLE feeds (
@@ -170,6 +193,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX approvals_date ON approvals(issue_date, id);
     """,
+    # 7: the text of items stored before the one text pass, cleaned as new items are.
+    _clean_stored_text,
 )
 
 
@@ -190,9 +215,13 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         try:
             # Another process may have migrated since we looked: the write lock makes this check exact.
             if schema_version(db) == version:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                migration = MIGRATIONS[version]
+                if callable(migration):
+                    migration(db)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
         except BaseException:
             db.execute("ROLLBACK")

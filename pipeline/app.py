@@ -22,6 +22,7 @@ import os
 import re
 import time
 import zoneinfo
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from pipeline.models import (
     Story,
     TopicInfo,
 )
-from pipeline.pool import CallFailed, CallPool, Pending
+from pipeline.pool import CallFailed, CallPool, Pending, default_workers
 from pipeline.store import (
     FeedHealth,
     FeedOutcome,
@@ -87,6 +88,8 @@ DEFAULT_DB = Path("data/pipeline.sqlite3")
 DEFAULT_OUTPUT = Path("output")
 # One run stores at most this many items, so a flood of feeds cannot swamp the store or a digest.
 MAX_ITEMS_PER_RUN = 5_000
+# A rebuild of at least this many issues renders their pages on every core (see Pipeline.render_workers).
+PARALLEL_RENDER_MIN = 16
 
 
 class Fetcher(Protocol):
@@ -335,6 +338,33 @@ class UnsubscribeOutcome:
     outcome: str  # one of UNSUBSCRIBE_OUTCOMES
 
 
+@dataclass(frozen=True)
+class _Build:
+    """An issue between the two halves of its build (Pipeline._prepare_build, _finish_build)."""
+
+    date: dt.date
+    issue: Issue
+    issue_json: str
+    render_key: str
+    previous: StoredIssue | None  # its record, if it was built before
+    known_dates: tuple[dt.date, ...]  # the dates its pages link among
+    links_neighbours: bool  # a new issue, not a held draft: its neighbours' pages link to it
+    rendering: Callable[[], RenderedIssue] | None  # its pages; None: those on disk are current
+    item_ids: tuple[str, ...]  # the items it features
+
+
+def _rendered(date: dt.date, call: Pending[RenderedIssue]) -> Callable[[], RenderedIssue]:
+    """The pages a render process makes; its failure in one line."""
+
+    def result() -> RenderedIssue:
+        try:
+            return call.result()
+        except CallFailed as failure:
+            raise RunFailed(f"the issue of {date.isoformat()} could not be rendered: {failure}") from None
+
+    return result
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -408,7 +438,8 @@ class Pipeline:
 
     def __init__(self, config: Config, topics: TopicsConfig, *, store: StoreTarget, output_dir: Path,
                  templates_dir: Path | None = None, fetcher: Fetcher | None = None,
-                 parser: FeedParser | None = None, parse_workers: int | None = None):
+                 parser: FeedParser | None = None, parse_workers: int | None = None,
+                 render_workers: int | None = None):
         self.config = config
         self.topics = topics
         self.store_target = store
@@ -417,6 +448,9 @@ class Pipeline:
         self._fetcher = fetcher  # None: pipeline.fetch.fetch_feeds
         self._parser = parser  # None: pipeline.parse.parse_feed
         self.parse_workers = parse_workers  # processes that parse feeds; None: one per core, 1: in this process
+        # Processes that render the pages of a rebuild; None: one per core when it rebuilds at least
+        # PARALLEL_RENDER_MIN issues (starting them costs more than rendering a few), 1: in this process.
+        self.render_workers = render_workers
         self._store: Store | None = None
 
     @classmethod
@@ -708,6 +742,19 @@ class Pipeline:
         `written` list); `publish=False` leaves the pages that list issues (index, topics, feed,
         search) to the caller, who publishes once. `featured_before`: the items of every issue
         before `date`, when the caller already knows them."""
+        if archive is None:
+            archive = self.new_archive()
+        with archive.parallel_writes():  # the caller's block, if it opened one (rebuild)
+            build = self._prepare_build(date, archive, featured_before, skip_empty=skip_empty, renders=None)
+            if isinstance(build, BuildResult):
+                return build
+            return self._finish_build(build, now, archive, publish=publish)
+
+    def _prepare_build(self, date: dt.date, archive: Archive, featured_before: set[str] | None, *, skip_empty: bool,
+                       renders: CallPool[RenderedIssue] | None) -> _Build | BuildResult:
+        """The first half of build_issue: the issue composed (or the stored one, when composed from
+        the same inputs), its pages' key, and their rendering started (by `renders`' processes, if
+        given) unless the pages on disk are current. A BuildResult: an empty issue skipped."""
         store, config = self.store, self.config
         items = self.window_items(date)
         featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
@@ -729,38 +776,44 @@ class Pipeline:
         else:
             issue = inputs.compose(self.classified_window(date, items))
             issue_json = issue_to_json(issue)
-        if archive is None:
-            archive = self.new_archive()
-        with archive.parallel_writes():  # the caller's block, if it opened one (rebuild)
-            return self._render_and_publish(date, now, issue, issue_json, compose_key, previous, known_dates, archive,
-                                            is_new_date=is_new_date, held=held, skip_empty=skip_empty,
-                                            publish=publish)
-
-    def _render_and_publish(self, date: dt.date, now: dt.datetime, issue: Issue, issue_json: str, compose_key: str,
-                            previous: StoredIssue | None, known_dates: Sequence[dt.date], archive: Archive, *,
-                            is_new_date: bool, held: set[dt.date], skip_empty: bool, publish: bool) -> BuildResult:
-        """The second half of build_issue: the pages, the record, the neighbours, the listing pages."""
-        store = self.store
-        written_before = len(archive.written)
-        issue_dir = self.output_dir / date.isoformat()
         if issue.is_empty and skip_empty:
-            return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(), issue_dir=issue_dir)
-
+            return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(),
+                               issue_dir=self.output_dir / date.isoformat())
         links = archive.issue_links(date, known_dates)
         render_key = self._render_key(compose_key, issue_json, links)
+        rendering: Callable[[], RenderedIssue] | None = None
         if previous is not None and previous.render_key == render_key and \
                 archive.has_issue(date, previous.html_sha256, previous.text_sha256):
-            # Same inputs, pages intact: rendering again would give the same bytes (it is deterministic).
+            pass  # same inputs, pages intact: rendering again would give the same bytes (it is deterministic)
+        elif renders is None:
+            rendering = functools.partial(self.renderer.render_issue, issue, self.topic_info, links)
+        else:
+            from pipeline.render import load_renderer
+
+            if not renders.started:  # the templates compiled once, here: the processes forked next start with them
+                load_renderer(self.templates_dir, self.renderer.fingerprint)
+            rendering = _rendered(date, renders.submit(self.templates_dir, self.renderer.fingerprint, issue,
+                                                       self.topic_info, links))
+        return _Build(date=date, issue=issue, issue_json=issue_json, render_key=render_key, previous=previous,
+                      known_dates=tuple(known_dates), links_neighbours=is_new_date and date not in held,
+                      rendering=rendering, item_ids=tuple(featured_item_ids(issue)))
+
+    def _finish_build(self, build: _Build, now: dt.datetime, archive: Archive, *, publish: bool) -> BuildResult:
+        """The second half of build_issue: the pages written, the record stored, the neighbours'
+        links and the listing pages updated."""
+        store, date, issue, previous = self.store, build.date, build.issue, build.previous
+        written_before = len(archive.written)
+        if build.rendering is None:
+            assert previous is not None
             html_sha, text_sha = previous.html_sha256, previous.text_sha256
         else:
-            rendered = self.renderer.render_issue(issue, self.topic_info, links)
+            rendered = build.rendering()
             archive.write_issue(rendered)
             html_sha, text_sha = _sha(rendered.html), _sha(rendered.text)
-        item_ids = featured_item_ids(issue)
         record = StoredIssue(
             date=date, built_at=now, rules_fingerprint=self.topics.fingerprint,
             templates_fingerprint=self.templates_fingerprint, html_sha256=html_sha, text_sha256=text_sha,
-            story_count=len(issue.stories()), issue_json=issue_json, render_key=render_key,
+            story_count=len(issue.stories()), issue_json=build.issue_json, render_key=build.render_key,
         )
         if previous is None or dataclasses.replace(previous, built_at=now) != record:
             # An identical record is not written again: a rebuild with nothing changed writes nothing.
@@ -768,19 +821,33 @@ class Pipeline:
             # alone is replaced, not the stories and their search entries (most of such a rebuild's store time).
             if previous is None:
                 archive.wait_for_issue(date)  # a stored issue has its pages (the build job checks the record only)
-            if previous is None or previous.issue_json != issue_json or not store.update_issue_record(record):
-                store.save_issue(record, issue_stories(issue), item_ids)
-        all_dates = sorted({*known_dates, date})
-        if is_new_date and date not in held:
+            if previous is None or previous.issue_json != build.issue_json or not store.update_issue_record(record):
+                store.save_issue(record, issue_stories(issue), build.item_ids)
+        if build.links_neighbours:
             # A new issue changes its neighbours' previous/next links.
+            all_dates = sorted({*build.known_dates, date})
             position = all_dates.index(date)
             for neighbour in all_dates[max(position - 1, 0) : position] + all_dates[position + 1 : position + 2]:
                 self._rerender_stored(archive, neighbour, all_dates)
         if publish:
             self.publish_site(archive)
         return BuildResult(date=date, stories=len(issue.stories()), empty=issue.is_empty, skipped=False,
-                           changed_files=tuple(archive.written[written_before:]), issue_dir=issue_dir,
-                           item_ids=tuple(item_ids))
+                           changed_files=tuple(archive.written[written_before:]),
+                           issue_dir=self.output_dir / date.isoformat(), item_ids=build.item_ids)
+
+    @contextmanager
+    def _render_pool(self, issues: int) -> Iterator[CallPool[RenderedIssue] | None]:
+        """The processes that render the pages of a rebuild of `issues` issues (None: rendered here)."""
+        workers = self.render_workers
+        if workers is None:
+            workers = default_workers() if issues >= PARALLEL_RENDER_MIN else 1
+        if workers <= 1:
+            yield None
+            return
+        from pipeline.render import render_issue_with
+
+        with CallPool(render_issue_with, workers) as pool:
+            yield pool
 
     def _rerender_stored(self, archive: Archive, date: dt.date, dates: Sequence[dt.date]) -> None:
         stored = self.store.issue(date)
@@ -795,14 +862,22 @@ class Pipeline:
         self.store.update_issue_render(date, _sha(rendered.html), _sha(rendered.text),
                                        self._render_key(compose_key, stored.issue_json, links))
 
-    def publish_site(self, archive: Archive | None = None) -> None:
-        """Write the pages that list issues: index, topic pages, Atom feed, search."""
+    def publish_site(self, archive: Archive | None = None,
+                     decoded: Mapping[dt.date, tuple[str, Issue]] | None = None) -> None:
+        """Write the pages that list issues: index, topic pages, Atom feed, search. `decoded`: issues
+        the caller holds already, with their stored text (not decoded again)."""
         from pipeline.archive import ArchiveEntry
 
         newsletter = self.config.newsletter
+        known = decoded or {}
+
+        def load(date: dt.date, text: str) -> Issue:
+            held = known.get(date)
+            return held[1] if held is not None and held[0] == text else issue_from_json(text, newsletter)
+
         stored = self.store.issues()
         held = self.held_drafts([s.date for s in stored])
-        entries = [ArchiveEntry.stored(s.date, s.issue_json, lambda text: issue_from_json(text, newsletter))
+        entries = [ArchiveEntry.stored(s.date, s.issue_json, functools.partial(load, s.date))
                    for s in stored if s.date not in held]
         (archive or self.new_archive()).write_site(entries, self.topic_info)
 
@@ -835,23 +910,57 @@ class Pipeline:
             # When every stored issue is rebuilt, oldest first, the items featured before each date are
             # the previous builds' items: kept in memory rather than read back from the store each time.
             featured: set[str] | None = set() if stored_dates <= set(targets) else None
-            with archive.parallel_writes():
+            decoded: dict[dt.date, tuple[str, Issue]] = {}  # for the listing pages
+            # Issues whose pages are being rendered (by the render processes), oldest first: each is
+            # finished (pages written, record stored) in date order while the next ones render.
+            pending: deque[tuple[int, _Build]] = deque()
+
+            def abandon(run_id: int, date: dt.date, exc: BaseException) -> None:
+                # The runs table must not keep a rebuild "running" forever: this one, and those under way.
+                store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None, utc_now())
+                while pending:
+                    other_id, other = pending.popleft()
+                    store.finish_run(other_id, "failed", f"rebuild {other.date.isoformat()} not finished: the "
+                                     f"rebuild of {date.isoformat()} failed", None, utc_now())
+
+            def finish_oldest() -> None:
+                run_id, build = pending.popleft()
+                try:
+                    result = self._finish_build(build, now, archive, publish=False)
+                except BaseException as exc:
+                    abandon(run_id, build.date, exc)
+                    raise
+                store.finish_run(run_id, "ok", f"rebuilt {build.date.isoformat()}: {result.stories} stories", None,
+                                 utc_now())
+                results.append(result)
+
+            with self._render_pool(len(targets)) as renders, archive.parallel_writes():
+                ahead = 2 * renders.workers + 2 if renders is not None else 0  # issues rendering at once
                 for date in targets:
                     run_id = store.start_run("rebuild", date, now)
                     try:
-                        result = self.build_issue(date, now, skip_empty=skip_empty, archive=archive, publish=False,
-                                                  featured_before=featured)
-                    except BaseException as exc:  # the runs table must not keep a rebuild "running" forever
-                        store.finish_run(run_id, "failed", f"rebuild {date.isoformat()} failed: {exc}", None,
-                                         utc_now())
+                        build = self._prepare_build(date, archive, featured, skip_empty=skip_empty, renders=renders)
+                    except BaseException as exc:
+                        abandon(run_id, date, exc)
                         raise
-                    store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {result.stories} stories", None,
-                                     utc_now())
-                    results.append(result)
+                    if isinstance(build, BuildResult):  # an empty issue skipped: nothing to finish
+                        while pending:
+                            finish_oldest()
+                        store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {build.stories} stories", None,
+                                         utc_now())
+                        results.append(build)
+                        continue
                     if featured is not None:
-                        featured.update(result.item_ids)  # in place: copying a growing set made --all quadratic
+                        featured.update(build.item_ids)  # in place: copying a growing set made --all quadratic
+                    decoded[date] = (build.issue_json, build.issue)
+                    pending.append((run_id, build))
+                    # A new issue changes the links of the next ones: it is finished at once.
+                    while pending and (len(pending) > ahead or build.previous is None):
+                        finish_oldest()
+                while pending:
+                    finish_oldest()
                 written_before = len(archive.written)
-                self.publish_site(archive)
+                self.publish_site(archive, decoded)
                 if results:  # the listing pages rewritten at the end count with the last issue rebuilt
                     last = results[-1]
                     results[-1] = dataclasses.replace(

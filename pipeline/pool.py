@@ -124,6 +124,11 @@ class CallPool(Generic[T]):
         return Pending(future=self._pool.schedule(_guarded, args=(self._function, *args)))
 
     @property
+    def workers(self) -> int:
+        """The processes the calls are spread over (1: this one)."""
+        return 1 if self.in_process else self._workers
+
+    @property
     def started(self) -> bool:
         """Whether worker processes were started (not when every call ran in this process)."""
         return self._pool is not None

@@ -236,6 +236,24 @@ def templates_fingerprint(templates_dir: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=2)
+def load_renderer(templates_dir: Path, fingerprint: str) -> Renderer:
+    """A Renderer of `templates_dir` with the issue templates compiled and the CSS inliner made,
+    kept per folder and fingerprint (an edited template is another key): what a render process
+    uses (see render_issue_with). Made before the processes are forked, they start with it."""
+    renderer = Renderer(templates_dir)
+    for name in ("issue.html.j2", "issue.txt.j2"):
+        renderer.env.get_template(name)
+    renderer.inline_css("")
+    return renderer
+
+
+def render_issue_with(templates_dir: Path, fingerprint: str, issue: Issue, topics: Sequence[TopicInfo],
+                      links: IssueLinks) -> RenderedIssue:
+    """Renderer.render_issue, in a render process (see load_renderer)."""
+    return load_renderer(templates_dir, fingerprint).render_issue(issue, topics, links)
+
+
 class Renderer:
     """Loads the templates once; renders issues and archive pages."""
 
@@ -257,6 +275,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # a Renderer serves one build: no stat of every template at every page
         )
         env.filters["safe_url"] = safe_url
         env.filters["french_date"] = french_date
@@ -284,7 +303,11 @@ class Renderer:
 
     def render_page(self, template: str, inline_css: bool = False, **context: object) -> str:
         html = self.env.get_template(template).render(**context)
-        return self._inliner.inline(html) if inline_css else html
+        return self.inline_css(html) if inline_css else html
+
+    def inline_css(self, html: str) -> str:
+        """The page with its <style> rules copied into style attributes (email clients drop <style>)."""
+        return self._inliner.inline(html)
 
     def render_issue(self, issue: Issue, topics: Sequence[TopicInfo], links: IssueLinks) -> RenderedIssue:
         themes = {t.id: t.theme for t in topics}

@@ -7,6 +7,7 @@ Real CLI, real demo feeds, real SQLite, a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import shutil
 import subprocess
@@ -18,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.app import BuildResult, Pipeline
 from pipeline.archive import MANIFEST_NAME
+from pipeline.errors import RunFailed
 from pipeline.render import Renderer
+from pipeline.store import StoreTarget, open_store
 from tests.localfeed import RSS
 from tests.test_rebuild import DATES, DEMO, REPO, call, changed_templates, snapshot
 
@@ -162,3 +166,82 @@ def test_a_run_whose_feeds_all_answer_304_composes_renders_and_loads_nothing(tmp
     shutil.rmtree(tmp_path / "out" / "2025-05-06")  # a page gone: the next run of 304s writes it again
     third = run()
     assert "0 new items, 1 stories" in third.stdout and (tmp_path / "out" / "2025-05-06" / "index.html").is_file()
+
+
+# ---------------------------------------------------------------- pages rendered on several processes
+
+
+def pooled_rebuild(root: Path, templates: Path, topics: Path = REPO / "topics.yaml") -> list[BuildResult]:
+    """`rebuild --all` with the pages rendered by two processes (a rebuild of many issues does so)."""
+    with Pipeline.from_files(DEMO, topics, db=root / "db.sqlite3", output=root / "out", templates=templates) as app:
+        app.render_workers = 2
+        return app.rebuild(None)
+
+
+def test_pages_rendered_on_several_processes_are_those_of_a_build_from_scratch(tmp_path: Path,
+                                                                               counted: dict[str, int]) -> None:
+    templates = changed_templates(tmp_path)
+    root = demo_archive(tmp_path / "archive")
+    results = pooled_rebuild(root, templates)
+    assert [r.date.isoformat() for r in results] == list(DATES)
+    assert all(any(p.name == "index.html" and p.parent.name == r.date.isoformat() for p in r.changed_files)
+               for r in results)  # each result names its own pages
+    scratch = demo_archive(tmp_path / "scratch", "--templates", templates)
+    assert ({k: v[0] for k, v in snapshot(root / "out").items() if k != MANIFEST_NAME}
+            == {k: v[0] for k, v in snapshot(scratch / "out").items() if k != MANIFEST_NAME})
+    # The records say so: the next rebuild with these templates renders nothing.
+    counted.update(composed=0, rendered=0)
+    before = snapshot(root / "out")
+    rebuild(root, "--templates", templates)
+    assert counted == {"composed": 0, "rendered": 0} and snapshot(root / "out") == before
+
+
+def test_render_processes_follow_a_second_edit_of_the_same_templates_folder(tmp_path: Path) -> None:
+    """The render processes keep the compiled templates per folder and fingerprint: an edit of the
+    same folder is rendered, not the templates compiled before it."""
+    templates = changed_templates(tmp_path)
+    root = demo_archive(tmp_path / "archive")
+    pooled_rebuild(root, templates)
+    page = templates / "issue.txt.j2"
+    page.write_text(page.read_text(encoding="utf-8").replace("chers lecteurs", "chères lectrices"), encoding="utf-8")
+    pooled_rebuild(root, templates)
+    text = (root / "out" / DATES[-1] / "digest.txt").read_text(encoding="utf-8")
+    assert "chères lectrices" in text and "chers lecteurs" not in text
+
+
+def test_a_rule_change_rebuilt_on_several_processes_gives_the_bytes_and_records_of_one(tmp_path: Path) -> None:
+    rules = (REPO / "topics.yaml").read_text(encoding="utf-8")
+    marker = '  - id: media_partnership\n    heading: "MÉDIAS"\n'
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(rules.replace(marker, marker + "    threshold: 1000\n"), encoding="utf-8")
+    templates = changed_templates(tmp_path)
+    roots = {workers: demo_archive(tmp_path / f"archive-{workers}") for workers in (1, 2)}
+    for workers, root in roots.items():
+        with Pipeline.from_files(DEMO, topics, db=root / "db.sqlite3", output=root / "out",
+                                 templates=templates) as app:
+            app.render_workers = workers
+            app.rebuild(None)
+    one, two = ({k: v[0] for k, v in snapshot(roots[w] / "out").items()} for w in (1, 2))
+    assert one == two
+    records = {}
+    for workers, root in roots.items():
+        with open_store(StoreTarget(root / "db.sqlite3")) as store:
+            records[workers] = [(s.issue_json, s.html_sha256, s.text_sha256, s.render_key, s.rules_fingerprint,
+                                 s.templates_fingerprint) for s in store.issues()]
+    assert records[1] == records[2]
+
+
+def test_a_page_that_fails_to_render_in_a_render_process_fails_the_rebuild_in_one_line(tmp_path: Path) -> None:
+    templates = changed_templates(tmp_path)
+    page = templates / "issue.txt.j2"
+    page.write_text(page.read_text(encoding="utf-8") + "{{ no_such_value }}\n", encoding="utf-8")
+    root = demo_archive(tmp_path / "archive")
+    with pytest.raises(RunFailed) as failed:
+        pooled_rebuild(root, templates)
+    message = str(failed.value)
+    assert message.startswith(f"the issue of {DATES[0]} could not be rendered: ") and "no_such_value" in message
+    assert "\n" not in message
+    with open_store(StoreTarget(root / "db.sqlite3")) as store:  # no rebuild left "running"
+        rebuilds = [r for r in store.runs(limit=100) if r.kind == "rebuild"]
+        assert rebuilds and all(r.status == "failed" for r in rebuilds)
+        assert store.failed_runs("rebuild", dt.date.fromisoformat(DATES[0]))

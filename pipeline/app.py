@@ -1450,15 +1450,23 @@ class Pipeline:
         return self.config.delivery
 
     def send(self, date: dt.date | None = None, *, dry_run: bool = False, outbox: Path | None = None,
-             resend_uncertain: bool = False, env: Mapping[str, str] | None = None,
+             resend_uncertain: bool = False, confirm_delivered: Sequence[str] = (),
+             confirm_lost: Sequence[str] = (), env: Mapping[str, str] | None = None,
              now: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], None] = time.sleep,
              on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
         """Send the stored issue of `date` (default: today) to every reader who has not had it
         yet, exactly once (see pipeline.deliver). Safe to call again after any interruption.
-        `dry_run` writes one .eml per reader to `outbox` (default: outbox/ beside the database)."""
-        from pipeline.deliver import DeliveryReport, credentials_from_env, send_mailing, write_outbox
+        `dry_run` writes one .eml per reader to `outbox` (default: outbox/ beside the database).
+        `confirm_delivered` / `confirm_lost`: Message-IDs of uncertain deliveries that the operator
+        found in the mail server's log or not; recorded first (all or none), a lost one is then
+        mailed again by this send."""
+        from pipeline.deliver import DeliveryReport, credentials_from_env, send_mailing, settle_findings, write_outbox
 
         settings = self.delivery_settings()
+        findings = settle_findings(confirm_delivered, confirm_lost)
+        if findings and dry_run:
+            raise PipelineError("--confirm-delivered / --confirm-lost record a finding in the store; "
+                                "--dry-run records nothing")
         started = time.monotonic()
         date = date or self.today()
         env = os.environ if env is None else env
@@ -1474,10 +1482,21 @@ class Pipeline:
             with self.send_lock():
                 self.store.durable_commits()
                 report = send_mailing(self.store, mailing, credentials, resend_uncertain=resend_uncertain,
-                                      now=clock, sleep=sleep, on_event=on_event)
+                                      findings=findings, now=clock, sleep=sleep, on_event=on_event)
             if self.require_approval:  # a draft mailed without approval is published all the same
                 self.publish_issue(date)
         report.duration = time.monotonic() - started
+        return report
+
+    def settle_uncertain(self, date: dt.date, confirm_delivered: Sequence[str] = (),
+                         confirm_lost: Sequence[str] = (), now: dt.datetime | None = None) -> DeliveryReport:
+        """Record the operator's findings on uncertain deliveries of `date` without sending (the
+        distributed mode, where the email workers send): delivered ones become 'sent', lost ones
+        'failed-temporary', which the next queueing of the issue takes again. All or none."""
+        from pipeline.deliver import DeliveryReport, settle, settle_findings
+
+        report = DeliveryReport(date=date)
+        settle(self.store, date, settle_findings(confirm_delivered, confirm_lost), now or utc_now(), report)
         return report
 
     @contextmanager

@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--resend-uncertain", action="store_true",
                       help="also resend readers whose earlier send broke after the message was handed over "
                            "(check the mail server's log for their Message-ID first)")
+    send.add_argument("--confirm-delivered", action="append", default=[], metavar="MESSAGE-ID",
+                      help="an uncertain delivery that the mail server's log shows it accepted: recorded as sent, "
+                           "never mailed again (repeatable)")
+    send.add_argument("--confirm-lost", action="append", default=[], metavar="MESSAGE-ID",
+                      help="an uncertain delivery that the mail server's log does not have: recorded as lost and "
+                           "mailed again once by this send, same Message-ID (repeatable)")
 
     worker = commands.add_parser(
         "worker", help="run procrastinate workers on the PostgreSQL store (storage.backend: postgresql)")
@@ -688,16 +694,24 @@ def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             from pipeline.worker import enqueue_mailing
 
             app.stored_issue(date)  # an issue never built is said now, not in a worker's log
-            enqueue_mailing(lambda: _pipeline(args), date, resend_uncertain=args.resend_uncertain)
+            if args.resend_uncertain:  # refused before any finding is recorded
+                enqueue_mailing(lambda: _pipeline(args), date, resend_uncertain=True)
+            settled = app.settle_uncertain(date, args.confirm_delivered, args.confirm_lost)
+            enqueue_mailing(lambda: _pipeline(args), date)
             print(f"{date.isoformat()}: queued for the email workers (`pipeline worker --queues email`); "
                   "each batch logs what it sent", file=out)
+            if settled.settled_delivered or settled.settled_lost:
+                print(f"{date.isoformat()}: settled by the operator: {len(settled.settled_delivered)} delivered "
+                      f"(not sent again), {len(settled.settled_lost)} lost (queued again)", file=out)
             return EXIT_OK
         report = app.send(date, dry_run=args.dry_run, outbox=args.outbox, resend_uncertain=args.resend_uncertain,
-                          on_event=show)
+                          confirm_delivered=args.confirm_delivered, confirm_lost=args.confirm_lost, on_event=show)
     for email, message_id in report.uncertain:
+        bare = message_id.strip("<>")  # angle brackets would be redirections in a shell
         print(f"warning: {email}: may already have it (Message-ID {message_id}); not resent. Look the "
-              f"Message-ID up in the mail server's log; if it is not there, run `pipeline send --date "
-              f"{date.isoformat()} --resend-uncertain`", file=err)
+              f"Message-ID up in the mail server's log, then record what it says: `pipeline send --date "
+              f"{date.isoformat()} --confirm-delivered {bare}` if it is there, `--confirm-lost {bare}` "
+              "(mailed again) if not", file=err)
     print(summarize_delivery(report), file=out)
     return EXIT_OK if report.complete else EXIT_FAILED
 

@@ -447,14 +447,16 @@ def test_server_gone_stops_the_send_and_a_resume_finishes_it(site: Site, smtp: S
 # ---------------------------------------------------------------- interrupted sends
 
 
-def test_send_killed_midway_resumes_and_every_reader_has_exactly_one_message(site: Site, smtp: SmtpServer) -> None:
-    write_readers(site.recipients, READERS)
-    site.configure(smtp.port)
-    smtp.inbox.hold_at = 3  # the server takes message 3, then holds its reply: the process is killed there
+def _kill_at(site: Site, smtp: SmtpServer, message: int) -> None:
+    """A real `pipeline send` SIGKILLed while the server holds its reply to the `message`-th message
+    it received: that delivery is left uncertain (handed over, no reply recorded)."""
+    smtp.inbox.hold_at = message
+    smtp.inbox.reached.clear()
+    smtp.inbox.release.clear()
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "send", *site.args("--date", DATE)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert smtp.inbox.reached.wait(60), "the send never reached the third message"
+        assert smtp.inbox.reached.wait(60), f"the send never reached message {message}"
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:
@@ -463,6 +465,13 @@ def test_send_killed_midway_resumes_and_every_reader_has_exactly_one_message(sit
             process.wait()
         smtp.inbox.release.set()
     assert process.returncode == -signal.SIGKILL
+    smtp.inbox.hold_at = None
+
+
+def test_send_killed_midway_resumes_and_every_reader_has_exactly_one_message(site: Site, smtp: SmtpServer) -> None:
+    write_readers(site.recipients, READERS)
+    site.configure(smtp.port)
+    _kill_at(site, smtp, 3)  # the server takes message 3, then holds its reply: the process is killed there
     records = site.deliveries()
     assert sorted(r.status for r in records.values()) == ["sending", "sent", "sent"]
     held = next(r for r in records.values() if r.status == "sending")
@@ -501,6 +510,59 @@ def test_a_crash_before_the_hand_over_is_resent_and_an_uncertain_one_only_on_req
     assert forced.code == 0 and "1 sent" in forced.out
     assert smtp.inbox.by_recipient() == Counter({r[0]: 1 for r in READERS[:3]})
     assert site.deliveries()[after].status == "sent"
+
+
+def test_an_uncertain_delivery_is_settled_by_the_operators_finding(site: Site, smtp: SmtpServer) -> None:
+    """Issue 18, point 7: after a kill between the end of the data and the reply, `send` exited 1
+    for ever, and --resend-uncertain sent a duplicate when the message had arrived."""
+    write_readers(site.recipients, READERS[:4])
+    site.configure(smtp.port)
+    _kill_at(site, smtp, 2)  # reader 2: the server has the message (its log would show it)
+    _kill_at(site, smtp, 3)  # the resumed send: reader 3's message, which the server then loses
+    lost = smtp.inbox.messages.pop()
+    records = site.deliveries()
+    uncertain = [r for r in records.values() if r.status == "sending" and r.handed_over]
+    arrived = next(r for r in uncertain if r.email == smtp.inbox.messages[1].rcpt_tos[0])
+    vanished = next(r for r in uncertain if r.email == lost.rcpt_tos[0])
+    assert len(uncertain) == 2 and len(smtp.inbox.messages) == 2
+
+    stuck = send(site)  # mails the fourth reader; the two uncertain ones are left, exit 1 as before
+    assert stuck.code == 1 and "1 sent" in stuck.out and "2 uncertain" in stuck.out
+    records = site.deliveries()
+    assert (f"--confirm-delivered {arrived.message_id.strip('<>')}` if it is there, `--confirm-lost "
+            f"{arrived.message_id.strip('<>')}` (mailed again) if not") in stuck.err
+
+    # One bad Message-ID: one line, exit 2, nothing recorded, nothing sent.
+    for extra, problem in [
+        (["--confirm-delivered", arrived.message_id, "--confirm-lost", "<nowhere@techmatin.example.org>"],
+         f"no delivery of {DATE} has Message-ID <nowhere@techmatin.example.org>"),
+        (["--confirm-delivered", records[READERS[0][0]].message_id],
+         f"(to {READERS[0][0]}, {DATE}) is not an uncertain delivery: it is sent"),
+        (["--confirm-delivered", arrived.message_id, "--confirm-lost", arrived.message_id.strip("<>")],
+         "is given both as delivered and as lost"),
+        (["--confirm-delivered", arrived.message_id, "--dry-run"], "--dry-run records nothing"),
+    ]:
+        refused = send(site, *extra)
+        assert refused.code == 2 and problem in refused.err, refused.err
+        assert len(refused.err.strip().splitlines()) == 1
+    assert site.deliveries() == records and len(smtp.inbox.messages) == 3
+
+    # The operator found the first in the server's log, not the second (brackets optional).
+    settled = send(site, "--confirm-delivered", arrived.message_id, "--confirm-lost", vanished.message_id.strip("<>"))
+    assert settled.code == 0, settled.err
+    assert "1 sent" in settled.out and "0 uncertain" in settled.out
+    assert "settled by the operator: 1 delivered (not sent again), 1 lost (1 sent again)" in settled.out
+    assert smtp.inbox.by_recipient() == Counter({r[0]: 1 for r in READERS[:4]}), "each reader exactly once"
+    resent = next(m for m in smtp.inbox.messages if m.rcpt_tos == [vanished.email]).parsed()
+    assert str(resent["Message-ID"]) == vanished.message_id, "the lost message, sent again as it was"
+    after = site.deliveries()
+    assert (after[arrived.email].status, after[arrived.email].settled) == ("sent", "delivered")
+    assert (after[vanished.email].status, after[vanished.email].settled) == ("sent", "lost")
+    assert all(r.status == "sent" for r in after.values())
+
+    again = send(site)
+    assert again.code == 0 and "0 sent, 4 skipped (4 already sent" in again.out and "settled" not in again.out
+    assert len(smtp.inbox.messages) == 4
 
 
 def test_a_second_send_on_the_same_database_is_refused_while_one_runs(site: Site, smtp: SmtpServer) -> None:
@@ -814,6 +876,33 @@ def test_readme_documents_every_delivery_key() -> None:
     table = readme[start : readme.index("\n## ", start)]
     missing = [f.name for f in dataclasses.fields(DeliverySettings) if f"| `{f.name}` |" not in table]
     assert not missing, f"undocumented delivery keys: {missing}"
+
+
+def test_readme_gives_a_minimal_delivery_block_that_sends_and_names_every_variable(site: Site) -> None:
+    import re
+
+    from pipeline.store.factory import DATABASE_URL_ENV
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Email delivery")
+    section = readme[start: readme.index("\n## ", start + 1)]
+    block = re.search(r"```yaml\n(delivery:\n.*?)```", section, re.S)
+    assert block, "the email section has no `delivery:` block to paste"
+    defaults = DeliverySettings(from_address="x@example.org", unsubscribe_url="https://x.example/{token}")
+    variables = [defaults.unsubscribe_secret_env, defaults.username_env, defaults.password_env, DATABASE_URL_ENV]
+    missing = [name for name in variables if f"`{name}`" not in section]
+    assert not missing, f"the email section does not name {missing}"
+    unexported = [name for name in variables[:3] if not re.search(rf"^export .*\b{name}=", section, re.M)]
+    assert not unexported, f"the email section's commands do not export {unexported}"
+
+    pasted = yaml.safe_load(block.group(1))
+    site.config.write_text(yaml.safe_dump({
+        "newsletter": {"name": "Tech Matin", "base_url": BASE_URL}, "storage": {"db": site.db.name},
+        "feeds": [{"id": "veille", "name": "Veille Test", "url": "feed.xml"}], **pasted}), encoding="utf-8")
+    settings = load_config(site.config).delivery
+    assert settings is not None and settings.recipients == site.recipients  # recipients.csv beside the config
+    written = send(site, "--dry-run")  # the block as pasted, the secret of the environment: every message built
+    assert written.code == 0 and "3 message(s) written" in written.out, written.err
 
 
 def test_unsubscribe_token_needs_the_secret(site: Site, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -234,3 +234,47 @@ def test_items_stored_before_the_text_pass_are_cleaned_when_the_store_opens(tmp_
         assert (items["new"].title, items["new"].summary, items["new"].author) == (new[5], new[6], new[10])
         # The changed item is classified again from its clean text; the other keeps its classification.
         assert set(store.classifications(["old", "new"], "r")) == {"new"}
+
+
+def test_an_operators_findings_settle_uncertain_deliveries_all_or_none(store: Store) -> None:
+    day = dt.date(2025, 5, 6)
+    for n in range(5):
+        store.begin_delivery(day, f"r{n}@example.org", f"<m{n}@example.org>", T0)
+    for n in (0, 1, 2):  # killed between the end of the data and the server's reply: uncertain
+        store.mark_handed_over(day, f"r{n}@example.org", T0)
+    store.finish_delivery(day, "r3@example.org", DeliveryStatus.SENT, "250 ok", T0)  # r4: never handed over
+    before = store.deliveries(day)
+
+    for findings, problem in [
+        ([("<m0@example.org>", True), ("<nope@example.org>", False)],
+         "no delivery of 2025-05-06 has Message-ID <nope@example.org>"),
+        ([("<m1@example.org>", False), ("<m3@example.org>", True)],
+         "Message-ID <m3@example.org> (to r3@example.org, 2025-05-06) is not an uncertain delivery: it is sent"),
+        ([("<m4@example.org>", False)], "is not an uncertain delivery: it is being sent, never handed over"),
+    ]:
+        with pytest.raises(PipelineError) as refused:
+            store.settle_deliveries(day, findings, T0 + dt.timedelta(hours=1))
+        assert problem in str(refused.value) and len(str(refused.value).splitlines()) == 1
+        assert store.deliveries(day) == before, "nothing recorded when one finding is refused"
+    with pytest.raises(PipelineError, match="no delivery of 2025-05-07 has"):
+        store.settle_deliveries(dt.date(2025, 5, 7), [("<m0@example.org>", True)], T0)
+
+    later = T0 + dt.timedelta(hours=2)
+    settled = store.settle_deliveries(day, [("<m0@example.org>", True), ("<m1@example.org>", False)], later)
+    assert [(r.email, r.status, r.settled, r.settled_at) for r in settled] == [
+        ("r0@example.org", DeliveryStatus.SENT, "delivered", later),
+        ("r1@example.org", DeliveryStatus.FAILED_TEMPORARY, "lost", later)]
+    after = store.deliveries(day)
+    assert after["r0@example.org"] == settled[0] and after["r1@example.org"] == settled[1]
+    assert after["r2@example.org"] == before["r2@example.org"]  # not named: still uncertain
+    assert after["r0@example.org"].message_id == "<m0@example.org>"
+    with pytest.raises(PipelineError, match="is not an uncertain delivery: it is sent"):
+        store.settle_deliveries(day, [("<m0@example.org>", True)], later)
+    # The lost one is mailed again with its Message-ID; the finding stays on the record.
+    again = store.begin_delivery(day, "r1@example.org", "<new@example.org>", later)
+    assert (again.message_id, again.status, again.settled) == ("<m1@example.org>", DeliveryStatus.SENDING, "lost")
+    # In the distributed mode a lost one is queued again, a delivered one never.
+    assert store.queue_deliveries(day, [("r0@example.org", "<x0@x>"), ("r1@example.org", "<x1@x>")], later) == 0
+    store.finish_delivery(day, "r1@example.org", DeliveryStatus.FAILED_TEMPORARY, "451", later)
+    assert store.queue_deliveries(day, [("r0@example.org", "<x0@x>"), ("r1@example.org", "<x1@x>")], later) == 1
+    assert store.deliveries(day)["r0@example.org"].status is DeliveryStatus.SENT

@@ -167,6 +167,59 @@ def test_a_worker_killed_mid_batch_leaves_every_reader_one_message(tmp_path: Pat
         assert f"uncertain delivery to {uncertain[0]}" in workers.logs()
 
 
+def test_the_operators_findings_settle_uncertain_deliveries_for_the_email_workers(tmp_path: Path, pg_database: str,
+                                                                                cli, monkeypatch: pytest.MonkeyPatch
+                                                                                ) -> None:
+    """Issue 18, point 7 on PostgreSQL: `send --confirm-delivered / --confirm-lost` records the
+    findings at once; the lost delivery is queued again and mailed once by a worker, the
+    delivered one never."""
+    port = free_port()
+    readers = ["arrive@example.org", "perdu@example.org", "autre@example.org"]
+    (tmp_path / "recipients.csv").write_text("email,name,topics\n" + "".join(f"{r},,\n" for r in readers),
+                                             encoding="utf-8")
+    sink = SmtpSink.start(port)
+    feed = tmp_path / "feed.xml"
+    config = write_config(
+        tmp_path, [feed.as_uri()], workers={"tick_seconds": 1},
+        delivery={"from_address": "lettre@techmatin.example.org", "smtp_host": "127.0.0.1",
+                  "smtp_port": port, "security": "none", "rate": 0, "recipients": "recipients.csv",
+                  "unsubscribe_url": "https://techmatin.example.org/desinscription?email={email}&token={token}"})
+    workers = Workers(config, worker_env(pg_database, TECH_MATIN_UNSUBSCRIBE_SECRET=SECRET))
+    day = NOW.date() - dt.timedelta(days=1)
+    monkeypatch.setenv("TECH_MATIN_DATABASE_URL", pg_database)
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", SECRET)
+    args = ["--config", config, "--topics", REPO / "topics.yaml", "--date", day.isoformat()]
+    try:
+        with pipeline_of(config) as app:
+            feed.write_bytes(rss(0, 4, issue_window(day, app.config.newsletter)[1]))
+            assert app.run(day).build is not None
+            for reader in readers[:2]:  # what a worker killed after the end of the data leaves behind
+                app.store.begin_delivery(day, reader, f"<{reader.split('@')[0]}@techmatin.example.org>", NOW)
+                app.store.mark_handed_over(day, reader, NOW)
+        refused = cli("send", *args, "--confirm-delivered", "arrive@techmatin.example.org", "--confirm-lost",
+                      "<autre@techmatin.example.org>")
+        assert refused.code == 2 and f"no delivery of {day} has Message-ID <autre@techmatin.example.org>" in refused.err
+        queue = rows(pg_database, "SELECT to_regclass('procrastinate_jobs') IS NOT NULL")[0][0]
+        assert not queue or rows(pg_database, "SELECT count(*) FROM procrastinate_jobs") == [(0,)], "nothing queued"
+
+        sent = cli("send", *args, "--confirm-delivered", "arrive@techmatin.example.org", "--confirm-lost",
+                   "perdu@techmatin.example.org")
+        assert sent.code == 0 and "queued for the email workers" in sent.out, sent.err
+        assert "settled by the operator: 1 delivered (not sent again), 1 lost (queued again)" in sent.out
+        with pipeline_of(config) as app:
+            records = app.store.deliveries(day)
+        assert (records["arrive@example.org"].status, records["arrive@example.org"].settled) == ("sent", "delivered")
+        assert records["perdu@example.org"].settled == "lost"
+        workers.start("--queues", "email", name="email")
+        wait_for(lambda: sink.inbox.total >= 2, 60, "the lost message and the third reader's", workers)
+        wait_for(lambda: rows(pg_database, f"SELECT count(*) FROM deliveries WHERE issue_date = '{day}'"
+                                           " AND status = 'sent'") == [(3,)], 30, "every delivery sent", workers)
+    finally:
+        workers.stop()
+        sink.stop()
+    assert dict(sink.inbox.by_recipient) == {"perdu@example.org": 1, "autre@example.org": 1}
+
+
 def test_a_feed_job_sets_the_next_fetch_from_its_rate_its_ttl_and_retry_after(tmp_path: Path) -> None:
     """Pipeline.refresh_feed (the feed job) on a SQLite store, with a fetcher and a parser given."""
     from pipeline.config import load_config

@@ -21,8 +21,10 @@ On resume (`pipeline send --date D` again):
 * 'sending' rows WITH `handed_over` are the one window where the server may have accepted the
   message while we never learned it (crash or broken connection between the final "." and the
   recorded reply). They are NOT resent automatically, since the issue requires "never twice":
-  they are reported with their Message-ID, to look up in the mail server's log, and
-  `--resend-uncertain` sends them again once an operator has checked.
+  they are reported with their Message-ID, to look up in the mail server's log; the operator
+  then records what the log says (`--confirm-delivered MESSAGE-ID`: 'sent', never mailed again;
+  `--confirm-lost MESSAGE-ID`: mailed again by that send, same Message-ID), or
+  `--resend-uncertain` sends them all again.
 
 The caller holds the send lock (`pipeline.lock.exclusive` on `<db>.send-lock`), which keeps two
 sends from working on the same store at once, and makes the store's commits durable
@@ -57,6 +59,8 @@ from pipeline.deliver.send import (
     send_batch,
     send_mailing,
     send_test,
+    settle,
+    settle_findings,
     summarize_delivery,
     write_outbox,
 )
@@ -83,6 +87,8 @@ __all__ = [
     "send_batch",
     "send_mailing",
     "send_test",
+    "settle",
+    "settle_findings",
     "subject_for",
     "summarize_delivery",
     "unsubscribe_links",

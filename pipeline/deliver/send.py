@@ -39,6 +39,11 @@ class DeliveryReport:
     failed_permanent: int = 0
     failed_temporary: int = 0
     uncertain: list[tuple[str, str]] = field(default_factory=list)  # (address, Message-ID)
+    # The operator's findings on uncertain deliveries recorded by this send (address, Message-ID):
+    # delivered ones are done; lost ones are mailed again by this very send (`lost_resent`).
+    settled_delivered: list[tuple[str, str]] = field(default_factory=list)
+    settled_lost: list[tuple[str, str]] = field(default_factory=list)
+    lost_resent: int = 0
     empty_issue: bool = False  # an issue with no story, not sent (delivery.send_empty: false)
     aborted: str | None = None  # the server could not be reached: the rest was left for a resume
     outbox: Path | None = None
@@ -72,9 +77,29 @@ def summarize_delivery(report: DeliveryReport) -> str:
     line = (f"{day}: {report.sent} sent, {skipped}, {report.failed} failed ({report.failed_permanent} permanent, "
             f"{report.failed_temporary} temporary), {len(report.uncertain)} uncertain, "
             f"{report.recipients} recipient(s), {report.duration:.1f} s")
+    if report.settled_delivered or report.settled_lost:
+        line += (f"; settled by the operator: {len(report.settled_delivered)} delivered (not sent again), "
+                 f"{len(report.settled_lost)} lost ({report.lost_resent} sent again)")
     if report.aborted:
         line += f"; stopped: {report.aborted}"
     return line
+
+
+def settle_findings(delivered: Sequence[str], lost: Sequence[str]) -> list[tuple[str, bool]]:
+    """The operator's findings on uncertain deliveries as (Message-ID, delivered) pairs: each
+    Message-ID with its angle brackets (`abc@host` or `<abc@host>` alike), once; a Message-ID
+    given both ways is an error."""
+    findings: dict[str, bool] = {}
+    for texts, outcome, option in ((delivered, True, "--confirm-delivered"), (lost, False, "--confirm-lost")):
+        for text in texts:
+            message_id = text.strip()
+            if not message_id.strip("<>"):
+                raise PipelineError(f"{option}: empty Message-ID")
+            message_id = message_id if message_id.startswith("<") else f"<{message_id}>"
+            if findings.get(message_id, outcome) != outcome:
+                raise PipelineError(f"Message-ID {printable(message_id)} is given both as delivered and as lost")
+            findings[message_id] = outcome
+    return list(findings.items())
 
 
 class _Pacer:
@@ -170,17 +195,34 @@ def write_outbox(store: DeliveryStore, mailing: Mailing, outbox: Path, *, resend
 
 
 def send_mailing(store: DeliveryStore, mailing: Mailing, credentials: Credentials | None, *,
-                 resend_uncertain: bool = False, now: Callable[[], dt.datetime],
-                 sleep: Callable[[float], None] = time.sleep,
+                 resend_uncertain: bool = False, findings: Sequence[tuple[str, bool]] = (),
+                 now: Callable[[], dt.datetime], sleep: Callable[[float], None] = time.sleep,
                  on_event: Callable[[DeliveryEvent], None] | None = None) -> DeliveryReport:
     """Send the issue to every reader who has not had it yet, over one reused SMTP connection, at
     the configured rate. The caller holds the send lock and made the store's commits durable.
-    Safe to call again after any interruption: see the module docstring."""
+    Safe to call again after any interruption: see the module docstring. `findings` (see
+    settle_findings) are recorded first, all or none: a delivery found lost is then mailed again
+    by this send, one found delivered never is."""
     emit = on_event or (lambda event: None)
     report = DeliveryReport(date=mailing.date, recipients=len(mailing.recipients))
+    settle(store, mailing.date, findings, now(), report)
     plan = _plan(store, mailing, report, resend_uncertain)
     _send_all(store, mailing, [recipient for _, recipient in plan], credentials, now, sleep, report, emit)
+    if report.settled_lost:
+        records = store.deliveries(mailing.date)
+        report.lost_resent = sum(1 for email, _ in report.settled_lost
+                                 if records[email.lower()].status is DeliveryStatus.SENT)
     return report
+
+
+def settle(store: DeliveryStore, date: dt.date, findings: Sequence[tuple[str, bool]], at: dt.datetime,
+           report: DeliveryReport) -> None:
+    """Record the operator's findings (Store.settle_deliveries, all or none) into `report`."""
+    if not findings:
+        return
+    for record in store.settle_deliveries(date, findings, at):
+        (report.settled_delivered if record.settled == "delivered" else report.settled_lost).append(
+            (record.email, record.message_id))
 
 
 TEST_SUBJECT_PREFIX = "[TEST] "

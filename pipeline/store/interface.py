@@ -207,6 +207,16 @@ class DeliveryStore(Protocol):
         suppression list in the same transaction."""
         ...
 
+    def settle_deliveries(self, date: dt.date, findings: Sequence[tuple[str, bool]],
+                          at: dt.datetime) -> list[DeliveryRecord]:
+        """Record an operator's findings on uncertain deliveries of an issue ('sending' and handed
+        over: see DeliveryRecord), each (Message-ID, delivered). Delivered: the delivery becomes
+        'sent'; lost: 'failed-temporary', which the next send mails again (same Message-ID).
+        `settled` and `settled_at` keep the finding. All or nothing: a Message-ID that no delivery
+        of the issue has, or whose delivery is not uncertain, is a PipelineError (records.
+        settle_problem) and nothing is recorded. Returns the settled records, in order."""
+        ...
+
     def queue_deliveries(self, date: dt.date, messages: Sequence[tuple[str, str]], at: dt.datetime) -> int:
         """Record the deliveries to make, (address, Message-ID) each, as 'queued', so that batches
         can claim them; the Message-ID is fixed here, before any send. An address already recorded

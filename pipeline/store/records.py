@@ -139,6 +139,21 @@ class DeliveryRecord:
     handed_over: dt.datetime | None
     reply: str | None
     batch: str | None = None  # the email job that claimed it (distributed mode)
+    settled: str | None = None  # an operator's finding on it once uncertain: 'delivered' or 'lost'
+    settled_at: dt.datetime | None = None
+
+
+def settle_problem(date: dt.date, message_id: str, record: DeliveryRecord | None) -> str | None:
+    """Why an operator's finding cannot be recorded on the delivery with `message_id` (one line),
+    or None when that delivery is uncertain: 'sending' and handed over."""
+    if record is None:
+        return f"no delivery of {date.isoformat()} has Message-ID {message_id}"
+    if record.status is DeliveryStatus.SENDING and record.handed_over is not None:
+        return None
+    state = ("being sent, never handed over to the server (the next send mails it)"
+             if record.status is DeliveryStatus.SENDING else str(record.status))
+    return (f"Message-ID {message_id} (to {record.email}, {date.isoformat()}) is not an uncertain delivery: "
+            f"it is {state}")
 
 
 @dataclass(frozen=True)

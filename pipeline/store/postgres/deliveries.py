@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from pipeline.errors import PipelineError
 from pipeline.store.codec import to_utc
 from pipeline.store.postgres.base import PostgresBase, Row
-from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
+from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression, settle_problem
 
 _DELIVERY_COLUMNS = (
-    "issue_date, email, status, attempts, message_id, first_attempt, updated, handed_over, reply, batch"
+    "issue_date, email, status, attempts, message_id, first_attempt, updated, handed_over, reply, batch, settled,"
+    " settled_at"
 )
 
 
@@ -24,6 +26,7 @@ def _delivery(row: Row) -> DeliveryRecord:
         issue_date=row["issue_date"], email=row["email"], status=DeliveryStatus(row["status"]),
         attempts=row["attempts"], message_id=row["message_id"], first_attempt=row["first_attempt"],
         updated=row["updated"], handed_over=row["handed_over"], reply=row["reply"], batch=row["batch"],
+        settled=row["settled"], settled_at=row["settled_at"],
     )
 
 
@@ -65,6 +68,26 @@ class PostgresDeliveries(PostgresBase):
             if suppress_reason:
                 db.execute("INSERT INTO suppressions (email, reason, detail, created) VALUES (%s,%s,%s,%s)"
                            " ON CONFLICT DO NOTHING", (email, suppress_reason, reply, to_utc(at)))
+
+    def settle_deliveries(self, date: dt.date, findings: Sequence[tuple[str, bool]],
+                          at: dt.datetime) -> list[DeliveryRecord]:
+        settled: list[DeliveryRecord] = []
+        with self._transaction() as db:  # a problem raised here rolls every finding back
+            for message_id, delivered in findings:
+                row = db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue_date = %s"
+                                 " AND message_id = %s FOR UPDATE", (date, message_id)).fetchone()
+                problem = settle_problem(date, message_id, _delivery(row) if row else None)
+                if problem or row is None:
+                    raise PipelineError(problem or message_id)
+                status = DeliveryStatus.SENT if delivered else DeliveryStatus.FAILED_TEMPORARY
+                updated = db.execute(
+                    "UPDATE deliveries SET status = %s, settled = %s, settled_at = %s, updated = %s"
+                    f" WHERE issue_date = %s AND email = %s RETURNING {_DELIVERY_COLUMNS}",
+                    (str(status), "delivered" if delivered else "lost", to_utc(at), to_utc(at), date, row["email"]),
+                ).fetchone()
+                assert updated is not None  # the row was just read under FOR UPDATE
+                settled.append(_delivery(updated))
+        return settled
 
     def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:
         with self._transaction() as db:

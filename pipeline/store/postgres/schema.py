@@ -165,6 +165,10 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     );
     CREATE INDEX approvals_date ON approvals (issue_date, id);
     """,
+    # 3: an operator's finding on an uncertain delivery (SQLite's migration 8).
+    """
+    ALTER TABLE deliveries ADD COLUMN settled text, ADD COLUMN settled_at timestamptz;
+    """,
 )
 
 

@@ -11,8 +11,9 @@ import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 
+from pipeline.errors import PipelineError
 from pipeline.store.codec import from_iso, to_iso
-from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression
+from pipeline.store.records import DeliveryRecord, DeliveryStatus, Suppression, settle_problem
 from pipeline.store.sqlite.base import SqliteBase
 
 
@@ -22,7 +23,7 @@ def _delivery(row: sqlite3.Row) -> DeliveryRecord:
         attempts=row["attempts"], message_id=row["message_id"],
         first_attempt=dt.datetime.fromisoformat(row["first_attempt"]),
         updated=dt.datetime.fromisoformat(row["updated"]), handed_over=from_iso(row["handed_over"]),
-        reply=row["reply"], batch=row["batch"],
+        reply=row["reply"], batch=row["batch"], settled=row["settled"], settled_at=from_iso(row["settled_at"]),
     )
 
 
@@ -64,6 +65,26 @@ class SqliteDeliveries(SqliteBase):
             if suppress_reason:
                 db.execute("INSERT OR IGNORE INTO suppressions (email, reason, detail, created) VALUES (?,?,?,?)",
                            (email, suppress_reason, reply, to_iso(at)))
+
+    def settle_deliveries(self, date: dt.date, findings: Sequence[tuple[str, bool]],
+                          at: dt.datetime) -> list[DeliveryRecord]:
+        settled: list[DeliveryRecord] = []
+        with self._transaction() as db:  # a problem raised here rolls every finding back
+            for message_id, delivered in findings:
+                row = db.execute("SELECT * FROM deliveries WHERE issue_date = ? AND message_id = ?",
+                                 (date.isoformat(), message_id)).fetchone()
+                problem = settle_problem(date, message_id, _delivery(row) if row else None)
+                if problem:
+                    raise PipelineError(problem)
+                status = DeliveryStatus.SENT if delivered else DeliveryStatus.FAILED_TEMPORARY
+                row = db.execute(
+                    "UPDATE deliveries SET status = ?, settled = ?, settled_at = ?, updated = ?"
+                    " WHERE issue_date = ? AND email = ? RETURNING *",
+                    (str(status), "delivered" if delivered else "lost", to_iso(at), to_iso(at), date.isoformat(),
+                     row["email"]),
+                ).fetchone()
+                settled.append(_delivery(row))
+        return settled
 
     def suppress(self, email: str, reason: str, detail: str | None, at: dt.datetime) -> bool:
         with self._transaction() as db:

@@ -195,6 +195,12 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     # 7: the text of items stored before the one text pass, cleaned as new items are.
     _clean_stored_text,
+    # 8: an operator's finding on an uncertain delivery (`pipeline send --confirm-delivered /
+    # --confirm-lost`): 'delivered' or 'lost', and when it was recorded (Store.settle_deliveries).
+    """
+    ALTER TABLE deliveries ADD COLUMN settled TEXT;
+    ALTER TABLE deliveries ADD COLUMN settled_at TEXT
+    """,
 )
 
 

@@ -1065,7 +1065,8 @@ class Pipeline:
         if not self.require_approval:
             return set()
         store = self.store
-        return {d for d in set(dates) if store.approval_of(d) is None and not store.deliveries(d)}
+        unapproved = [d for d in set(dates) if store.approval_of(d) is None]
+        return set(unapproved) - store.mailed_dates(unapproved)
 
     def approved(self, date: dt.date) -> bool:
         """Whether the issue of `date` is approved as it stands: an approval, and no editorial
@@ -1089,7 +1090,7 @@ class Pipeline:
         if approval is not None and self.approved(date):
             return SendGate("send", f"issue {date}: approved by {approval.editor} at "
                                     f"{approval.approved_at:%Y-%m-%d %H:%M} UTC: sending")
-        if store.deliveries(date):
+        if store.mailed_dates([date]):
             return SendGate("send", f"issue {date}: its mailing has begun: resuming it")
         by = settings.approve_by or dt.time(23, 59)
         zone = zoneinfo.ZoneInfo(self.config.newsletter.timezone)
@@ -1151,7 +1152,7 @@ class Pipeline:
             raise PipelineError("an editorial decision's time must be timezone-aware (UTC)")
         issue = self.stored_issue(d.issue_date)
         store = self.store
-        if store.deliveries(d.issue_date):
+        if store.mailed_dates([d.issue_date]):
             raise PipelineError(f"the issue of {date} was already mailed to readers; decisions can no longer change it")
         told = {i for story in issue.stories() for i in story.item_ids}
         if d.action == "add":

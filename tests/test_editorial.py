@@ -369,3 +369,11 @@ def test_try_rules_tells_which_decisions_a_rule_change_makes_unnecessary(demo_co
     assert (f"2025-05-06  decision add {added.item.id} by Louise Garnier would be unnecessary: the candidate "
             "rules tag it") in result.out
     assert "1 editorial decision(s) would be unnecessary with" in result.out
+
+
+def test_mailed_dates_are_the_dates_with_a_delivery_record(store) -> None:
+    assert store.mailed_dates([DAY, BEFORE]) == set()
+    store.begin_delivery(DAY, "lecteur@example.org", "<1@example.org>", T0)
+    store.begin_delivery(DAY, "lectrice@example.org", "<2@example.org>", T0)
+    assert store.mailed_dates([DAY, BEFORE, DAY]) == {DAY}
+    assert store.mailed_dates([]) == set()

@@ -192,6 +192,11 @@ class DeliveryStore(Protocol):
         """Every delivery record of an issue, by recipient address."""
         ...
 
+    def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
+        """Those of `dates` whose issue has at least one delivery record (its mailing has begun);
+        one index lookup each, whatever the number of readers."""
+        ...
+
     def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
         """Record an attempt as 'sending' before any byte goes to the server. A retry keeps the
         Message-ID of the first attempt: it is the same message."""

@@ -40,6 +40,11 @@ class PostgresDeliveries(PostgresBase):
                           (date,))
         return {row["email"]: _delivery(row) for row in rows}
 
+    def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
+        rows = self._rows("SELECT d FROM unnest(%s::date[]) AS d"
+                          " WHERE EXISTS (SELECT 1 FROM deliveries WHERE issue_date = d)", (sorted(set(dates)),))
+        return {row["d"] for row in rows}
+
     def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
         with self._transaction() as db:
             row = db.execute(

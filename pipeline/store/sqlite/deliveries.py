@@ -37,6 +37,10 @@ class SqliteDeliveries(SqliteBase):
         rows = self._rows("SELECT * FROM deliveries WHERE issue_date = ? ORDER BY email", (date.isoformat(),))
         return {row["email"]: _delivery(row) for row in rows}
 
+    def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
+        return {date for date in set(dates)
+                if self._row("SELECT 1 FROM deliveries WHERE issue_date = ? LIMIT 1", (date.isoformat(),))}
+
     def begin_delivery(self, date: dt.date, email: str, message_id: str, at: dt.datetime) -> DeliveryRecord:
         with self._transaction() as db:
             db.execute(

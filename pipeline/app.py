@@ -79,7 +79,7 @@ from pipeline.text import fold
 # neither the feed parser, nor the classifier, nor compose, nor the mail modules, and their
 # imports were most of its start-up (`python -X importtime`; benchmarks/morning.py).
 if TYPE_CHECKING:
-    from pipeline.archive import Archive
+    from pipeline.archive import Archive, PageStarter
     from pipeline.classify import Classifier
     from pipeline.deliver import DeliveryEvent, DeliveryReport, Mailing, Recipient, UnsubscribeRoute
     from pipeline.render import IssueLinks, Renderer
@@ -351,6 +351,18 @@ class _Build:
     links_neighbours: bool  # a new issue, not a held draft: its neighbours' pages link to it
     rendering: Callable[[], RenderedIssue] | None  # its pages; None: those on disk are current
     item_ids: tuple[str, ...]  # the items it features
+
+
+def _page(template: str, call: Pending[str]) -> Callable[[], str]:
+    """A listing page a render process makes; its failure in one line."""
+
+    def result() -> str:
+        try:
+            return call.result()
+        except CallFailed as failure:
+            raise RunFailed(f"{template}: the page could not be rendered: {failure}") from None
+
+    return result
 
 
 def _rendered(date: dt.date, call: Pending[RenderedIssue]) -> Callable[[], RenderedIssue]:
@@ -849,6 +861,18 @@ class Pipeline:
         with CallPool(render_issue_with, workers) as pool:
             yield pool
 
+    @contextmanager
+    def _page_pool(self, wanted: bool) -> Iterator[CallPool[str] | None]:
+        """The processes that render the listing pages after a rebuild of many issues (None: here).
+        They start only if a page is to be rendered."""
+        if not wanted:
+            yield None
+            return
+        from pipeline.render import render_page_with
+
+        with CallPool(render_page_with, self.render_workers or default_workers()) as pool:
+            yield pool
+
     def _rerender_stored(self, archive: Archive, date: dt.date, dates: Sequence[dt.date]) -> None:
         stored = self.store.issue(date)
         if stored is None:
@@ -863,9 +887,11 @@ class Pipeline:
                                        self._render_key(compose_key, stored.issue_json, links))
 
     def publish_site(self, archive: Archive | None = None,
-                     decoded: Mapping[dt.date, tuple[str, Issue]] | None = None) -> None:
+                     decoded: Mapping[dt.date, tuple[str, Issue]] | None = None,
+                     pages: CallPool[str] | None = None) -> None:
         """Write the pages that list issues: index, topic pages, Atom feed, search. `decoded`: issues
-        the caller holds already, with their stored text (not decoded again)."""
+        the caller holds already, with their stored text (not decoded again). `pages`: processes
+        that render the index and the topic pages meanwhile."""
         from pipeline.archive import ArchiveEntry
 
         newsletter = self.config.newsletter
@@ -879,7 +905,11 @@ class Pipeline:
         held = self.held_drafts([s.date for s in stored])
         entries = [ArchiveEntry.stored(s.date, s.issue_json, functools.partial(load, s.date))
                    for s in stored if s.date not in held]
-        (archive or self.new_archive()).write_site(entries, self.topic_info)
+        start_page: PageStarter | None = None if pages is None else functools.partial(self._start_page, pages)
+        (archive or self.new_archive()).write_site(entries, self.topic_info, start_page)
+
+    def _start_page(self, pages: CallPool[str], template: str, context: dict[str, object]) -> Callable[[], str]:
+        return _page(template, pages.submit(self.templates_dir, self.renderer.fingerprint, template, context))
 
     def rebuild(self, dates: Sequence[dt.date] | None, *, now: dt.datetime | None = None, skip_empty: bool = False,
                 lock_timeout: float | None = None) -> list[BuildResult]:
@@ -934,33 +964,36 @@ class Pipeline:
                                  utc_now())
                 results.append(result)
 
-            with self._render_pool(len(targets)) as renders, archive.parallel_writes():
-                ahead = 2 * renders.workers + 2 if renders is not None else 0  # issues rendering at once
-                for date in targets:
-                    run_id = store.start_run("rebuild", date, now)
-                    try:
-                        build = self._prepare_build(date, archive, featured, skip_empty=skip_empty, renders=renders)
-                    except BaseException as exc:
-                        abandon(run_id, date, exc)
-                        raise
-                    if isinstance(build, BuildResult):  # an empty issue skipped: nothing to finish
-                        while pending:
+            with archive.parallel_writes():
+                with self._render_pool(len(targets)) as renders:
+                    ahead = 2 * renders.workers + 2 if renders is not None else 0  # issues rendering at once
+                    for date in targets:
+                        run_id = store.start_run("rebuild", date, now)
+                        try:
+                            build = self._prepare_build(date, archive, featured, skip_empty=skip_empty,
+                                                        renders=renders)
+                        except BaseException as exc:
+                            abandon(run_id, date, exc)
+                            raise
+                        if isinstance(build, BuildResult):  # an empty issue skipped: nothing to finish
+                            while pending:
+                                finish_oldest()
+                            store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {build.stories} stories",
+                                             None, utc_now())
+                            results.append(build)
+                            continue
+                        if featured is not None:
+                            featured.update(build.item_ids)  # in place: copying a growing set made --all quadratic
+                        decoded[date] = (build.issue_json, build.issue)
+                        pending.append((run_id, build))
+                        # A new issue changes the links of the next ones: it is finished at once.
+                        while pending and (len(pending) > ahead or build.previous is None):
                             finish_oldest()
-                        store.finish_run(run_id, "ok", f"rebuilt {date.isoformat()}: {build.stories} stories", None,
-                                         utc_now())
-                        results.append(build)
-                        continue
-                    if featured is not None:
-                        featured.update(build.item_ids)  # in place: copying a growing set made --all quadratic
-                    decoded[date] = (build.issue_json, build.issue)
-                    pending.append((run_id, build))
-                    # A new issue changes the links of the next ones: it is finished at once.
-                    while pending and (len(pending) > ahead or build.previous is None):
+                    while pending:
                         finish_oldest()
-                while pending:
-                    finish_oldest()
                 written_before = len(archive.written)
-                self.publish_site(archive, decoded)
+                with self._page_pool(renders is not None) as pages:
+                    self.publish_site(archive, decoded, pages)
                 if results:  # the listing pages rewritten at the end count with the last issue rebuilt
                     last = results[-1]
                     results[-1] = dataclasses.replace(

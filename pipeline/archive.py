@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import feedgenerator  # type: ignore[import-untyped]  # the package ships no type hints
 from markupsafe import escape
@@ -152,6 +152,10 @@ def _write_temporary_then_rename(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+# Starts rendering a template with a context (plain data) and returns what gives the page.
+PageStarter = Callable[[str, dict[str, object]], Callable[[], str]]
 
 
 class _Abandoned(RunFailed):
@@ -533,11 +537,14 @@ class Archive:
 
     # -- the pages that list issues
 
-    def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> None:
+    def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo],
+                   start_page: PageStarter | None = None) -> None:
         """Every page that lists issues: index, topic pages, Atom feed, search page and index.
         They are rendered only when what they are made from changed since the last time (the
         listing key of the manifest) or one of them is missing or altered on disk; then each is
-        rendered in full from `entries` and written only if its bytes changed."""
+        rendered in full from `entries` and written only if its bytes changed. `start_page`
+        renders the index and the topic pages elsewhere (other processes) while this one makes
+        the feed and the search index; by default they are rendered here, one after the other."""
         for topic in topics:
             if not _TOPIC_FILE.match(topic.id):
                 raise PipelineError(f"topic id {topic.id!r} cannot name a page (letters, digits, _ and - only)")
@@ -545,10 +552,15 @@ class Archive:
         pages = [*LISTING_PAGES, *(f"topics/{t.id}.html" for t in topics)]
         key = self._listing_key(newest_first, topics)
         if key != self.manifest.listing_key or not all(self._intact(page) for page in pages):
-            self._write("index.html", self.index_page(newest_first, topics))
-            for topic in topics:
-                self._write(f"topics/{topic.id}.html", self.topic_page(topic, newest_first, topics))
-            self._write("feed.xml", self.atom_feed(newest_first))
+            start = start_page or self._render_now
+            index = start("index.html.j2", self._index_context(newest_first, topics))
+            topic_pages = [(topic, start("topic.html.j2", self._topic_context(topic, newest_first, topics)))
+                           for topic in topics]
+            feed = self.atom_feed(newest_first)
+            self._write("index.html", index())
+            for topic, page in topic_pages:
+                self._write(f"topics/{topic.id}.html", page())
+            self._write("feed.xml", feed)
             self._write("search-index.json", self.search_index(newest_first, topics))
             self._write("search.html", self.search_page(topics))
             self.manifest.listing_key = key
@@ -577,7 +589,15 @@ class Archive:
         except OSError:
             return False
 
+    def _render_now(self, template: str, context: dict[str, object]) -> Callable[[], str]:
+        page = self.renderer.render_page(template, **cast(dict[str, Any], context))
+        return lambda: page
+
     def index_page(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> str:
+        return self._render_now("index.html.j2", self._index_context(newest_first, topics))()
+
+    def _index_context(self, newest_first: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> dict[str, object]:
+        """What index.html.j2 is rendered with (plain data: it can be sent to another process)."""
         months: list[tuple[str, list[dict[str, object]]]] = []
         for entry in newest_first:
             month = _month_label(entry.date)
@@ -599,13 +619,16 @@ class Archive:
         for entry in newest_first:
             for topic_id, count in _topic_counts(entry.issue, topics).items():
                 totals[topic_id] += count
-        return self.renderer.render_page(
-            "index.html.j2", site_name=self.site_name, months=months, base_url=self.base_url, topics=topics,
-            totals=totals, issue_count=len(newest_first),
-        )
+        return {"site_name": self.site_name, "months": months, "base_url": self.base_url, "topics": tuple(topics),
+                "totals": totals, "issue_count": len(newest_first)}
 
     def topic_page(self, topic: TopicInfo, newest_first: Sequence[ArchiveEntry],
                    topics: Sequence[TopicInfo]) -> str:
+        return self._render_now("topic.html.j2", self._topic_context(topic, newest_first, topics))()
+
+    def _topic_context(self, topic: TopicInfo, newest_first: Sequence[ArchiveEntry],
+                       topics: Sequence[TopicInfo]) -> dict[str, object]:
+        """What topic.html.j2 is rendered with (plain data: it can be sent to another process)."""
         months: list[tuple[str, list[TopicStory]]] = []
         count = 0
         for entry in newest_first:
@@ -622,9 +645,8 @@ class Archive:
                     months[-1][1].append(item)
                 else:
                     months.append((month, [item]))
-        return self.renderer.render_page(
-            "topic.html.j2", site_name=self.site_name, topic=topic, topics=topics, months=months, count=count,
-        )
+        return {"site_name": self.site_name, "topic": topic, "topics": tuple(topics), "months": months,
+                "count": count}
 
     def _remove_stale_topic_pages(self, topics: Sequence[TopicInfo]) -> None:
         """A topic dropped from topics.yaml leaves no page behind (nothing links to it any more).

@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from pipeline.compose import french_characters
@@ -252,6 +252,11 @@ def render_issue_with(templates_dir: Path, fingerprint: str, issue: Issue, topic
                       links: IssueLinks) -> RenderedIssue:
     """Renderer.render_issue, in a render process (see load_renderer)."""
     return load_renderer(templates_dir, fingerprint).render_issue(issue, topics, links)
+
+
+def render_page_with(templates_dir: Path, fingerprint: str, template: str, context: dict[str, object]) -> str:
+    """Renderer.render_page, in a render process (see load_renderer)."""
+    return load_renderer(templates_dir, fingerprint).render_page(template, **cast(dict[str, Any], context))
 
 
 class Renderer:

@@ -245,3 +245,16 @@ def test_a_page_that_fails_to_render_in_a_render_process_fails_the_rebuild_in_on
         rebuilds = [r for r in store.runs(limit=100) if r.kind == "rebuild"]
         assert rebuilds and all(r.status == "failed" for r in rebuilds)
         assert store.failed_runs("rebuild", dt.date.fromisoformat(DATES[0]))
+
+
+def test_a_listing_page_that_fails_to_render_in_a_render_process_fails_the_rebuild_in_one_line(
+        tmp_path: Path) -> None:
+    templates = changed_templates(tmp_path)
+    page = templates / "topic.html.j2"
+    page.write_text(page.read_text(encoding="utf-8") + "{{ no_such_value }}\n", encoding="utf-8")
+    root = demo_archive(tmp_path / "archive")
+    with pytest.raises(RunFailed) as failed:
+        pooled_rebuild(root, templates)
+    message = str(failed.value)
+    assert message.startswith("topic.html.j2: the page could not be rendered: ") and "no_such_value" in message
+    assert "\n" not in message

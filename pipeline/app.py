@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self, TextIO
 
 from pipeline import __version__
 from pipeline.cadence import WEEK, fetch_interval
@@ -42,7 +42,6 @@ from pipeline.models import (
     Classification,
     Config,
     DeliverySettings,
-    EditorialDecision,
     FeedSource,
     FeedState,
     FetchResult,
@@ -57,6 +56,7 @@ from pipeline.models import (
     Story,
     TopicInfo,
 )
+from pipeline.models import EditorialDecision as EditorialDecision
 from pipeline.pool import CallFailed, CallPool, Pending, default_workers
 from pipeline.store import (
     FeedHealth,
@@ -73,15 +73,19 @@ from pipeline.store import (
     issue_to_json,
     open_store,
 )
+from pipeline.store import StoreError as StoreError
 from pipeline.text import fold
 
 # The later stages are imported where they are used: a run whose feeds all answer 304 needs
 # neither the feed parser, nor the classifier, nor compose, nor the mail modules, and their
 # imports were most of its start-up (`python -X importtime`; benchmarks/morning.py).
+# What the command line needs of the stages comes through this module, its one entry point
+# (tests/test_architecture.py): the names imported "as" themselves are re-exported for it.
 if TYPE_CHECKING:
     from pipeline.archive import Archive, PageStarter
     from pipeline.classify import Classifier
-    from pipeline.deliver import DeliveryEvent, DeliveryReport, Mailing, Recipient, UnsubscribeRoute
+    from pipeline.deliver import DeliveryEvent as DeliveryEvent  # re-exported for the CLI's types
+    from pipeline.deliver import DeliveryReport, Mailing, Recipient, UnsubscribeRoute
     from pipeline.render import IssueLinks, Renderer
 
 DEFAULT_DB = Path("data/pipeline.sqlite3")
@@ -288,6 +292,7 @@ class IssueListing:
     date: dt.date
     story_count: int
     outdated: tuple[str, ...]  # "rules", "templates": what changed since it was built
+    label: str = ""  # its date in French, "mardi 6 mai 2025"
 
 
 @dataclass(frozen=True)
@@ -436,6 +441,45 @@ def _has_term(tokens: Sequence[str], term: tuple[str, ...]) -> bool:
                 window[-1].startswith(words[-1]) if prefix else window[-1] == words[-1]):
             return True
     return False
+
+
+def delivery_summary(report: DeliveryReport) -> str:
+    """The one-line summary of a send (`pipeline send`)."""
+    from pipeline.deliver import summarize_delivery
+
+    return summarize_delivery(report)
+
+
+# ---------------------------------------------------------------- rules on JSONL items, without an archive
+
+
+def classify_lines(topics: TopicsConfig, lines: Sequence[str], source: str, out: TextIO) -> int:
+    """Classify JSONL items (`pipeline classify`): one JSON line of topics, scores and matches per
+    item to `out`; returns the number of items."""
+    from pipeline.classify import Classifier
+    from pipeline.classify.jsonl import classify_jsonl
+
+    return classify_jsonl(Classifier.compile(topics), lines, out, source)
+
+
+def evaluate_files(topics: TopicsConfig, files: Sequence[tuple[Sequence[str], str]]) -> str:
+    """Precision, recall and F1 of the rules on labelled JSONL (`pipeline evaluate`): the report
+    of each (lines, name) given, then of their total, as text."""
+    from pipeline.classify import Classifier
+    from pipeline.classify.evaluate import evaluate, format_reports
+
+    classifier = Classifier.compile(topics)
+    return format_reports([evaluate(classifier, list(lines), name) for lines, name in files])
+
+
+def suggest_terms(topics: TopicsConfig, lines: Sequence[str], source: str, stored: Sequence[Item],
+                  topic: str | None, limit: int) -> str:
+    """Terms that would catch the labelled items the rules miss (`pipeline suggest-rules`), tried
+    on the labelled items and on `stored` ones, as text. Writes nothing."""
+    from pipeline.classify.suggest import format_suggestions, read_labelled, suggest_rules
+
+    items = read_labelled(list(lines), source, topics.ids)
+    return format_suggestions(suggest_rules(topics, items, list(stored), topic=topic, limit=limit), source)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -1305,12 +1349,15 @@ class Pipeline:
 
     def archive_listing(self) -> list[IssueListing]:
         """Every stored issue, newest first, with what changed since it was built."""
+        from pipeline.render import french_date
+
         listing: list[IssueListing] = []
         for stored in self._existing_store().issues():
             outdated = tuple(what for what, old, new in (
                 ("rules", stored.rules_fingerprint, self.topics.fingerprint),
                 ("templates", stored.templates_fingerprint, self.renderer.fingerprint)) if old != new)
-            listing.append(IssueListing(date=stored.date, story_count=stored.story_count, outdated=outdated))
+            listing.append(IssueListing(date=stored.date, story_count=stored.story_count, outdated=outdated,
+                                        label=french_date(stored.date, year=True)))
         return listing
 
     def delete_issue(self, date: dt.date, *, dry_run: bool = False, lock_timeout: float | None = None
@@ -1386,6 +1433,12 @@ class Pipeline:
             found.extend(item.id for item in store.items_between(seen, seen + dt.timedelta(seconds=1))
                          if item.published is None and item.first_seen == seen and item.id not in found)
         return found
+
+    def stored_items(self) -> list[Item]:
+        """Every stored item, or none when the archive has no store yet (nothing is created)."""
+        if self._store is None and not self.store_target.exists():
+            return []
+        return self.store.items_between(dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
 
     def issue_text(self, date: dt.date) -> str:
         """The published plain text of a stored issue."""

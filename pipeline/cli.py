@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
-from pipeline.store import StoreError
 
 if TYPE_CHECKING:
-    from pipeline.app import DraftView, FeedStatus, IssueDeletion, Pipeline, RunReport
+    from pipeline.app import DeliveryEvent, DraftView, FeedStatus, IssueDeletion, Pipeline, RunReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran but could not do its work (no feed readable, …)
@@ -439,47 +438,37 @@ def _read_lines(name: str) -> tuple[list[str], str]:
 
 
 def _cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.classify import Classifier
-    from pipeline.classify.jsonl import classify_jsonl
+    from pipeline.app import classify_lines
     from pipeline.config.topics import load_topics
 
-    classifier = Classifier.compile(load_topics(_topics_path(args)))
+    topics = load_topics(_topics_path(args))
     lines, source = _read_lines(args.file)
-    count = classify_jsonl(classifier, lines, out, source)
+    count = classify_lines(topics, lines, source, out)
     print(f"classified {count} item(s)", file=err)
     return EXIT_OK
 
 
 def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.classify import Classifier
-    from pipeline.classify.evaluate import evaluate, format_reports
+    from pipeline.app import evaluate_files
     from pipeline.config.topics import load_topics
 
-    classifier = Classifier.compile(load_topics(_topics_path(args)))
-    reports = []
-    for path in args.files:
-        lines, source = _read_lines(str(path))
-        reports.append(evaluate(classifier, lines, source))
-    print(format_reports(reports), file=out, end="")
+    topics = load_topics(_topics_path(args))
+    print(evaluate_files(topics, [_read_lines(str(path)) for path in args.files]), file=out, end="")
     return EXIT_OK
 
 
 def _cmd_suggest_rules(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.classify.suggest import format_suggestions, read_labelled, suggest_rules
+    from pipeline.app import suggest_terms
     from pipeline.config.topics import load_topics
-    from pipeline.models import Item
 
     topics = load_topics(_topics_path(args))
     lines, source = _read_lines(str(args.file))
-    items = read_labelled(lines, source, topics.ids)
-    stored: list[Item] = []
     if Path(args.config).exists():  # the stored items of the archive, when there is one
         with _pipeline(args) as app:
-            if app.store_target.exists():
-                stored = list(app.store.items_between(dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
-                                                      dt.datetime(9999, 1, 1, tzinfo=dt.UTC)))
-    print(format_suggestions(suggest_rules(topics, items, stored, topic=args.topic, limit=args.limit), source),
-          file=out, end="")
+            text = suggest_terms(topics, lines, source, app.stored_items(), topic=args.topic, limit=args.limit)
+    else:
+        text = suggest_terms(topics, lines, source, (), topic=args.topic, limit=args.limit)
+    print(text, file=out, end="")
     return EXIT_OK
 
 
@@ -531,14 +520,12 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.render import french_date
-
     with _pipeline(args) as app:
         if args.archive_command == "list":
             listing = app.archive_listing()
             for issue in listing:
                 note = f"  ({' and '.join(issue.outdated)} changed since built: rebuild)" if issue.outdated else ""
-                print(f"{issue.date.isoformat()}  {french_date(issue.date, year=True):<28} "
+                print(f"{issue.date.isoformat()}  {issue.label:<28} "
                       f"{issue.story_count:>3} stories{note}", file=out)
             print(f"{len(listing)} issue(s) in {app.db_path}", file=err)
         elif args.archive_command == "show":
@@ -676,7 +663,7 @@ def _cmd_schedule(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.deliver import DeliveryEvent, summarize_delivery
+    from pipeline.app import delivery_summary
 
     def show(event: DeliveryEvent) -> None:
         if event.outcome in ("failed-permanent", "failed-temporary"):
@@ -712,7 +699,7 @@ def _cmd_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
               f"Message-ID up in the mail server's log, then record what it says: `pipeline send --date "
               f"{date.isoformat()} --confirm-delivered {bare}` if it is there, `--confirm-lost {bare}` "
               "(mailed again) if not", file=err)
-    print(summarize_delivery(report), file=out)
+    print(delivery_summary(report), file=out)
     return EXIT_OK if report.complete else EXIT_FAILED
 
 
@@ -771,8 +758,7 @@ def _show_draft(view: DraftView, out: TextIO) -> None:
 
 
 def _cmd_editorial(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.app import utc_now
-    from pipeline.models import EditorialDecision
+    from pipeline.app import EditorialDecision, utc_now
 
     with _pipeline(args) as app:
         date = args.date or app.today()
@@ -826,6 +812,12 @@ COMMANDS = {
 }
 
 
+def _store_error() -> type[Exception]:
+    from pipeline.app import StoreError
+
+    return StoreError
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -844,7 +836,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except StoreError as exc:  # database locked, disk full, corrupt file: the store is left as it was
+    except _store_error() as exc:  # database locked, disk full, corrupt file: the store is left as it was
         print(f"pipeline: error: database: {exc}", file=err)
         return EXIT_FAILED
     except OSError as exc:  # disk full, read-only folder, permissions

@@ -116,6 +116,26 @@ def test_no_backend_type_or_sql_leaves_the_store() -> None:
             f"{module} holds SQL"
 
 
+# The command line's one way into the pipeline: the app (and the configuration it is made from,
+# and the errors it raises), beside the other entry points it starts (the scheduler, the workers,
+# the servers) and the terminal's view of a fetch. No stage, no store, no record module.
+CLI_MAY_IMPORT = ("app", "config", "errors", "__init__", "schedule", "worker", "serve", "desk", "fetchreport")
+
+
+def test_the_cli_reaches_the_stages_only_through_the_app() -> None:
+    path = PACKAGE / "cli.py"
+    reached = sorted(name for name in imports("pipeline.cli", path)
+                     if existing(name) and component(name) not in CLI_MAY_IMPORT)
+    assert not reached, f"pipeline/cli.py imports {reached}: offer what it needs in pipeline/app.py"
+
+
+def test_the_cli_rule_sees_a_stage(tmp_path: Path) -> None:
+    path = tmp_path / "cli.py"
+    path.write_text("def f():\n    from pipeline.render import french_date\n    from pipeline.app import Pipeline\n")
+    found = {name for name in imports("pipeline.cli", path) if existing(name)}
+    assert {component(name) for name in found} - set(CLI_MAY_IMPORT) == {"render"}
+
+
 def test_deliver_composes_nothing_and_reads_no_app() -> None:
     for module, path in modules():
         if component(module) == "deliver":

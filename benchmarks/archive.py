@@ -51,7 +51,7 @@ from xml.sax.saxutils import escape
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.app import Pipeline
-from pipeline.archive import Archive, ArchiveEntry, atomic_write
+from pipeline.archive import Archive, ArchiveEntry, PageStarter, atomic_write
 from pipeline.cli import main
 from pipeline.models import Item, TopicInfo
 from pipeline.store import StoreTarget, featured_item_ids, issue_from_json, issue_stories, open_store
@@ -230,9 +230,10 @@ class NaiveArchive(Archive):
         atomic_write(path, data)
         self.written.append(path)
 
-    def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo]) -> None:
+    def write_site(self, entries: Sequence[ArchiveEntry], topics: Sequence[TopicInfo],
+                   start_page: PageStarter | None = None) -> None:
         self.manifest.listing_key = ""  # renders every listing page, whether its inputs changed or not
-        super().write_site(entries, topics)
+        super().write_site(entries, topics, start_page)
 
 
 def pipeline_of(config: Path) -> Pipeline:

@@ -822,8 +822,8 @@ class Pipeline:
         known_dates = store.issue_dates()
         is_new_date = date not in known_dates
         # A draft waiting for approval is left out of its neighbours' links (see held_drafts).
-        held = self.held_drafts([*known_dates, date])
-        known_dates = [d for d in known_dates if d not in held or d == date]
+        held = self.held_drafts([date])
+        known_dates = self._listed_around(date, known_dates)
         previous = None if is_new_date else store.issue(date)
         if previous is not None and previous.render_key.partition("/")[0] == compose_key:
             # Composed from the same inputs before: the stored issue is what compose would give again.
@@ -1144,6 +1144,29 @@ class Pipeline:
         store = self.store
         unapproved = [d for d in set(dates) if store.approval_of(d) is None]
         return set(unapproved) - store.mailed_dates(unapproved)
+
+    def _listed_around(self, date: dt.date, dates: Sequence[dt.date], reach: int = 2) -> list[dt.date]:
+        """`date` and the `reach` nearest of `dates` on each side of it that are not held drafts:
+        all that the previous/next links of `date` and of its neighbours can name. Without
+        delivery.require_approval, `dates` as they are; with it, a few lookups, not one per issue
+        (a rebuild of every issue stays linear)."""
+        if not self.require_approval:
+            return list(dates)
+        ordered = sorted({*dates, date})
+        position = ordered.index(date)
+        before: list[dt.date] = []
+        for other in reversed(ordered[:position]):
+            if len(before) == reach:
+                break
+            if not self.held_drafts([other]):
+                before.insert(0, other)
+        after: list[dt.date] = []
+        for other in ordered[position + 1:]:
+            if len(after) == reach:
+                break
+            if not self.held_drafts([other]):
+                after.append(other)
+        return [*before, date, *after]
 
     def approved(self, date: dt.date) -> bool:
         """Whether the issue of `date` is approved as it stands: an approval, and no editorial

@@ -377,3 +377,22 @@ def test_mailed_dates_are_the_dates_with_a_delivery_record(store) -> None:
     store.begin_delivery(DAY, "lectrice@example.org", "<2@example.org>", T0)
     assert store.mailed_dates([DAY, BEFORE, DAY]) == {DAY}
     assert store.mailed_dates([]) == set()
+
+
+def test_links_step_over_a_held_draft(tmp_path: Path) -> None:
+    config = demo_config(tmp_path, require_approval=True, approve_by="06:45")
+    first, draft, last = dt.date(2025, 5, 3), BEFORE, DAY
+    for date in (first, draft, last):
+        code, _out, err = call("run", "--date", date.isoformat(), "--config", config, "--db", tmp_path / "db.sqlite3",
+                               "--output", tmp_path / "out")
+        assert code == 0, err
+        if date == first:
+            with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
+                store.begin_delivery(first, "lecteur@example.org", "<1@example.org>", T0)
+        if date == last:
+            with open_pipeline(tmp_path, config) as app:
+                app.approve(last, "Louise", now=T0)
+    page = (tmp_path / "out" / last.isoformat() / "index.html").read_text(encoding="utf-8")
+    assert f"../{first.isoformat()}/index.html" in page and f"../{draft.isoformat()}/" not in page
+    page = (tmp_path / "out" / first.isoformat() / "index.html").read_text(encoding="utf-8")
+    assert f"../{last.isoformat()}/index.html" in page and f"../{draft.isoformat()}/" not in page

@@ -7,9 +7,11 @@ interface is visible in its signatures and checked by type checkers.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import overload
 
 # ---------------------------------------------------------------- configuration
 
@@ -226,14 +228,96 @@ class Match:
     weight: float = 1.0
 
 
+MATCH_FIELDS = ("topic", "rule", "field", "text", "start", "end", "weight")
+MATCH_SOURCE_FIELDS = ("title", "summary", "content")  # a MatchRow's field index names one of these
+
+# One explanation in the engine's own layout: (field index, start, end, topic index, rule, weight).
+MatchRow = tuple[int, int, int, int, str, float]
+
+
+@dataclass(frozen=True, eq=False)
+class Matches(Sequence[Match]):
+    """The explanations of one classification, made into :class:`Match` objects only when read.
+
+    The engine finds a few spans per item and most are never read one by one (a run stores
+    them, ``evaluate`` reads those of its errors): it keeps each as a plain row and the
+    fields' texts, and a ``Match`` (its matched words sliced from the text) is built when
+    the sequence is indexed or iterated. A ``Matches`` equals the tuple of the same
+    ``Match`` objects, so code and tests that compare or build explanations as tuples see
+    no difference.
+    """
+
+    texts: tuple[str, str, str]  # the fields' texts that the offsets index
+    topic_ids: tuple[str, ...]  # topic index -> topic id
+    rows: tuple[MatchRow, ...]
+
+    def _match(self, row: MatchRow) -> Match:
+        field_index, start, end, topic, rule, weight = row
+        return Match(self.topic_ids[topic], rule, MATCH_SOURCE_FIELDS[field_index],
+                     self.texts[field_index][start:end], start, end, weight)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Match: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Match, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Match | tuple[Match, ...]:
+        if isinstance(index, slice):
+            return tuple([self._match(row) for row in self.rows[index]])
+        return self._match(self.rows[index])
+
+    def __iter__(self) -> Iterator[Match]:
+        return map(self._match, self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Matches):
+            return tuple(self) == tuple(other)
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def for_topic(self, topic: str) -> tuple[Match, ...]:
+        if topic not in self.topic_ids:
+            return ()
+        index = self.topic_ids.index(topic)
+        return tuple([self._match(row) for row in self.rows if row[3] == index])
+
+    def records(self) -> list[dict[str, str | int | float]]:
+        """Each explanation as a mapping of :data:`MATCH_FIELDS` (what the store writes), no Match built."""
+        ids, texts = self.topic_ids, self.texts
+        return [{"topic": ids[topic], "rule": rule, "field": MATCH_SOURCE_FIELDS[fi], "text": texts[fi][start:end],
+                 "start": start, "end": end, "weight": weight}
+                for fi, start, end, topic, rule, weight in self.rows]
+
+
+def match_records(matches: Sequence[Match]) -> list[dict[str, str | int | float]]:
+    """Explanations as mappings of :data:`MATCH_FIELDS`, for storage (lazy ones without building Match objects)."""
+    if isinstance(matches, Matches):
+        return matches.records()
+    return [{name: getattr(m, name) for name in MATCH_FIELDS} for m in matches]
+
+
 @dataclass(frozen=True)
 class Classification:
     item_id: str
     topics: tuple[str, ...]  # topics that reached their threshold, in topics.yaml order
     scores: dict[str, float] = field(default_factory=dict)
-    matches: tuple[Match, ...] = ()
+    # A tuple of Match objects, or the engine's lazy Matches (equal to that tuple).
+    matches: Sequence[Match] = ()
 
     def matches_for(self, topic: str) -> tuple[Match, ...]:
+        if isinstance(self.matches, Matches):
+            return self.matches.for_topic(topic)
         return tuple(m for m in self.matches if m.topic == topic)
 
 

@@ -278,3 +278,19 @@ def test_an_operators_findings_settle_uncertain_deliveries_all_or_none(store: St
     store.finish_delivery(day, "r1@example.org", DeliveryStatus.FAILED_TEMPORARY, "451", later)
     assert store.queue_deliveries(day, [("r0@example.org", "<x0@x>"), ("r1@example.org", "<x1@x>")], later) == 1
     assert store.deliveries(day)["r0@example.org"].status is DeliveryStatus.SENT
+
+
+def test_the_engines_explanations_round_trip_on_each_backend(store: Store) -> None:
+    # The engine keeps its explanations as rows until read (models.Matches); stored, they come back as
+    # Match objects, equal to the engine's either way round.
+    from pipeline.classify import Classifier
+    from pipeline.config.topics import load_topics
+
+    classifier = Classifier.compile(load_topics(Path(__file__).resolve().parents[1] / "topics.yaml"))
+    made = classifier.classify_fields("a", "La CNIL inflige une amende au titre du RGPD", "Le CEPD salue la décision.")
+    assert made.topics == ("rgpd",) and len(made.matches) >= 3
+    store.upsert_items([item("a", T0)])
+    store.save_classifications([made], "fp1")
+    stored = store.classifications(["a"], "fp1")["a"]
+    assert stored == made and made == stored
+    assert stored.matches_for("rgpd") == made.matches_for("rgpd") and made.matches_for("meta_ai") == ()

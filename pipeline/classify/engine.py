@@ -57,7 +57,7 @@ from pipeline.classify.normalize import (
     word_forms,
 )
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Damper, Near, Node, Not, Term, TopicRules, terms_of
-from pipeline.models import Classification, Item, Match
+from pipeline.models import Classification, Item, Matches
 
 if TYPE_CHECKING:
     from pipeline.config.topics import TopicsConfig
@@ -474,8 +474,8 @@ class Classifier:
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
-        matches = tuple([Match(ids[topic], name, FIELDS[fi], texts[fi][start:end], start, end, weight)
-                         for fi, start, end, topic, name, weight in found])
+        # The explanations stay rows until read (Matches builds each Match on access).
+        matches = Matches(texts, ids, tuple(found))
         thresholds = self._thresholds
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():

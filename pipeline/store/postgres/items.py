@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from psycopg.types.json import Jsonb
 
-from pipeline.models import Classification, Item, Match
+from pipeline.models import Classification, Item, Match, match_records
 from pipeline.store.codec import to_utc
 from pipeline.store.postgres.base import PostgresBase, Row
-
-_MATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Match))
 
 
 def _item(row: Row) -> Item:
@@ -74,7 +71,7 @@ class PostgresItems(PostgresBase):
     def save_classifications(self, classifications: Iterable[Classification], fingerprint: str) -> None:
         rows = [
             (c.item_id, fingerprint, Jsonb(list(c.topics)), Jsonb(c.scores),
-             Jsonb([{name: getattr(m, name) for name in _MATCH_FIELDS} for m in c.matches]))
+             Jsonb(match_records(c.matches)))
             for c in classifications
         ]
         with self._transaction() as db, db.cursor() as cursor:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from pipeline.models import Classification, Item, Match
+from pipeline.models import Classification, Item, Match, match_records
 from pipeline.store.codec import from_iso, to_iso
 from pipeline.store.sqlite.base import SqliteBase
 
-_MATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Match))
 _CHUNK = 500  # ids per `IN (…)` query, well under SQLite's limit of bound parameters
 
 
@@ -81,7 +79,7 @@ class SqliteItems(SqliteBase):
                     (
                         c.item_id, fingerprint, json.dumps(list(c.topics)),
                         json.dumps(c.scores, sort_keys=True),
-                        json.dumps([{name: getattr(m, name) for name in _MATCH_FIELDS} for m in c.matches],
+                        json.dumps(match_records(c.matches),
                                    ensure_ascii=False),
                     )
                     for c in classifications

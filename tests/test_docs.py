@@ -92,3 +92,33 @@ def test_the_readme_rules_examples_run_as_shown_without_shared(command: str, tmp
             assert output[position:position + 1] == [shown], f"README line {shown!r} is not printed:\n{result.out}"
         position += 1
         gap = False
+
+
+def test_the_readme_email_section_names_every_variable_and_its_delivery_block_works(
+        tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    email = README[README.index("## Email delivery"):]
+    email = email[:email.index("\n## ", 5)]
+    for field in ("unsubscribe_secret_env", "username_env", "password_env"):
+        variable = next(f.default for f in dataclasses.fields(DeliverySettings) if f.name == field)
+        assert f"`{variable}`" in email, f"README's email section does not name {variable}"
+    block = re.search(r"A minimal `delivery:` block.*?```yaml\n(delivery:\n.*?)```", email, re.S)
+    assert block, "README's email section has no minimal `delivery:` block"
+
+    # Pasted at the end of the demo's sources.yaml, with the one variable the README says is always needed.
+    (tmp_path / "feeds").symlink_to(REPO / "examples" / "feeds")
+    config = tmp_path / "sources.yaml"
+    config.write_text((REPO / "examples" / "demo.yaml").read_text(encoding="utf-8") + "\n" + block.group(1),
+                      encoding="utf-8")
+    (tmp_path / "topics.yaml").symlink_to(REPO / "topics.yaml")
+    (tmp_path / "recipients.csv").write_text("email,name,topics\n", encoding="utf-8")
+    where = ("--config", config, "--db", tmp_path / "db.sqlite3")
+    assert run_cli("run", *where, "--output", tmp_path / "out", "--date", "2025-05-06", cwd=tmp_path).code == 0
+    added = run_cli("subscribers", "add", "jeanne@example.org", "--name", "Jeanne Morel", *where, cwd=tmp_path)
+    assert added.code == 0, added.err
+    monkeypatch.delenv("TECH_MATIN_UNSUBSCRIBE_SECRET", raising=False)
+    unset = run_cli("send", *where, "--date", "2025-05-06", "--dry-run", cwd=tmp_path)
+    assert unset.code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET" in unset.err, unset  # it names what is missing
+    monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", "a-secret-of-at-least-thirty-two-bytes-0123")
+    sent = run_cli("send", *where, "--date", "2025-05-06", "--dry-run", cwd=tmp_path)
+    assert sent.code == 0, sent.err
+    assert len(list((tmp_path / "outbox" / "2025-05-06").glob("*.eml"))) == 1, sent.out

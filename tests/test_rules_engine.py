@@ -84,6 +84,19 @@ def test_terms_do_not_match(tmp_path: Path, term: str, text: str) -> None:
     assert finds(one_term(tmp_path, term), text) == []
 
 
+def test_a_plural_possessive_in_a_phrase_is_found_with_its_apostrophe(tmp_path: Path) -> None:
+    """ "users' data": the apostrophe and the space after it fold to two separators (so, after
+    that word only, any two do: the folded text no longer tells them apart); the phrase still
+    finds the words without an apostrophe, and three separators end it."""
+    classifier = one_term(tmp_path, "users' data")
+    assert finds(classifier, "Meta trains its AI on users' data") == ["users' data"]
+    assert finds(classifier, "Meta trains its AI on users’ data") == ["users’ data"]
+    assert finds(classifier, "Meta trains its AI on users data") == ["users data"]
+    assert finds(classifier, "new users: « data centres »") == []
+    assert finds(one_term(tmp_path, "press publishers' right"),
+                 "the press publishers’ right in France") == ["press publishers’ right"]
+
+
 def test_prefix_terms(tmp_path: Path) -> None:
     classifier = one_term(tmp_path, "régul*")
     assert finds(classifier, "Régulation, régulateurs et regulier") == ["Régulation", "régulateurs", "regulier"]

@@ -41,6 +41,7 @@ approach.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
@@ -51,6 +52,7 @@ import ahocorasick
 from pipeline.classify.normalize import (
     ELISIONS,
     case_fold_latin1,
+    fold_for_match,
     fold_parts,
     ligature_forms,
     original_span,
@@ -171,6 +173,24 @@ def _literals(term: Term) -> list[tuple[str, ...]]:
         else:
             options.append(set(word_forms(word, in_phrase)))
     return sorted(set(product(*options)))
+
+
+# An English plural possessive in a phrase ("users' data"): its apostrophe and the space after
+# it fold to two spaces, so the phrase is also looked for with two spaces after that word.
+_POSSESSIVE_RE = re.compile(r"(\w*s)['’]\s")
+
+
+def _possessives(term: Term) -> tuple[str, ...]:
+    """The folded words of ``term`` written as plural possessives (``users'``)."""
+    return tuple(sorted({fold_for_match(m.group(1)).text.lower() for m in _POSSESSIVE_RE.finditer(term.text)}))
+
+
+def _with_possessives(keyword: str, possessives: tuple[str, ...]) -> list[str]:
+    """``keyword``, then its spelling with two spaces after each possessive word it contains."""
+    keywords = [keyword]
+    for word in possessives:
+        keywords += [k.replace(f" {word} ", f" {word}  ", 1) for k in keywords if f" {word} " in k[:-1]]
+    return keywords
 
 
 class Classifier:
@@ -295,16 +315,18 @@ class Classifier:
         plain: dict[str, list[int]] = {}
         special: dict[str, list[_Special]] = {}
         for tid, term in enumerate(terms):
+            possessives = () if term.case else _possessives(term)
             for words in _literals(term):
                 prefix = words[-1].endswith("*")
                 literal = " ".join(words).rstrip("*")
-                keyword = " " + literal.lower() + ("" if prefix else " ")
-                if term.case or prefix:
-                    entry: _Special = (tid, literal if term.case else None, prefix)
-                    if entry not in special.setdefault(keyword, []):
-                        special[keyword].append(entry)
-                elif tid not in plain.setdefault(keyword, []):
-                    plain[keyword].append(tid)
+                first = " " + literal.lower() + ("" if prefix else " ")
+                for keyword in _with_possessives(first, possessives):
+                    if term.case or prefix:
+                        entry: _Special = (tid, literal if term.case else None, prefix)
+                        if entry not in special.setdefault(keyword, []):
+                            special[keyword].append(entry)
+                    elif tid not in plain.setdefault(keyword, []):
+                        plain[keyword].append(tid)
         automaton = ahocorasick.Automaton()
         for keyword in sorted(plain.keys() | special.keys()):
             plain_ids, checked = tuple(plain.get(keyword, ())), tuple(special.get(keyword, ()))

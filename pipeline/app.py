@@ -807,10 +807,12 @@ class Pipeline:
             return self._finish_build(build, now, archive, publish=publish)
 
     def _prepare_build(self, date: dt.date, archive: Archive, featured_before: set[str] | None, *, skip_empty: bool,
-                       renders: CallPool[RenderedIssue] | None) -> _Build | BuildResult:
+                       renders: CallPool[RenderedIssue] | None,
+                       stored_dates: Sequence[dt.date] | None = None) -> _Build | BuildResult:
         """The first half of build_issue: the issue composed (or the stored one, when composed from
         the same inputs), its pages' key, and their rendering started (by `renders`' processes, if
-        given) unless the pages on disk are current. A BuildResult: an empty issue skipped."""
+        given) unless the pages on disk are current. A BuildResult: an empty issue skipped.
+        `stored_dates`: the dates of the stored issues, when the caller knows them."""
         store, config = self.store, self.config
         items = self.window_items(date)
         featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
@@ -819,7 +821,7 @@ class Pipeline:
                                already_featured=frozenset(i.id for i in items if i.id in featured),
                                decisions=tuple(store.decisions_for(date)))
         compose_key = self._compose_key(inputs)
-        known_dates = store.issue_dates()
+        known_dates = list(store.issue_dates() if stored_dates is None else stored_dates)
         is_new_date = date not in known_dates
         # A draft waiting for approval is left out of its neighbours' links (see held_drafts).
         held = self.held_drafts([date])
@@ -1010,12 +1012,13 @@ class Pipeline:
 
             with archive.parallel_writes():
                 with self._render_pool(len(targets)) as renders:
+                    issue_dates = store.issue_dates()  # read once, not once per issue (only a new one adds to them)
                     ahead = 2 * renders.workers + 2 if renders is not None else 0  # issues rendering at once
                     for date in targets:
                         run_id = store.start_run("rebuild", date, now)
                         try:
                             build = self._prepare_build(date, archive, featured, skip_empty=skip_empty,
-                                                        renders=renders)
+                                                        renders=renders, stored_dates=issue_dates)
                         except BaseException as exc:
                             abandon(run_id, date, exc)
                             raise
@@ -1033,6 +1036,8 @@ class Pipeline:
                         # A new issue changes the links of the next ones: it is finished at once.
                         while pending and (len(pending) > ahead or build.previous is None):
                             finish_oldest()
+                        if build.previous is None:  # a new issue, now stored
+                            issue_dates = store.issue_dates()
                     while pending:
                         finish_oldest()
                 written_before = len(archive.written)

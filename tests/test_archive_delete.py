@@ -17,6 +17,7 @@ from pipeline.models import Approval, EditorialDecision, FeedSource, FetchResult
 from pipeline.store import StoreTarget, open_store
 from tests.test_app import FakeFetcher, write_sources
 from tests.test_archive import issue, save, story
+from tests.test_editorial import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -188,3 +189,23 @@ def test_deleting_from_an_archive_that_lacks_the_date_is_one_line(tmp_path: Path
     assert (result.code, result.err) == (
         2, f"pipeline: error: no issue stored for {date} (see `pipeline archive list`)\n")
     assert (tmp_path / "out" / "2025-05-05" / "index.html").is_file()
+
+
+def test_a_held_draft_stays_out_of_the_links_a_deletion_rewrites(tmp_path: Path, cli) -> None:
+    config = demo_config(tmp_path, require_approval=True, approve_by="06:45", on_no_approval="hold")
+    where = ["--config", config, "--topics", REPO / "topics.yaml", "--db", tmp_path / "db.sqlite3",
+             "--output", tmp_path / "out"]
+    days = [dt.date(2025, 5, 5), dt.date(2025, 5, 6), dt.date(2025, 5, 7)]
+    for day in days:
+        assert cli("run", "--date", day.isoformat(), *where).code == 0
+    with Pipeline.from_files(config, REPO / "topics.yaml", db=tmp_path / "db.sqlite3", output=tmp_path / "out") as app:
+        for day in days[:2]:
+            app.approve(day, "Louise", now=dt.datetime(2025, 5, 7, 5, 0, tzinfo=dt.UTC))
+        app.store.record_decision(EditorialDecision(issue_date=days[1], action="drop", item_id="x", editor="Louise",
+                                                    decided_at=dt.datetime(2025, 5, 7, 5, 1, tzinfo=dt.UTC)))
+        deletion = app.delete_issue(days[1])
+        assert deletion.neighbours == (days[0],)  # 7 May awaits its approval: in nobody's links
+        assert app.store.approval_of(days[1]) is None and app.store.decisions_for(days[1]) == []
+    first = (tmp_path / "out" / "2025-05-05" / "index.html").read_text(encoding="utf-8")
+    assert "2025-05-06" not in first and "../2025-05-07/" not in first
+    assert "2025-05-07" not in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")

@@ -414,6 +414,11 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _stands_approved(approval: Approval | None, decisions: Sequence[EditorialDecision]) -> bool:
+    """An approval, and no editorial decision made after it (a later decision needs a new one)."""
+    return approval is not None and all(d.decided_at <= approval.approved_at for d in decisions)
+
+
 def _matched_words(entries: Sequence[StoredItem]) -> dict[str, tuple[str, ...]]:
     """Per topic of the items' classifications, the words that matched, as written, once each."""
     matched: dict[str, dict[str, None]] = {}
@@ -1177,10 +1182,7 @@ class Pipeline:
         """Whether the issue of `date` is approved as it stands: an approval, and no editorial
         decision made after it (a later decision needs a new approval)."""
         store = self._existing_store()
-        approval = store.approval_of(date)
-        if approval is None:
-            return False
-        return all(d.decided_at <= approval.approved_at for d in store.decisions_for(date))
+        return _stands_approved(store.approval_of(date), store.decisions_for(date))
 
     def send_gate(self, date: dt.date, now: dt.datetime) -> SendGate:
         """What the scheduled send of the issue of `date` does at `now` (the scheduler's and the
@@ -1192,7 +1194,7 @@ class Pipeline:
             return SendGate("send", f"issue {date}: no approval required")
         store = self.store
         approval = store.approval_of(date)
-        if approval is not None and self.approved(date):
+        if approval is not None and _stands_approved(approval, store.decisions_for(date)):
             return SendGate("send", f"issue {date}: approved by {approval.editor} at "
                                     f"{approval.approved_at:%Y-%m-%d %H:%M} UTC: sending")
         if store.mailed_dates([date]):
@@ -1228,10 +1230,13 @@ class Pipeline:
                        matched=_matched_words([entries[i] for i in story.item_ids if i in entries]),
                        decisions=tuple(d for d in decisions if d.item_id in story.item_ids))
             for story, part, section in placed)
+        sent = len(store.deliveries(date))
+        # As held_drafts says: unlisted only under require_approval, neither approved nor mailed.
+        published = not self.require_approval or approval is not None or sent > 0
         return DraftView(
             date=date, issue=issue, stories=stories, sections=self.topic_info, decisions=decisions,
-            approval=approval, approved=self.approved(date), require_approval=self.require_approval,
-            published=date not in self.held_drafts([date]), sent=len(store.deliveries(date)),
+            approval=approval, approved=_stands_approved(approval, decisions),
+            require_approval=self.require_approval, published=published, sent=sent,
             rendered=self.render_for_email(issue))
 
     def decide(self, decision: EditorialDecision, *, lock_timeout: float | None = None) -> DraftView:

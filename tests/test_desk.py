@@ -26,12 +26,14 @@ from typing import Any
 
 import httpx
 import pytest
+import time_machine
 import yaml
+from itsdangerous import URLSafeTimedSerializer
 from test_deliver import SmtpServer, start_server
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.desk.security import Session, SessionSigner, TokenBucket
+from pipeline.desk.security import SESSION_COOKIE, Session, SessionSigner, TokenBucket
 from pipeline.store import StoreTarget, issue_from_json, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -435,6 +437,36 @@ def test_login_sets_a_strict_http_only_cookie_and_every_post_needs_the_csrf_toke
         assert out.status_code == 303 and client.get(f"{desk.url}/").status_code == 303
 
 
+def test_the_desk_refuses_a_tampered_foreign_or_expired_session_cookie(shared: tuple[Site, Desk]) -> None:
+    """The running desk reads only the cookies it signed in the last 12 hours: a session the
+    test signs with the desk's token opens the editor's pages, the same altered, signed with
+    another token or 13 hours old is a visitor's (sent to the login page, refused on POST)."""
+    site, desk = shared
+    signer = SessionSigner(TOKEN)
+    editor = Session(csrf="csrf-of-the-test", editor="Camille Roux", at=signer.now())
+    valid = signer.dump(editor)
+    payload, stamp, mac = valid.rsplit(".", 2)
+    other = signer.dump(dataclasses.replace(editor, editor="Intrus")).rsplit(".", 2)[0]
+    with time_machine.travel(dt.datetime.now(dt.UTC) - dt.timedelta(hours=13), tick=False):
+        old = signer.dump(dataclasses.replace(editor, at=signer.now()))
+    before = editorial_state(site)
+
+    def home(cookie: str) -> httpx.Response:
+        with httpx.Client(base_url=desk.url, timeout=HTTP_SECONDS) as client:
+            return client.get("/", headers={"cookie": f"{SESSION_COOKIE}={cookie}"})
+
+    assert home(valid).status_code == 200 and "Camille Roux" in home(valid).text
+    for cookie in (f"{other}.{stamp}.{mac}", f"{payload}.{stamp}.{mac[:-2]}AA", SessionSigner(TOKEN + "x").dump(editor),
+                   old, payload):
+        answer = home(cookie)
+        assert answer.status_code == 303 and answer.headers["location"] == "/connexion", cookie
+        with httpx.Client(base_url=desk.url, timeout=HTTP_SECONDS) as client:
+            refused = client.post(f"/brouillon/{DATE}/approuver", data={"csrf": editor.csrf},
+                                  headers={"cookie": f"{SESSION_COOKIE}={cookie}"})
+        assert refused.status_code == 403 and "Connexion requise" in refused.text, cookie
+    assert editorial_state(site) == before
+
+
 def test_every_answer_carries_the_security_headers(shared: tuple[Site, Desk]) -> None:
     _, desk = shared
     with httpx.Client(timeout=HTTP_SECONDS) as client:
@@ -464,19 +496,38 @@ def test_token_bucket_allows_its_capacity_then_refills_at_its_rate() -> None:
 
 
 def test_a_session_cookie_altered_or_signed_with_another_token_reads_as_nothing() -> None:
-    now = [1_000_000.0]
-    signer = SessionSigner(TOKEN, clock=lambda: now[0])
-    session = Session(csrf="abc", editor="Camille", at=now[0])
+    signer = SessionSigner(TOKEN)
+    now = signer.now()
+    session = Session(csrf="abc", editor="Camille", at=now, address="camille@example.org")
     cookie = signer.dump(session)
     assert signer.load(cookie) == session
-    payload, mac = cookie.split(".")
-    forged = signer.dump(Session(csrf="abc", editor="Intrus", at=now[0])).split(".")[0] + "." + mac
-    assert signer.load(forged) is None
-    assert SessionSigner(TOKEN + "-other").load(cookie) is None
-    assert signer.load(payload + "." + "0" * len(mac)) is None and signer.load("garbage") is None
-    now[0] += 13 * 3600  # past the session's 12 hours: a visitor again
-    expired = signer.load(cookie)
-    assert expired is not None and expired.editor is None and expired.csrf != "abc"
+    payload, stamp, mac = cookie.rsplit(".", 2)
+    forged = signer.dump(Session(csrf="abc", editor="Intrus", at=now)).rsplit(".", 2)[0] + f".{stamp}.{mac}"
+    assert signer.load(forged) is None, "another payload under this cookie's signature"
+    assert signer.load(f"{payload}.{stamp}.{'A' * len(mac)}") is None, "a made-up signature"
+    assert SessionSigner(TOKEN + "-other").load(cookie) is None, "signed with another token"
+    assert signer.load("garbage") is None and signer.load("") is None and signer.load(None) is None
+    # What itsdangerous signs with this token but without the desk's salt and key derivation.
+    assert signer.load(URLSafeTimedSerializer(TOKEN).dumps({"csrf": "abc", "editor": "Intrus", "at": now})) is None
+
+
+def test_a_session_cookie_expires_12_hours_after_it_was_signed_and_an_editor_12_hours_after_login() -> None:
+    signer = SessionSigner(TOKEN)
+    start = dt.datetime(2025, 5, 6, 4, 0, tzinfo=dt.UTC)
+    with time_machine.travel(start, tick=False):
+        visitor = signer.dump(Session(csrf="abc"))
+        editor = signer.dump(Session(csrf="def", editor="Camille", at=signer.now()))
+    with time_machine.travel(start + dt.timedelta(hours=11, minutes=59), tick=False):
+        assert signer.load(visitor) == Session(csrf="abc")
+        camille = signer.load(editor)
+        assert camille is not None and camille.editor == "Camille"
+        # Signed again just now (a test send kept its address), but logged in 11 h 59 ago.
+        resigned = signer.dump(dataclasses.replace(camille, address="camille@example.org"))
+    with time_machine.travel(start + dt.timedelta(hours=12, seconds=1), tick=False):
+        assert signer.load(visitor) is None and signer.load(editor) is None
+        assert signer.load(resigned) is None, "an editor's session ends 12 hours after login"
+    with time_machine.travel(start - dt.timedelta(minutes=5), tick=False):
+        assert signer.load(visitor) is None, "signed in the future"
 
 
 @pytest.mark.parametrize(("url", "message"), [

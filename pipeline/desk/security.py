@@ -4,12 +4,13 @@ session cookie, the CSRF token bound to it, per-client rate limits and the heade
 * **Token.** The editor's pages open with a token (a password) from the environment
   (`TECH_MATIN_DESK_TOKEN`), at least `MIN_TOKEN_BYTES` long; compared in constant time.
 * **Session.** A cookie `desk_session` holding `{"csrf", "editor", "at", "address"}` (the
-  last test-send address) as base64 JSON and an
-  HMAC-SHA256 of it, keyed by a key derived from the token (changing the token logs everyone
-  out). HttpOnly, SameSite=Strict, Path=/, Secure when the request came over https (directly or
-  through a proxy whose X-Forwarded-Proto uvicorn trusts). Signed, not encrypted: it holds no
-  secret but the CSRF token, which the page shows anyway. An editor's session lasts
-  `SESSION_SECONDS`.
+  last test-send address), signed and timestamped by itsdangerous (`URLSafeTimedSerializer`:
+  compact JSON, HMAC-SHA256 with a key derived from the token by HMAC, so changing the token
+  logs everyone out). HttpOnly, SameSite=Strict, Path=/, Secure when the request came over https
+  (directly or through a proxy whose X-Forwarded-Proto uvicorn trusts). Signed, not encrypted:
+  it holds no secret but the CSRF token, which the page shows anyway. A cookie signed more than
+  `SESSION_SECONDS` ago reads as nothing, and so does an editor's session that many seconds
+  after its login (`at`), however recently it was signed again.
 * **CSRF.** Every visitor gets a session with a random CSRF token (the login form too, so a
   foreign site cannot log a browser in under its own name); every form carries it in a hidden
   field, every POST is refused (403) unless the field equals the session's, compared in
@@ -20,15 +21,14 @@ session cookie, the CSRF token bound to it, per-client rate limits and the heade
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from itsdangerous import BadData, URLSafeTimedSerializer
 
 from pipeline.errors import PipelineError
 
@@ -78,43 +78,37 @@ class Session:
 
 
 class SessionSigner:
-    """Writes and reads the session cookie; anything unsigned, altered or expired reads as None."""
+    """Writes and reads the session cookie (itsdangerous signs it); anything unsigned, altered,
+    signed with another token or expired reads as None."""
 
-    def __init__(self, token: str, clock: Callable[[], float] = time.time):
-        # A key of its own, derived from the token: the token itself never signs anything.
-        self._key = hmac.new(token.encode("utf-8"), b"tech-matin desk session v1", hashlib.sha256).digest()
-        self._clock = clock
+    def __init__(self, token: str):
+        # A key of its own, derived from the token with this salt: the token itself never signs.
+        self._serializer = URLSafeTimedSerializer(
+            token, salt=b"tech-matin desk session v2",
+            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256})
 
     def now(self) -> float:
-        return self._clock()
-
-    def _mac(self, payload: bytes) -> str:
-        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+        return time.time()
 
     def dump(self, session: Session) -> str:
-        fields = {"csrf": session.csrf, "editor": session.editor, "at": session.at, "address": session.address}
-        body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        payload = base64.urlsafe_b64encode(body).rstrip(b"=")
-        return f"{payload.decode('ascii')}.{self._mac(payload)}"
+        return self._serializer.dumps({"csrf": session.csrf, "editor": session.editor, "at": session.at,
+                                       "address": session.address})
 
     def load(self, cookie: str | None) -> Session | None:
-        if not cookie or cookie.count(".") != 1 or len(cookie) > 4096:
-            return None
-        payload, mac = cookie.split(".")
-        if not hmac.compare_digest(self._mac(payload.encode("ascii", "replace")).encode(), mac.encode("ascii",
-                                                                                                          "replace")):
+        if not cookie or len(cookie) > 4096:
             return None
         try:
-            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (binascii.Error, ValueError):
+            data = self._serializer.loads(cookie, max_age=SESSION_SECONDS)
+        except BadData:  # bad signature, expired, or not our payload at all
             return None
+        # Signed by us, so well formed; checked anyway, as whatever comes from outside is.
         if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
             return None
         editor, at, address = data.get("editor"), data.get("at"), data.get("address")
         if not isinstance(editor, str | None) or not isinstance(at, int | float) or not isinstance(address, str | None):
             return None
-        if editor is not None and not 0 <= self._clock() - at <= SESSION_SECONDS:
-            return Session.fresh()  # expired: a visitor again, with a new CSRF token
+        if editor is not None and not 0 <= self.now() - at <= SESSION_SECONDS:
+            return None  # logged in too long ago: a visitor again (the caller makes a fresh session)
         return Session(csrf=data["csrf"], editor=editor, at=float(at), address=address if editor else None)
 
     def cookie_header(self, session: Session | None, secure: bool) -> str:

@@ -1230,7 +1230,7 @@ class Pipeline:
                        matched=_matched_words([entries[i] for i in story.item_ids if i in entries]),
                        decisions=tuple(d for d in decisions if d.item_id in story.item_ids))
             for story, part, section in placed)
-        sent = len(store.deliveries(date))
+        sent = store.delivery_count(date)
         # As held_drafts says: unlisted only under require_approval, neither approved nor mailed.
         published = not self.require_approval or approval is not None or sent > 0
         return DraftView(

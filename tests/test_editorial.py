@@ -19,7 +19,7 @@ import yaml
 from pipeline.app import Pipeline
 from pipeline.errors import PipelineError
 from pipeline.models import Approval, EditorialDecision
-from pipeline.store import StoreTarget, open_store
+from pipeline.store import DeliveryStatus, StoreTarget, open_store
 from tests.test_deliver import SmtpServer, start_server
 from tests.test_rebuild import DEMO, REPO, call
 
@@ -294,7 +294,8 @@ def test_a_draft_stays_out_of_the_listings_until_approved(tmp_path: Path) -> Non
             with open_store(StoreTarget(archive / "db.sqlite3")) as store:
                 store.begin_delivery(BEFORE, "lecteur@example.org", "<1@example.org>", T0)
     with open_pipeline(archive, config) as app:
-        assert app.draft(BEFORE).published
+        mailed = app.draft(BEFORE)
+        assert mailed.published and mailed.sent == 1
         view = app.draft(DAY)
         assert view.require_approval and not view.published and not view.approved
         out = archive / "out"
@@ -377,6 +378,19 @@ def test_mailed_dates_are_the_dates_with_a_delivery_record(store) -> None:
     store.begin_delivery(DAY, "lectrice@example.org", "<2@example.org>", T0)
     assert store.mailed_dates([DAY, BEFORE, DAY]) == {DAY}
     assert store.mailed_dates([]) == set()
+
+
+def test_delivery_count_counts_an_issues_delivery_records_whatever_their_status(store) -> None:
+    assert store.delivery_count(DAY) == 0
+    store.queue_deliveries(DAY, [(f"r{n}@example.org", f"<q{n}@example.org>") for n in range(3)], T0)
+    store.begin_delivery(DAY, "lecteur@example.org", "<1@example.org>", T0)
+    store.finish_delivery(DAY, "lecteur@example.org", DeliveryStatus.FAILED_PERMANENT, "550", T0)
+    store.begin_delivery(DAY, "lectrice@example.org", "<2@example.org>", T0)
+    store.finish_delivery(DAY, "lectrice@example.org", DeliveryStatus.SENT, "250", T0)
+    store.begin_delivery(DAY, "lectrice@example.org", "<2@example.org>", T0)  # the same reader again: one record
+    store.begin_delivery(BEFORE, "lecteur@example.org", "<3@example.org>", T0)
+    assert store.delivery_count(DAY) == len(store.deliveries(DAY)) == 5
+    assert store.delivery_count(BEFORE) == 1 and store.delivery_count(DAY + dt.timedelta(days=1)) == 0
 
 
 def test_links_step_over_a_held_draft(tmp_path: Path) -> None:

@@ -192,6 +192,11 @@ class DeliveryStore(Protocol):
         """Every delivery record of an issue, by recipient address."""
         ...
 
+    def delivery_count(self, date: dt.date) -> int:
+        """How many delivery records an issue has, whatever their status (one per reader its
+        mailing reached or queued); a count in the database, no record read."""
+        ...
+
     def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
         """Those of `dates` whose issue has at least one delivery record (its mailing has begun);
         one index lookup each, whatever the number of readers."""

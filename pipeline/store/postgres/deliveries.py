@@ -40,6 +40,9 @@ class PostgresDeliveries(PostgresBase):
                           (date,))
         return {row["email"]: _delivery(row) for row in rows}
 
+    def delivery_count(self, date: dt.date) -> int:
+        return self._count("SELECT count(*) FROM deliveries WHERE issue_date = %s", (date,))
+
     def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
         rows = self._rows("SELECT d FROM unnest(%s::date[]) AS d"
                           " WHERE EXISTS (SELECT 1 FROM deliveries WHERE issue_date = d)", (sorted(set(dates)),))

@@ -37,6 +37,9 @@ class SqliteDeliveries(SqliteBase):
         rows = self._rows("SELECT * FROM deliveries WHERE issue_date = ? ORDER BY email", (date.isoformat(),))
         return {row["email"]: _delivery(row) for row in rows}
 
+    def delivery_count(self, date: dt.date) -> int:
+        return self._count("SELECT count(*) FROM deliveries WHERE issue_date = ?", (date.isoformat(),))
+
     def mailed_dates(self, dates: Sequence[dt.date]) -> set[dt.date]:
         return {date for date in set(dates)
                 if self._row("SELECT 1 FROM deliveries WHERE issue_date = ? LIMIT 1", (date.isoformat(),))}

@@ -135,3 +135,15 @@ def store(store_target):
 
     with open_store(store_target) as opened:
         yield opened
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on 127.0.0.1 for one test (tests/smtpserver.py), stopped after it."""
+    from smtpserver import start_server
+
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()

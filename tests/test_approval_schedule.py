@@ -1,18 +1,18 @@
 """Approve, then send: with delivery.require_approval the scheduled send waits for an editor's
 approval until delivery.approve_by, then holds or sends anyway, logged either way. A real SMTP
-server on 127.0.0.1 (aiosmtpd) receives what is sent; the scheduler's clock is a fake one."""
+server on 127.0.0.1 (aiosmtpd, tests/smtpserver.py) receives what is sent; the scheduler's
+clock is a fake one."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from distributed import SmtpSink, Workers, rss, wait_for, worker_env
 from distributed import write_config as write_workers_config
+from smtpserver import SmtpServer, free_port
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
@@ -21,8 +21,6 @@ from pipeline.schedule import Action, make_plan
 from tests.test_schedule import (
     PARIS,
     FakeClock,
-    Inbox,
-    free_port,
     make_scheduler,
     pipeline_of,
     plan,
@@ -36,15 +34,10 @@ READERS = ["idriss@example.net", "jeanne@example.org"]
 
 
 @pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Inbox, int]]:
+def relay(smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> SmtpServer:
+    """The test's SMTP server (conftest's `smtp`), and the unsubscribe secret a send needs."""
     monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", "a-secret-of-at-least-thirty-two-bytes")
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    return smtp
 
 
 def approval_config(folder: Path, port: int, on_no_approval: str) -> Path:
@@ -54,31 +47,31 @@ def approval_config(folder: Path, port: int, on_no_approval: str) -> Path:
     return config
 
 
-def test_an_approved_issue_is_sent_at_once(tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
+def test_an_approved_issue_is_sent_at_once(tmp_path: Path, relay: SmtpServer) -> None:
+    inbox, port = relay.inbox, relay.port
     config = approval_config(tmp_path, port, "hold")
     clock = FakeClock(dt.datetime(2025, 5, 6, 6, 0, tzinfo=PARIS))
     scheduler, log = make_scheduler(config, plan(), clock)
     assert scheduler.tick("scheduled").action is Action.BUILT
-    assert inbox.recipients == []
+    assert inbox.recipients() == []
     assert "issue 2025-05-06: waiting for an editor's approval until 06:45 (Europe/Paris)" in log.getvalue()
     clock.now += dt.timedelta(minutes=5)
-    assert scheduler.tick("approval").action is Action.DONE and inbox.recipients == []
+    assert scheduler.tick("approval").action is Action.DONE and inbox.recipients() == []
     assert log.getvalue().count("waiting for an editor's approval") == 1  # said once
     with pipeline_of(config) as app:
         app.approve(DATE, "Louise Garnier", now=clock.now.astimezone(dt.UTC))
     clock.now += dt.timedelta(minutes=1)
     assert scheduler.tick("approval").action is Action.DONE
-    assert sorted(inbox.recipients) == READERS
+    assert sorted(inbox.recipients()) == READERS
     assert "issue 2025-05-06: approved by Louise Garnier at 2025-05-06 04:05 UTC: sending" in log.getvalue()
     assert "sent 2025-05-06: 2 sent" in log.getvalue()
     clock.now += dt.timedelta(hours=1)
-    assert scheduler.tick("watch").action is Action.DONE and len(inbox.recipients) == 2  # never twice
+    assert scheduler.tick("watch").action is Action.DONE and len(inbox.recipients()) == 2  # never twice
 
 
 def test_not_approved_by_approve_by_with_hold_sends_nothing_and_says_so(tmp_path: Path,
-                                                                        smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
+                                                                        relay: SmtpServer) -> None:
+    inbox, port = relay.inbox, relay.port
     config = approval_config(tmp_path, port, "hold")
     clock = FakeClock(dt.datetime(2025, 5, 6, 6, 0, tzinfo=PARIS))
     scheduler, log = make_scheduler(config, plan(), clock)
@@ -88,12 +81,12 @@ def test_not_approved_by_approve_by_with_hold_sends_nothing_and_says_so(tmp_path
     assert "not approved" not in log.getvalue()
     clock.now = dt.datetime(2025, 5, 6, 6, 45, tzinfo=PARIS)
     assert scheduler.tick("approval").action is Action.DONE
-    assert inbox.recipients == []
+    assert inbox.recipients() == []
     assert ("issue 2025-05-06: not approved by 06:45: held, not sent (delivery.on_no_approval: hold)"
             in log.getvalue())
     clock.now += dt.timedelta(hours=2)
     scheduler.tick("watch")
-    assert inbox.recipients == [] and log.getvalue().count("held, not sent") == 1
+    assert inbox.recipients() == [] and log.getvalue().count("held, not sent") == 1
     with pipeline_of(config) as app:
         assert app.store.deliveries(DATE) == {} and not app.draft(DATE).published
         index = (app.output_dir / "index.html").read_text(encoding="utf-8")
@@ -101,15 +94,15 @@ def test_not_approved_by_approve_by_with_hold_sends_nothing_and_says_so(tmp_path
 
 
 def test_not_approved_by_approve_by_with_send_anyway_sends_and_says_so(tmp_path: Path,
-                                                                       smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
+                                                                       relay: SmtpServer) -> None:
+    inbox, port = relay.inbox, relay.port
     config = approval_config(tmp_path, port, "send_anyway")
     clock = FakeClock(dt.datetime(2025, 5, 6, 6, 0, tzinfo=PARIS))
     scheduler, log = make_scheduler(config, plan(), clock)
-    assert scheduler.tick("scheduled").action is Action.BUILT and inbox.recipients == []
+    assert scheduler.tick("scheduled").action is Action.BUILT and inbox.recipients() == []
     clock.now = dt.datetime(2025, 5, 6, 6, 45, tzinfo=PARIS)
     assert scheduler.tick("approval").action is Action.DONE
-    assert sorted(inbox.recipients) == READERS
+    assert sorted(inbox.recipients()) == READERS
     assert ("issue 2025-05-06: not approved by 06:45: sending it anyway (delivery.on_no_approval: send_anyway)"
             in log.getvalue())
     assert "sent 2025-05-06: 2 sent" in log.getvalue()
@@ -118,10 +111,10 @@ def test_not_approved_by_approve_by_with_send_anyway_sends_and_says_so(tmp_path:
         assert "2025-05-06" in (app.output_dir / "index.html").read_text(encoding="utf-8")
 
 
-def test_a_decision_after_the_approval_makes_the_send_wait_again(tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
+def test_a_decision_after_the_approval_makes_the_send_wait_again(tmp_path: Path, relay: SmtpServer) -> None:
     from pipeline.models import EditorialDecision
 
-    inbox, port = smtp
+    inbox, port = relay.inbox, relay.port
     config = approval_config(tmp_path, port, "hold")
     clock = FakeClock(dt.datetime(2025, 5, 6, 6, 0, tzinfo=PARIS))
     scheduler, _log = make_scheduler(config, plan(), clock)
@@ -135,7 +128,7 @@ def test_a_decision_after_the_approval_makes_the_send_wait_again(tmp_path: Path,
     assert gate.action == "wait" and "(changed since its last approval)" in gate.reason
     clock.now += dt.timedelta(minutes=2)
     scheduler.tick("approval")
-    assert inbox.recipients == []
+    assert inbox.recipients() == []
 
 
 def test_approval_settings_are_checked_with_one_line_errors(tmp_path: Path) -> None:

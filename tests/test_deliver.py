@@ -1,4 +1,5 @@
-"""Email delivery against a real SMTP server on 127.0.0.1 (aiosmtpd), with a real built issue.
+"""Email delivery against a real SMTP server on 127.0.0.1 (aiosmtpd, tests/smtpserver.py: the
+`smtp` fixture), with a real built issue.
 
 The issue is built once by the real pipeline (`pipeline run`) from a local RSS file; each test
 works on its own copy of that database. The test server records every message as raw bytes and
@@ -8,20 +9,15 @@ message's reply so that a real `python -m pipeline send` process can be SIGKILLe
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from email import policy
-from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
@@ -30,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from smtpserver import Inbox, SmtpServer, free_port, start_server
 
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -76,102 +72,6 @@ READERS = [
     ("marc@example.org", "Marc Petit", "meta_ai ai_act"),
     ("nora@example.net", "", ""),
 ]
-
-
-# ---------------------------------------------------------------- the SMTP server
-
-
-@dataclasses.dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    raw: bytes
-    peer: Any
-
-    def parsed(self) -> EmailMessage:
-        message = BytesParser(policy=policy.default).parsebytes(self.raw)
-        assert isinstance(message, EmailMessage)
-        return message
-
-
-class Inbox:
-    """aiosmtpd handler: records messages, refuses addresses on demand, can hold one reply."""
-
-    def __init__(self) -> None:
-        self.messages: list[Received] = []
-        self.rcpt_attempts: Counter[str] = Counter()
-        self.permanent: set[str] = set()
-        self.temporary: dict[str, int] = {}  # address -> how many more times to answer 451
-        self.hold_at: int | None = None  # hold the reply to this (1-based) message
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self.logins: list[tuple[bytes, bytes]] = []
-        self.expected_login: tuple[bytes, bytes] | None = None
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        self.rcpt_attempts[address] += 1
-        if address in self.permanent:
-            return f"550 5.1.1 <{address}>: mailbox unavailable"
-        if self.temporary.get(address, 0) > 0:
-            self.temporary[address] -= 1
-            return f"451 4.2.0 <{address}>: mailbox busy, try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
-                                      session.peer))
-        if self.hold_at is not None and len(self.messages) == self.hold_at:
-            self.reached.set()
-            # Wait in a thread so the server's event loop keeps running.
-            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
-        return f"250 2.0.0 Ok: queued as {len(self.messages)}"
-
-    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        self.logins.append((auth_data.login, auth_data.password))
-        ok = (auth_data.login, auth_data.password) == self.expected_login
-        # handled=False: the server answers 535 itself on a refusal.
-        return AuthResult(success=ok, handled=ok)
-
-    def by_recipient(self) -> Counter[str]:
-        return Counter(address for message in self.messages for address in message.rcpt_tos)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclasses.dataclass
-class SmtpServer:
-    inbox: Inbox
-    port: int
-    controller: Controller
-
-
-def start_server(auth: tuple[bytes, bytes] | None = None) -> SmtpServer:
-    inbox = Inbox()
-    kwargs: dict[str, Any] = {}
-    if auth is not None:
-        inbox.expected_login = auth
-        kwargs = {"authenticator": inbox.authenticate, "auth_required": True, "auth_require_tls": False}
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    return SmtpServer(inbox, port, controller)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.inbox.release.set()
-        server.controller.stop()
 
 
 # ---------------------------------------------------------------- a built issue and a site
@@ -431,7 +331,7 @@ def test_temporary_refusal_is_retried_with_backoff_then_delivered_or_recorded(si
 
 def test_server_gone_stops_the_send_and_a_resume_finishes_it(site: Site, smtp: SmtpServer) -> None:
     write_readers(site.recipients, READERS)
-    dead_port = _free_port()  # nobody listens there
+    dead_port = free_port()  # nobody listens there
     site.configure(dead_port, max_retries=1, retry_delay=0.01)
     result = send(site)
     assert result.code == 1
@@ -612,7 +512,7 @@ def test_credentials_come_from_the_environment_and_never_leak(site: Site) -> Non
                 assert secret not in blob
         assert user not in repr(Credentials(user, password)) and password not in repr(Credentials(user, password))
     finally:
-        server.controller.stop()
+        server.stop()
 
 
 def test_half_the_credentials_or_credentials_in_the_file_are_errors(site: Site, smtp: SmtpServer,
@@ -636,7 +536,7 @@ def test_half_the_credentials_or_credentials_in_the_file_are_errors(site: Site, 
 
 def test_dry_run_writes_one_eml_per_reader_and_records_nothing(site: Site) -> None:
     write_readers(site.recipients, READERS)
-    site.configure(_free_port())  # no server: a dry run must not connect
+    site.configure(free_port())  # no server: a dry run must not connect
     outbox = site.root / "out-box"
     result = send(site, "--dry-run", "--outbox", str(outbox))
     assert result.code == 0, result.err
@@ -951,7 +851,7 @@ def test_starttls_and_implicit_tls_with_a_private_ca(site: Site, certificate: tu
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     if security == "starttls":
         controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
     else:

@@ -29,7 +29,7 @@ import pytest
 import time_machine
 import yaml
 from itsdangerous import URLSafeTimedSerializer
-from test_deliver import SmtpServer, start_server
+from smtpserver import SmtpServer
 
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -207,15 +207,6 @@ def shared(built: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         yield copy, server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.controller.stop()
 
 
 def login(client: httpx.Client, desk: Desk, name: str = "Camille Roux") -> str:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from smtpserver import SmtpServer
 
 from pipeline.app import Pipeline
 from pipeline.errors import PipelineError
 from pipeline.models import Approval, EditorialDecision
 from pipeline.store import DeliveryStatus, StoreTarget, open_store
-from tests.test_deliver import SmtpServer, start_server
 from tests.test_rebuild import DEMO, REPO, call
 
 DAY = dt.date(2025, 5, 6)
@@ -89,13 +89,6 @@ def demo_copy(two_days: Path, tmp_path: Path) -> Path:
     root = tmp_path / "archive"
     shutil.copytree(two_days, root, ignore=shutil.ignore_patterns("*.lock"))
     return root
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    server = start_server()
-    yield server
-    server.controller.stop()
 
 
 def demo_config(root: Path, **delivery: object) -> Path:
@@ -313,9 +306,8 @@ def test_a_draft_stays_out_of_the_listings_until_approved(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- the test send
 
 
-def test_send_test_mails_the_editor_alone_and_touches_no_delivery(demo_copy: Path,
-                                                                   smtp_server: SmtpServer) -> None:
-    archive, smtp = demo_copy, smtp_server
+def test_send_test_mails_the_editor_alone_and_touches_no_delivery(demo_copy: Path, smtp: SmtpServer) -> None:
+    archive = demo_copy
     config = demo_config(archive, smtp_port=smtp.port)
     with open_pipeline(archive, config) as app:
         reply = app.send_test(DAY, "louise@techmatin.example.org", env={"TECH_MATIN_UNSUBSCRIBE_SECRET": SECRET})

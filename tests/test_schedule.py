@@ -14,7 +14,6 @@ import itertools
 import os
 import queue
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from smtpserver import free_port, start_server
 
 from pipeline.app import Pipeline, RunReport
 from pipeline.config import load_config
@@ -588,23 +588,6 @@ def test_the_watch_builds_a_morning_slept_through_and_then_stays_quiet(tmp_path:
 # ---------------------------------------------------------------- email after the build
 
 
-class Inbox:
-    """aiosmtpd handler that records the recipients of every message."""
-
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.recipients.extend(envelope.rcpt_tos)
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def write_delivery_config(folder: Path, port: int) -> Path:
     config = write_config(folder)
     (folder / "recipients.csv").write_text("email,name,topics\njeanne@example.org,Jeanne,\n"
@@ -619,8 +602,6 @@ def write_delivery_config(folder: Path, port: int) -> Path:
 
 def test_the_built_issue_is_emailed_once_and_an_unreachable_server_is_retried(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiosmtpd.controller import Controller
-
     monkeypatch.setenv("TECH_MATIN_UNSUBSCRIBE_SECRET", "a-secret-of-at-least-thirty-two-bytes")
 
     port = free_port()
@@ -632,22 +613,21 @@ def test_the_built_issue_is_emailed_once_and_an_unreachable_server_is_retried(
     assert len(scheduler.delivery_failures(dt.date(2025, 5, 6))) == 1
     assert "FAILED 2025-05-06 (scheduled, attempt 1 of 4): email delivery: 2 reader(s) not reached yet; " \
         "stopped: cannot connect to 127.0.0.1" in log.getvalue()
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
+    server = start_server(port=port)
+    inbox = server.inbox
     try:
         clock.now += dt.timedelta(seconds=30)
-        assert scheduler.tick("watch").action is Action.DONE and inbox.recipients == []  # not before the delay
+        assert scheduler.tick("watch").action is Action.DONE and inbox.recipients() == []  # not before the delay
         clock.now += dt.timedelta(seconds=30)
         assert scheduler.tick("retry").action is Action.DONE
-        assert sorted(inbox.recipients) == ["idriss@example.net", "jeanne@example.org"]
+        assert sorted(inbox.recipients()) == ["idriss@example.net", "jeanne@example.org"]
         assert "sent 2025-05-06: 2 sent" in log.getvalue()
         # Later checks, and a restarted scheduler, never mail anyone twice.
         clock.now += dt.timedelta(minutes=5)
         assert scheduler.tick("watch").action is Action.DONE
         restarted, _ = make_scheduler(config, plan(), clock)
         assert restarted.tick("start").action is Action.DONE
-        assert len(inbox.recipients) == 2
+        assert len(inbox.recipients()) == 2
     finally:
-        controller.stop()
+        server.stop()
     assert runs_of(tmp_path / "data" / "archive.sqlite3") == [("run", "2025-05-06", "ok")]

@@ -71,6 +71,22 @@ def test_latin1_declared_in_header_only() -> None:
     assert result.items[0].title == "Régulation à Bruxelles"
 
 
+def test_faults_that_stop_the_strict_parser_are_repaired_and_reported() -> None:
+    # Whitespace before the declaration and references to control characters (in text, in an
+    # attribute): the strict parser reads the feed (no SAXParseException reported), the control
+    # characters read as spaces, as the text pass makes of them; in CDATA a reference is text.
+    body = RSS.replace("<title>T</title>", "<title>T&#x1F;</title>").replace(
+        "<guid>g-1</guid>", "<guid>g-1</guid><category>A&#1;B</category>").replace(
+        "<description>Texte.</description>", "<description><![CDATA[x&#1;y]]></description>")
+    result = parse_feed(fetched(b"\r\n  \n" + body.encode()), NOW)
+    assert result.warnings == ("whitespace before the XML declaration, ignored",
+                               "references to control characters, which XML does not allow, read as spaces: 2")
+    first, second = result.items
+    assert first.title == "La CNIL & le RGPD : une amende" and first.categories == ("A B",)
+    assert second.summary == "x y"
+    assert parse_feed(fetched(RSS.encode()), NOW).items[0].id == first.id
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -111,5 +127,6 @@ def test_shared_corpus_french_feed(shared: Path) -> None:
     path = shared / "feeds" / "real" / "picofeed__next_inpact_full.xml"
     result = parse_feed(fetched(path.read_bytes(), None, url=path.as_uri()), NOW)
     assert len(result.items) == 45
-    assert result.warnings  # the invalid character reference is reported, not fatal
+    # its reference to a control character is repaired and reported, not fatal
+    assert result.warnings == ("references to control characters, which XML does not allow, read as spaces: 1",)
     assert all(i.url and i.url.startswith("http") for i in result.items)

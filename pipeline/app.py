@@ -14,16 +14,18 @@ an HTTP server when HTTP is not what it tests.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import hashlib
 import os
 import re
+import threading
 import time
 import zoneinfo
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +59,7 @@ from pipeline.models import (
     TopicInfo,
 )
 from pipeline.models import EditorialDecision as EditorialDecision
-from pipeline.pool import CallFailed, CallPool, Pending, default_workers
+from pipeline.pool import CallFailed, CallPool, Imported, Pending, default_workers
 from pipeline.store import (
     FeedHealth,
     FeedOutcome,
@@ -405,6 +407,23 @@ def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, se
     return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
 
 
+def _quietly(work: Callable[[], None]) -> None:
+    """Work done ahead of need, in a thread: a failure is left for the code that needs the work
+    to meet and report (a cached_property keeps nothing when it raises)."""
+    with contextlib.suppress(Exception):
+        work()
+
+
+def _bodies_expected(feeds: Sequence[FeedSource], states: Mapping[str, FeedState]) -> bool:
+    """Whether a feed is asked for without validators (ETag, Last-Modified), so that it answers
+    with a body to parse: a new archive, a new feed, a server that sends none, a file."""
+    for feed in feeds:
+        state = states.get(feed.id)
+        if feed.enabled and (state is None or not (state.etag or state.last_modified)):
+            return True
+    return False
+
+
 def _has_body(result: FetchResult) -> bool:
     """Whether a fetch result brought a body to parse (not a 304, a failure or a skip)."""
     return result.body is not None and result.status in (FetchStatus.NEW, FetchStatus.MOVED)
@@ -559,9 +578,8 @@ class Pipeline:
     @property
     def parser(self) -> FeedParser:
         if self._parser is None:
-            from pipeline.parse import parse_feed
-
-            self._parser = parse_feed
+            # By name: the parse processes import it (feedparser, lxml) and this one need not.
+            self._parser = Imported[ParseResult]("pipeline.parse", "parse_feed")
         return self._parser
 
     @functools.cached_property
@@ -646,7 +664,7 @@ class Pipeline:
                 if retry_failed:
                     store.set_feeds_enabled(None, enabled=True)
                 fetch_started = time.monotonic()
-                report.feeds = self.fetch_and_store(date, now, on_result=on_result)
+                report.feeds = self.fetch_and_store(date, now, on_result=on_result, warm_up=self._warm_up_build)
                 report.fetch_duration = time.monotonic() - fetch_started
                 report.new_items = sum(f.new_items for f in report.feeds)
                 if report.feeds_read == 0:
@@ -672,67 +690,87 @@ class Pipeline:
 
     def fetch_and_store(self, date: dt.date, now: dt.datetime,
                         on_result: Callable[[FetchResult], None] | None = None,
-                        feeds: Sequence[FeedSource] | None = None, classify: bool = False) -> list[FeedReport]:
+                        feeds: Sequence[FeedSource] | None = None, classify: bool = False,
+                        warm_up: Callable[[], None] | None = None) -> list[FeedReport]:
         """Fetch every feed (or only `feeds`), parse what came back, store new items and each
         feed's health. Items first seen now count for the issue of `date` (see _seen_at). With
-        `classify`, the items stored are also classified (the workers' feed jobs)."""
+        `classify`, the items stored are also classified (the workers' feed jobs). `warm_up` is
+        run in a thread while the feeds answer, when new items are expected (see _fetch_and_parse)."""
         store = self.store
         feeds = list(self.config.feeds if feeds is None else feeds)
         states = store.feed_states(feeds)
         seen_at = self._seen_at(date, now)
-        results = self._fetch_and_parse(feeds, states, seen_at, on_result)
         last_new = store.last_new_item(None if len(feeds) == len(self.config.feeds) else [f.id for f in feeds])
         reports: list[FeedReport] = []
         budget = MAX_ITEMS_PER_RUN
-        # Stored in the order of the feeds, so the run's item budget falls as in a sequential run.
-        for result, parsed in results:
-            new_items = 0
-            ttl: int | None = None
-            parse_error: str | None = None
-            warnings: tuple[str, ...] = ()
-            if parsed is not None:
-                parse_error = parsed.error
-                warnings = parsed.warnings
-                items = parsed.items[:budget]
-                if len(items) < len(parsed.items):
-                    warnings += (f"run limit of {MAX_ITEMS_PER_RUN} items reached: "
-                                 f"{len(parsed.items) - len(items)} items of this feed left for the next run",)
-                budget -= len(items)
-                if items:
-                    new_items = store.upsert_items(items)
-                    if classify:
-                        store.save_classifications([self.classifier.classify(i) for i in items],
-                                                   self.topics.fingerprint)
-                ttl = parsed.ttl_minutes
-            store.record_fetch(result, new_items, now, parse_error=parse_error)
-            stale = _staleness(self.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
-            if stale and not parse_error and result.status is not FetchStatus.FAILED:
-                warnings += (stale,)
-            status = "failed" if parse_error else str(result.status)
-            if parse_error:
-                result = dataclasses.replace(result, status=FetchStatus.FAILED, error=parse_error)
-            reports.append(FeedReport(
-                feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
-                new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
-                fetch=result, ttl_minutes=ttl,
-            ))
+        # Stored in the order of the feeds, so the run's item budget falls as in a sequential run,
+        # each feed as soon as it is parsed, while the others are.
+        with contextlib.closing(self._fetch_and_parse(feeds, states, seen_at, on_result, warm_up)) as results:
+            for result, parsed in results:
+                new_items = 0
+                ttl: int | None = None
+                parse_error: str | None = None
+                warnings: tuple[str, ...] = ()
+                if parsed is not None:
+                    parse_error = parsed.error
+                    warnings = parsed.warnings
+                    items = parsed.items[:budget]
+                    if len(items) < len(parsed.items):
+                        warnings += (f"run limit of {MAX_ITEMS_PER_RUN} items reached: "
+                                     f"{len(parsed.items) - len(items)} items of this feed left for the next run",)
+                    budget -= len(items)
+                    if items:
+                        new_items = store.upsert_items(items)
+                        if classify:
+                            store.save_classifications([self.classifier.classify(i) for i in items],
+                                                       self.topics.fingerprint)
+                    ttl = parsed.ttl_minutes
+                store.record_fetch(result, new_items, now, parse_error=parse_error)
+                stale = _staleness(self.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
+                if stale and not parse_error and result.status is not FetchStatus.FAILED:
+                    warnings += (stale,)
+                status = "failed" if parse_error else str(result.status)
+                if parse_error:
+                    result = dataclasses.replace(result, status=FetchStatus.FAILED, error=parse_error)
+                reports.append(FeedReport(
+                    feed_id=result.feed.id, name=result.feed.name, status=status, error=result.error or parse_error,
+                    new_items=new_items, elapsed=result.elapsed, moved_to=result.permanent_redirect, warnings=warnings,
+                    fetch=result, ttl_minutes=ttl,
+                ))
         return reports
 
     def _fetch_and_parse(self, feeds: Sequence[FeedSource], states: Mapping[str, FeedState], seen_at: dt.datetime,
                          on_result: Callable[[FetchResult], None] | None,
-                         ) -> list[tuple[FetchResult, ParseResult | None]]:
-        """Every feed's fetch result, in the order of `feeds`, with its body parsed (None: no body).
+                         warm_up: Callable[[], None] | None = None,
+                         ) -> Generator[tuple[FetchResult, ParseResult | None], None, None]:
+        """Every feed's fetch result, in the order of `feeds`, with its body parsed (None: no body),
+        each given as soon as its parse is done (close the iterator if you stop before the end).
         Parses while fetching, on every core: each body goes to a process pool as soon as it
         arrives (feedparser is pure Python and holds the GIL). Whatever one body provokes, an
-        exception or its worker process dying, fails that feed alone, with a one-line reason."""
+        exception or its worker process dying, fails that feed alone, with a one-line reason.
+
+        When bodies are expected (a feed asked for without validators), the pool's processes
+        start before the fetch and import the parser while this process imports the fetcher and
+        waits for the first answers, and `warm_up` runs in a thread meanwhile: time that a run
+        would otherwise spend idle, 250 ms per round trip on the benchmark's feeds."""
         with ExitStack() as stack:
             pools: list[CallPool[ParseResult]] = []  # made on the first body: a run of 304s loads no parser
 
-            def parse(result: FetchResult) -> Pending[ParseResult]:
+            def pool() -> CallPool[ParseResult]:
                 if not pools:  # one feed (a worker's feed job) has nothing to spread: no process started
                     workers = 1 if len(feeds) == 1 else self.parse_workers
                     pools.append(stack.enter_context(CallPool(self.parser, workers)))
-                return pools[0].submit(result, seen_at)
+                return pools[0]
+
+            def parse(result: FetchResult) -> Pending[ParseResult]:
+                return pool().submit(result, seen_at)
+
+            if _bodies_expected(feeds, states):
+                pool().start()
+                if warm_up is not None:
+                    thread = threading.Thread(target=_quietly, args=(warm_up,), name="warm-up")
+                    thread.start()
+                    stack.callback(thread.join)  # done long before the parse; never left running
 
             calls: dict[int, Pending[ParseResult]] = {}
 
@@ -743,19 +781,28 @@ class Pipeline:
                     on_result(result)
 
             results = self.fetcher(feeds, self.config.fetch, states, on_result=arrived)
-            parsed: list[tuple[FetchResult, ParseResult | None]] = []
-            for result in results:
-                if not _has_body(result):
-                    parsed.append((result, None))
+            # A fetcher that did not report a result as it came: its parse starts now.
+            pending = [(result, (calls.get(id(result)) or parse(result)) if _has_body(result) else None)
+                       for result in results]
+            for result, call in pending:
+                if call is None:
+                    yield result, None
                     continue
-                # A fetcher that did not report this result as it came: parse it now.
-                call = calls.pop(id(result), None) or parse(result)
                 try:
-                    parsed.append((result, call.result()))
+                    parsed = call.result()
                 except CallFailed as failure:
-                    parsed.append((result, ParseResult(feed=result.feed, items=(),
-                                                       error=f"could not parse: {failure}")))
-        return parsed
+                    parsed = ParseResult(feed=result.feed, items=(), error=f"could not parse: {failure}")
+                yield result, parsed
+
+    def _warm_up_build(self) -> None:
+        """What building an issue of new items needs first, made ahead (run() has it done while the
+        feeds answer): the rules compiled, the templates compiled, the build's modules imported."""
+        from pipeline.classify.normalize import fast_bytes
+
+        self.classifier  # noqa: B018  # compiled and kept
+        fast_bytes("\u2013")  # a character outside Latin-1 makes the fold build its table of such letters
+        self.renderer.preload()
+        import pipeline.archive  # noqa: F401
 
     # -- building issues
 

@@ -10,10 +10,17 @@ takes another call down.
 
 With one worker, or a function that cannot be sent to another process (a closure, a test's
 fake), the calls run in this process, when their result is asked for.
+
+A function given as `Imported` (its module and name) is sent to the workers without this process
+importing its module, and `CallPool.start` starts the workers before the first call, each
+importing that module at once: the parse processes of a run import feedparser and lxml while
+this process fetches, and this one never does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import pickle
 import signal
@@ -28,7 +35,7 @@ from pipeline.errors import unexpected_error
 if TYPE_CHECKING:
     from pebble import ProcessPool
 
-__all__ = ["CallFailed", "CallPool", "Pending", "default_workers"]
+__all__ = ["CallFailed", "CallPool", "Imported", "Pending", "default_workers"]
 
 T = TypeVar("T")
 
@@ -43,6 +50,33 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Imported(Generic[T]):
+    """A module-level function known by its module and name, imported where it is first called."""
+
+    module: str
+    name: str
+
+    def load(self) -> Callable[..., T]:
+        function: Callable[..., T] = getattr(importlib.import_module(self.module), self.name)
+        return function
+
+    def __call__(self, *args: object, **kwargs: object) -> T:
+        return self.load()(*args, **kwargs)
+
+
+def _load(function: Callable[..., object]) -> None:
+    """A worker's first act: import the module of an `Imported` function. Never raises: pebble
+    would start the worker again and again; a function that cannot be imported fails each call."""
+    if isinstance(function, Imported):
+        with contextlib.suppress(Exception):  # each call reports it, with its reason
+            function.load()
+
+
+def _ready() -> None:
+    """The call that makes pebble start its workers (it has no other way to)."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +148,23 @@ class CallPool(Generic[T]):
         if self.in_process:
             function = self._function
             return Pending(call=lambda: _guarded(function, *args))
+        return Pending(future=self._process_pool().schedule(_guarded, args=(self._function, *args)))
+
+    def start(self) -> None:
+        """Start the worker processes now rather than at the first call (nothing in this process)."""
+        if not self.in_process and self._pool is None:
+            self._process_pool().schedule(_ready)
+
+    def _process_pool(self) -> ProcessPool:
         if self._pool is None:
             import multiprocessing
 
             from pebble import ProcessPool
 
             # fork: a worker starts in milliseconds with the modules this process already has.
-            self._pool = ProcessPool(max_workers=self._workers, context=multiprocessing.get_context("fork"))
-        return Pending(future=self._pool.schedule(_guarded, args=(self._function, *args)))
+            self._pool = ProcessPool(max_workers=self._workers, context=multiprocessing.get_context("fork"),
+                                     initializer=_load, initargs=(self._function,))
+        return self._pool
 
     @property
     def workers(self) -> int:

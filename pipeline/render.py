@@ -306,6 +306,14 @@ class Renderer:
         """See templates_fingerprint. Computed once per Renderer (one per run), not once per issue built."""
         return templates_fingerprint(self.templates_dir)
 
+    def preload(self) -> None:
+        """What the first renders would do first, done now: every template compiled, the CSS inliner
+        made, Babel's French names loaded (a run does it while it waits for its feeds' answers)."""
+        for name in self.env.list_templates(extensions=["j2"]):
+            self.env.get_template(name)
+        self._inliner  # noqa: B018  # made and kept
+        french_date(dt.date(2000, 1, 1))
+
     def render_page(self, template: str, inline_css: bool = False, **context: object) -> str:
         html = self.env.get_template(template).render(**context)
         return self.inline_css(html) if inline_css else html

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from pipeline.config import load_config
 from pipeline.config.topics import load_topics
 from pipeline.models import FetchResult, Item, ParseResult
 from pipeline.parse import parse_feed
+from pipeline.pool import Imported
 from pipeline.store import StoreTarget
 from tests.conftest import SHARED
 
@@ -122,3 +124,38 @@ def test_a_parser_that_cannot_go_to_another_process_runs_in_this_one(tmp_path: P
     with app:
         reports = app.fetch_and_store(DATE, NOW)
     assert [r.status for r in reports] == ["new", "new"] and pids == [os.getpid()] * 2
+
+
+def test_a_parser_given_by_name_is_imported_by_the_workers(tmp_path: Path) -> None:
+    # The default parser goes to the pool by name (pipeline.pool.Imported): the same items as the
+    # function itself, parsed in other processes, which started before the first body came.
+    demo = REPO / "examples" / "feeds"
+    feeds = {"a": demo / "octet-hebdo.xml", "b": demo / "regul-info.xml"}
+    named = make_pipeline(tmp_path / "named", feeds, Imported("tests.test_parallel_parse", "parse_and_tell_pid"),
+                          workers=2)
+    plain = make_pipeline(tmp_path / "plain", feeds, parse_feed, workers=1)
+    warmed: list[str] = []
+    with named, plain:
+        reports = named.fetch_and_store(DATE, NOW, warm_up=lambda: warmed.append(threading.current_thread().name))
+        plain.fetch_and_store(DATE, NOW)
+        assert stored_items(named) == stored_items(plain)
+    assert all(r.status == "new" and r.warnings[-1] != f"parsed by pid {os.getpid()}" for r in reports)
+    # The run's warm-up ran once, in a thread of its own, while the feeds were read.
+    assert warmed == ["warm-up"]
+
+
+def test_a_parser_that_cannot_be_imported_fails_each_feed_not_the_run(tmp_path: Path) -> None:
+    # The workers import the parser when they start; one that cannot be imported must not make
+    # them die and start again for ever: each call says why, the run goes on.
+    demo = REPO / "examples" / "feeds"
+    app = make_pipeline(tmp_path / "missing", {"a": demo / "octet-hebdo.xml", "b": demo / "regul-info.xml"},
+                        Imported("pipeline.no_such_module", "parse_feed"), workers=2)
+
+    def failing_warm_up() -> None:
+        raise RuntimeError("a warm-up that fails is left for the build to meet")
+
+    with app:
+        reports = app.fetch_and_store(DATE, NOW, warm_up=failing_warm_up)
+    assert [(r.status, r.error) for r in reports] == [
+        ("failed", "could not parse: unexpected error: ModuleNotFoundError: No module named 'pipeline.no_such_module'")
+    ] * 2

@@ -1,7 +1,8 @@
 """Parse stage: feed bytes (from fetch) → cleaned, typed Items.
 
 feedparser does the format work (RSS 0.9x/1.0/2.0, Atom, encodings); the HTML it leaves in
-titles and descriptions goes through `pipeline.text.clean_text`, once per field. Nothing here
+titles and descriptions goes through `pipeline.text.clean_text`, once per distinct field value of
+a feed (a description repeated as content, a category on every entry is cleaned once). Nothing here
 touches the DB.
 """
 
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from pipeline.models import FeedSource, FetchResult, Item, ParseResult
 from pipeline.parse.feedxml import parse_bytes
-from pipeline.text import clean_text, cut, escape_invisible
+from pipeline.text import cut, escape_invisible, html_to_text, tidy_text
 
 # Limits keep one hostile or broken feed from flooding the store or the digest.
 MAX_ITEMS_PER_FEED = 500
@@ -40,7 +41,9 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
     """
     if not url:
         return None
-    url = "".join(ch for ch in url.strip() if ch > " ")  # "java\tscript:" tricks lose their whitespace
+    url = url.strip()
+    if not url.isprintable() or " " in url:  # else no character is <= " ": nothing to drop
+        url = "".join(ch for ch in url if ch > " ")  # "java\tscript:" tricks lose their whitespace
     url = escape_invisible(url)
     try:
         if base:
@@ -62,7 +65,7 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
         host = f"[{host}]"
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                       if not _TRACKING_PARAMS.match(k.lower())])
+                       if not _TRACKING_PARAMS.match(k.lower())]) if parts.query else ""
     return urlunsplit((scheme, netloc, parts.path or "/", query, ""))
 
 
@@ -241,13 +244,24 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
         warnings.append(f"{len(entries)} entries, kept the first {MAX_ITEMS_PER_FEED}")
         entries = entries[:MAX_ITEMS_PER_FEED]
 
+    cleaned: dict[str, str] = {}
+
+    def clean(value: str | None, limit: int) -> str:
+        """clean_text(value, limit), the text pass run once per distinct value."""
+        if not value:
+            return ""
+        text = cleaned.get(value)
+        if text is None:
+            text = cleaned[value] = tidy_text(html_to_text(value))
+        return cut(text, limit)
+
     items: list[Item] = []
     seen_ids: set[str] = set()
     untitled = 0
     for entry in entries:
-        title = clean_text(entry.get("title"), MAX_TITLE_CHARS)
-        summary = clean_text(entry.get("summary") or entry.get("description"), MAX_SUMMARY_CHARS)
-        content = clean_text(_entry_content(entry), MAX_CONTENT_CHARS)
+        title = clean(entry.get("title"), MAX_TITLE_CHARS)
+        summary = clean(entry.get("summary") or entry.get("description"), MAX_SUMMARY_CHARS)
+        content = clean(_entry_content(entry), MAX_CONTENT_CHARS)
         if content == summary:
             content = ""
         if not title and not summary:
@@ -262,9 +276,9 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
             continue  # the same entry twice in one document
         seen_ids.add(identifier)
         language = (entry.get("language") or feed_language).split("-")[0].lower()
-        author = clean_text(entry.get("author"), 200) or None
+        author = clean(entry.get("author"), 200) or None
         categories = tuple(
-            dict.fromkeys(c for c in (clean_text(t.get("term"), 80) for t in entry.get("tags", [])) if c)
+            dict.fromkeys(c for c in (clean(t.get("term"), 80) for t in entry.get("tags", [])) if c)
         )
         items.append(Item(
             id=identifier, feed_id=feed.id, source=feed.name, title=title, url=url, summary=summary,

@@ -765,12 +765,14 @@ class Pipeline:
             def parse(result: FetchResult) -> Pending[ParseResult]:
                 return pool().submit(result, seen_at)
 
-            if _bodies_expected(feeds, states):
-                pool().start()
-                if warm_up is not None:
-                    thread = threading.Thread(target=_quietly, args=(warm_up,), name="warm-up")
-                    thread.start()
-                    stack.callback(thread.join)  # done long before the parse; never left running
+            expected = _bodies_expected(feeds, states)
+            if expected:
+                pool().start()  # the processes import the parser while this one imports the fetcher
+            fetcher = self.fetcher  # (before a warm-up thread competes for the interpreter)
+            if expected and warm_up is not None:
+                thread = threading.Thread(target=_quietly, args=(warm_up,), name="warm-up")
+                thread.start()
+                stack.callback(thread.join)  # done long before the parse; never left running
 
             calls: dict[int, Pending[ParseResult]] = {}
 
@@ -780,7 +782,7 @@ class Pipeline:
                 if on_result is not None:
                     on_result(result)
 
-            results = self.fetcher(feeds, self.config.fetch, states, on_result=arrived)
+            results = fetcher(feeds, self.config.fetch, states, on_result=arrived)
             # A fetcher that did not report a result as it came: its parse starts now.
             pending = [(result, (calls.get(id(result)) or parse(result)) if _has_body(result) else None)
                        for result in results]

@@ -22,9 +22,11 @@ REAL = REPO.parent / "shared" / "feeds" / "real"
 NOW = dt.datetime(2025, 5, 6, 4, 0, tzinfo=dt.UTC)
 
 # (title, topic) pairs that are right: a data-protection authority's decision, the rights to
-# erasure and dereferencing, the CNIL's sweep of mobile apps.
+# erasure and dereferencing, the CNIL's sweep of mobile apps, the European Parliament asking EU
+# institutions to investigate Facebook's data-protection practice.
 RIGHT = {
     ("Datenskandal: Britische Datenschutzbehörde verurteilt Facebook", "rgpd"),
+    ("EU-Parlament verabschiedet Resolution zur Datenschutzuntersuchung bei Facebook", "rgpd"),
     ("Droit à l'effacement sur Google : l'arroseur arrosé et les critiques de RSF", "rgpd"),
     ("Droit au déréférencement dans Google : le gouvernement français applaudit", "rgpd"),
     ("Internet Sweep Day : la CNIL se penche sur le cas des applications mobiles", "rgpd"),

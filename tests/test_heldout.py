@@ -1,8 +1,8 @@
 """The rules on text they were not written from, through the real command line.
 
-Sets C and D (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
-before their scores were read. Set C was tuned on afterwards with dev and tune; set D was kept
-as a measure (its errors never read while writing rules). The floors sit a little below the
+Sets C to F (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
+before their scores were read. Sets C and E were tuned on afterwards with dev and tune; sets D
+and F were kept as measures (their errors never read while writing rules). The floors sit a little below the
 figures measured when the rules were last changed (README, "Figures"): a rule that learns
 one item's wording instead of a definition, or an engine change that loses a mechanism
 (morphology, elisions, unless contexts, yardsticks), brings one of them down.
@@ -23,6 +23,10 @@ TOPICS = ("meta_ai", "rgpd", "ai_act", "media_partnership")
 FLOORS = {
     "set_c.jsonl": (149, 0.97, 0.95),
     "set_d.jsonl": (123, 0.97, 0.95),
+    # Tuned on in issue 15's third round (1.000 after it, 0.927 before).
+    "set_e.jsonl": (140, 0.97, 0.95),
+    # A measure: 0.912 before and after the third round (meta_ai 0.87, rgpd 0.85).
+    "set_f.jsonl": (120, 0.89, 0.82),
 }
 
 
@@ -58,4 +62,4 @@ def test_held_out_sets_are_labelled_by_the_guide() -> None:
         assert all(label <= set(TOPICS) for label in labels)
         assert all(sum(topic in label for label in labels) >= 15 for topic in TOPICS), name
         assert sum(len(label) > 1 for label in labels) >= 4, name
-        assert 0.25 <= sum(not label for label in labels) / len(rows) <= 0.4, name
+        assert 0.25 <= sum(not label for label in labels) / len(rows) <= 0.42, name

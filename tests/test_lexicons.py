@@ -167,6 +167,8 @@ def test_every_lexicon_of_topics_yaml_is_used_and_not_empty() -> None:
         ("meta_ai", "Emu Video : Meta anime les images"),  # a product that is Meta's next to Meta
         ("meta_ai", "Meta réorganise MSL en quatre équipes"),  # Meta Superintelligence Labs
         ("meta_ai", "Le groupe de Mark Zuckerberg lance un nouvel assistant IA"),
+        ("meta_ai", "Le laboratoire FAIR publie un modèle de transcription"),  # FAIR with a lab word
+        ("meta_ai", "Agents d'IA : Meta s'offre Manus"),  # an AI start-up bought by Meta
         # data-protection authorities in their own, French and English names
         ("rgpd", "Le Garante per la protezione dei dati personali bloque un chatbot"),
         ("rgpd", "La Autoriteit Persoonsgegevens inflige une amende à Clearview"),
@@ -186,6 +188,8 @@ def test_every_lexicon_of_topics_yaml_is_used_and_not_empty() -> None:
         ("rgpd", "Nommer un délégué à la protection des données : mode d'emploi"),  # the GDPR's duties
         ("rgpd", "DPIA templates for AI projects"),
         ("rgpd", "SCCs under fire after new ruling"),  # a transfer tool
+        ("rgpd", "Décisions automatisées : la Cour consacre un droit à l'explication"),
+        ("rgpd", "Swedish regulator fines retailer over tracking pixel"),  # a tracker
         # the AI Act by its names, number, institutions, duties and dates
         ("ai_act", "Le règlement (UE) 2024/1689 s'applique"),
         ("ai_act", "Le Bureau de l'IA recrute des experts"),
@@ -199,6 +203,7 @@ def test_every_lexicon_of_topics_yaml_is_used_and_not_empty() -> None:
         ("ai_act", "GPAI : le code de bonnes pratiques signé par Mistral"),
         ("ai_act", "Scientific panel on AI: call for experts"),
         ("ai_act", "AESIA, la première agence de supervision de l'IA en Europe"),  # a national authority
+        ("ai_act", "Qu'est-ce qu'un système d'IA ? Bruxelles précise la définition"),  # the Act's article 3
         # deals between AI or platform firms and news publishers or agencies
         ("media_partnership", "L'AFP signe un accord de licence avec Mistral AI"),
         ("media_partnership", "Axel Springer and OpenAI strike a content deal"),
@@ -237,6 +242,8 @@ def test_the_lexicons_name_each_topic(real: Classifier, topic: str, title: str) 
         "L'AIA, association des architectes américains, se réunit",
         "Le marquage CE des jouets renforcé",  # product safety without AI
         "Le Monde recrute un journaliste spécialisé en IA",  # a newsroom, no deal
+        "Llama trekking: a gentle walk with woolly companions",  # the animal
+        "Wiley signs AI licensing deal for its scientific journals",  # academic publishing
     ],
 )
 def test_the_traps_select_no_topic(real: Classifier, title: str) -> None:
@@ -249,6 +256,26 @@ def test_dpo_in_ai_research_is_not_the_officer(real: Classifier) -> None:
     summary = "Direct preference optimization (DPO) est une technique de fine-tuning des LLM."
     assert "rgpd" not in real.classify_fields("1", "Le DPO améliore l'alignement des modèles", summary).topics
     assert "rgpd" in real.classify_fields("1", "Le DPO, nouveau métier indispensable des PME", "").topics
+
+
+@pytest.mark.parametrize(
+    ("title", "summary"),
+    [
+        # A newsletter that says so in its lead.
+        ("The Download: fusion's funding boom, and a robot",
+         "This is today's edition of The Download, our weekday newsletter. Also: Meta AI gets a new voice mode."),
+        # A firm's hire names the hire's specialities.
+        ("Le cabinet Martin renforce son pôle numérique",
+         "Claire Durand rejoint le cabinet en qualité d'associée. Spécialiste du RGPD et du règlement européen "
+         "sur l'IA, elle accompagne des éditeurs de logiciels."),
+        # A job posting in English.
+        ("Senior Policy Manager, AI & Data — Brussels",
+         "You will follow the implementation of the AI Act and the GDPR. Competitive salary. Apply by 15 January."),
+    ],
+)
+def test_newsletters_hires_and_job_postings_do_not_make_their_topics(
+        real: Classifier, title: str, summary: str) -> None:
+    assert real.classify_fields("1", title, summary).topics == ()
 
 
 def test_a_roundup_one_liner_does_not_make_its_topic(real: Classifier) -> None:

@@ -20,8 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rapidfuzz import fuzz
-
 from pipeline.models import (
     AgendaEntry,
     EditorialDecision,
@@ -580,6 +578,8 @@ class _Window:
             return overlap
         # Two outlets with (nearly) one headline: the same story only if their texts agree too,
         # since a title alone is not enough ("En bref", "La revue du jour" cover different stories).
+        from rapidfuzz import fuzz  # here: a run that composes nothing does not load it
+
         if (a.title_words and b.title_words and len(shared - a.title_words - b.title_words) >= 2
                 and fuzz.token_set_ratio(a.title_key, b.title_key) >= TITLE_SIMILAR_MIN):
             return max(overlap, SHARED_WEIGHT_MIN)
@@ -920,6 +920,8 @@ def build_agenda(stories: Sequence[Story], entries: Mapping[str, StoredItem], is
     mentions of the date, one whose clause leans on no word outside it, else the story's title),
     then the later ones (`later`), with a few words each. A deadline reported by several outlets
     or stories of one topic appears once, from the best-ranked story."""
+    from rapidfuzz import fuzz  # here: a run that composes nothing does not load it
+
     horizon = issue_date + dt.timedelta(days=AGENDA_DAYS)
     kept: list[tuple[AgendaEntry, str, str]] = []  # entry, primary topic, folded context
     for story in stories:
@@ -1003,6 +1005,8 @@ def _paragraphs(text: str) -> str:
 def _headline(entry: StoredItem, generic: bool, theme: str = "") -> _Headline:
     """The kicker, lede and texts of a story told by `entry`; `theme` (its topic's) is the kicker
     of a long title whose own words give none (see short_kicker)."""
+    from rapidfuzz import fuzz  # here: a run that composes nothing does not load it
+
     item = entry.item
     title, body, content = item.title, item.summary, item.content
     if content and fold(content).startswith(fold(body)[:60]):

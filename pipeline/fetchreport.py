@@ -11,20 +11,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.models import FetchResult, FetchStatus
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["FetchProgress", "render_fetch_table", "status_text"]
 
@@ -107,6 +103,14 @@ class FetchProgress:
 
     def __init__(self, total: int, console: Console, description: str = "Fetching feeds") -> None:
         self._description = description
+        self.done = 0
+        self.failed = 0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if not console.is_terminal:
+            return  # no bar, and rich.progress not even loaded (a tenth of a run whose feeds all answer 304)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -116,14 +120,12 @@ class FetchProgress:
             TextColumn("{task.fields[last]}", style="dim", markup=False),  # feed names are not markup
             console=console,
             transient=True,
-            disable=not console.is_terminal,
         )
         self._task = self._progress.add_task(description, total=total, last="")
-        self.done = 0
-        self.failed = 0
 
     def __enter__(self) -> FetchProgress:
-        self._progress.start()
+        if self._progress is not None:
+            self._progress.start()
         return self
 
     def __exit__(
@@ -132,13 +134,16 @@ class FetchProgress:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
 
     def advance(self, result: FetchResult) -> None:
         """Count one finished feed; shows the last feed's name and how many failed so far."""
         self.done += 1
         if result.status is FetchStatus.FAILED:
             self.failed += 1
+        if self._progress is None or self._task is None:
+            return
         description = self._description if not self.failed else f"{self._description} ({self.failed} failed)"
         self._progress.update(self._task, advance=1, description=description, last=result.feed.name)
 

@@ -97,25 +97,29 @@ _CASE_TABLE = _build_table(keep_case=True)
 _FAST_CHARS = frozenset(chr(i) for i in range(256)) | {"œ", "Œ"}
 
 
+def _outside_latin1_with_letters(char: str) -> bool:
+    """Whether a character outside Latin-1 carries letters (or accents), so that a text holding it
+    needs the slow path (see fast_bytes). Only the Basic Multilingual Plane counts.
+
+    Other characters outside Latin-1 (’, –, …, €, narrow no-break space, emoji…) are separators
+    either way, so a text holding only those stays on the fast path.
+    """
+    code = ord(char)
+    if code < 0x100 or code > 0xFFFF or 0xD800 <= code <= 0xDFFF or char in _FAST_CHARS or char in APOSTROPHES:
+        return False
+    # Cheapest tests first: _unsafe runs this over 65,000 characters.
+    return bool(char.isalnum() or COMBINING_MARKS.match(char)
+                or any(c.isalnum() for c in unicodedata.normalize("NFKC", char)))
+
+
 @functools.cache
 def _unsafe() -> re.Pattern[str]:
-    """Characters outside Latin-1 that carry letters (or accents) and need the slow path.
-
-    Other characters outside Latin-1 (’, –, …, €, narrow no-break space,
-    emoji…) are separators either way, so a text holding only those stays on
-    the fast path. Computed once, over the BMP, when a text first needs it (not at import:
-    loading topics.yaml or a run with nothing to classify does not).
-    """
+    """The characters of _outside_latin1_with_letters, as one pattern: searching a text with it is a
+    C loop (0.3 µs for a title). Building it tests every BMP character (0.1 s): done once, when a
+    text first needs it, not at import nor for the rules' terms (see _letters_outside_latin1)."""
     ranges: list[tuple[int, int]] = []
     for code in range(0x100, 0x10000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        char = chr(code)
-        if char in _FAST_CHARS or char in APOSTROPHES:
-            continue
-        # Cheapest tests first: this loop runs over 65,000 characters at import.
-        if not (char.isalnum() or COMBINING_MARKS.match(char)
-                or any(c.isalnum() for c in unicodedata.normalize("NFKC", char))):
+        if not _outside_latin1_with_letters(chr(code)):
             continue
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1] = (ranges[-1][0], code)
@@ -124,6 +128,15 @@ def _unsafe() -> re.Pattern[str]:
     parts = [re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges]
     return re.compile("[" + "".join(parts) + "]")
 
+
+_OUTSIDE = re.compile(r"[^\x00-\xff\u0152\u0153]")  # what fast_bytes cannot encode as itself (œ Œ can)
+
+
+def _letters_outside_latin1(text: str) -> bool:
+    """Whether `text` holds a character of _outside_latin1_with_letters, deciding its characters one
+    by one: for the few short terms of topics.yaml, which every process loads (a run whose feeds
+    all answer 304 too), where building _unsafe would cost more than all the rest of the loading."""
+    return any(_outside_latin1_with_letters(char) for char in set(_OUTSIDE.findall(text)))
 
 
 def _fast_char(char: str, table: bytes) -> str:
@@ -192,10 +205,11 @@ def case_fold_latin1(encoded: bytes) -> str:
     return encoded.translate(_CASE_TABLE).decode("latin-1")
 
 
-def fast_bytes(text: str) -> bytes | None:
+def fast_bytes(text: str, term: bool = False) -> bytes | None:
     """The Latin-1 bytes that the fast path folds (see the module docstring), or None for the slow path.
 
-    Folding them through the lower-case table gives :func:`fold_parts`'s text.
+    Folding them through the lower-case table gives :func:`fold_parts`'s text. ``term``: the
+    text is a rule's term (short; the same answer, found without building :func:`_unsafe`).
     """
     # ’ is the commonest character outside Latin-1 in French text: swapping it
     # first spares the encoder's error handler most of its work.
@@ -204,7 +218,8 @@ def fast_bytes(text: str) -> bytes | None:
         return swapped.encode("latin-1")
     except UnicodeEncodeError:  # characters outside Latin-1 besides ’ œ Œ (– … € or letters)
         encoded = swapped.encode("latin-1", errors="replace")
-    if encoded.count(b"?") == text.count("?") or _unsafe().search(text) is None:
+    if encoded.count(b"?") == text.count("?") or not (
+            _letters_outside_latin1(text) if term else _unsafe().search(text) is not None):
         # Either every character was in Latin-1, or the ones that were not are
         # separators (they became "?", which the table maps to a space).
         return encoded
@@ -216,13 +231,13 @@ def fold_latin1(encoded: bytes) -> str:
     return encoded.translate(_LOWER_TABLE).decode("latin-1")
 
 
-def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
+def fold_parts(text: str, term: bool = False) -> tuple[str, tuple[int, ...], bytes, str]:
     """The parts of :func:`fold_for_match`'s FoldedText as a plain tuple (the engine's hot path).
 
     ``(text, starts, encoded, cased)``: ``starts`` and ``cased`` are empty on
     the fast path, ``encoded`` is empty on the slow path.
     """
-    encoded = fast_bytes(text)
+    encoded = fast_bytes(text, term)
     if encoded is not None:
         return fold_latin1(encoded), (), encoded, ""
     lower, starts = _slow_fold(text, keep_case=False)
@@ -232,9 +247,9 @@ def fold_parts(text: str) -> tuple[str, tuple[int, ...], bytes, str]:
     return lower, starts, b"", cased
 
 
-def fold_for_match(text: str) -> FoldedText:
-    """Fold ``text`` for matching (see the module docstring)."""
-    return FoldedText(*fold_parts(text))
+def fold_for_match(text: str, term: bool = False) -> FoldedText:
+    """Fold ``text`` for matching (see the module docstring); ``term``: a rule's term (see fast_bytes)."""
+    return FoldedText(*fold_parts(text, term))
 
 
 def term_words(text: str, case: bool = False) -> tuple[str, ...]:
@@ -248,7 +263,7 @@ def term_words(text: str, case: bool = False) -> tuple[str, ...]:
     """
     stripped = text.strip()
     prefix = stripped.endswith("*")
-    folded = fold_for_match(stripped.rstrip("*"))
+    folded = fold_for_match(stripped.rstrip("*"), term=True)
     words = (folded.cased_text() if case else folded.text).split()
     while words and words[0].lower() in ELISIONS and len(words) > 1:
         words.pop(0)

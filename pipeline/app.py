@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import importlib
 import os
 import re
 import threading
@@ -103,6 +104,7 @@ class Fetcher(Protocol):
 
     def __call__(self, feeds: Sequence[FeedSource], settings: FetchSettings, states: Mapping[str, FeedState],
                  on_result: Callable[[FetchResult], None] | None = None) -> list[FetchResult]: ...
+    # pipeline.fetch.fetch_feeds also takes while_waiting (see Pipeline._fetch_and_parse).
 
 
 class FeedParser(Protocol):
@@ -526,6 +528,7 @@ class Pipeline:
         self.output_dir = Path(output_dir)
         self._templates_dir = Path(templates_dir) if templates_dir is not None else None  # None: render's default
         self._fetcher = fetcher  # None: pipeline.fetch.fetch_feeds
+        self._own_fetcher = fetcher is None  # fetch_feeds, which says when every request is out
         self._parser = parser  # None: pipeline.parse.parse_feed
         self.parse_workers = parse_workers  # processes that parse feeds; None: one per core, 1: in this process
         # Processes that render the pages of a rebuild; None: one per core when it rebuilds at least
@@ -647,10 +650,13 @@ class Pipeline:
 
     def run(self, date: dt.date | None = None, *, now: dt.datetime | None = None, retry_failed: bool = False,
             skip_empty: bool = False, on_result: Callable[[FetchResult], None] | None = None,
-            lock_timeout: float | None = None, lock: BuildLock | None = None) -> RunReport:
+            lock_timeout: float | None = None, lock: BuildLock | None = None,
+            while_waiting: Callable[[], None] | None = None) -> RunReport:
         """The daily job: fetch every feed, then build the issue of `date` (default: today).
         Holds the archive's build lock throughout (waiting up to `lock_timeout`, default
-        schedule.lock_timeout_seconds); `lock` is one the caller already holds (the scheduler)."""
+        schedule.lock_timeout_seconds); `lock` is one the caller already holds (the scheduler).
+        `while_waiting`: the caller's preparations, made while the feeds' answers are awaited
+        (see pipeline.fetch.fetch_feeds), after the build's own (_ready_to_build)."""
         started = time.monotonic()
         now = now or utc_now()
         date = date or self.today(now)
@@ -664,7 +670,9 @@ class Pipeline:
                 if retry_failed:
                     store.set_feeds_enabled(None, enabled=True)
                 fetch_started = time.monotonic()
-                report.feeds = self.fetch_and_store(date, now, on_result=on_result, warm_up=self._warm_up_build)
+                prepare = functools.partial(self._ready_to_build, while_waiting)
+                report.feeds = self.fetch_and_store(date, now, on_result=on_result, warm_up=self._warm_up_build,
+                                                    while_waiting=prepare)
                 report.fetch_duration = time.monotonic() - fetch_started
                 report.new_items = sum(f.new_items for f in report.feeds)
                 if report.feeds_read == 0:
@@ -680,6 +688,18 @@ class Pipeline:
                 store.finish_run(run_id, status, report.summary(), report.outcome(), utc_now())
         return report
 
+    def _ready_to_build(self, then: Callable[[], None] | None = None) -> None:
+        """What a build needs whatever the feeds answer, made while their answers are awaited: the
+        compose, render and archive modules imported and the templates' fingerprints computed,
+        most of what a run whose feeds all answer 304 does after its fetch. An error here is left
+        to the build, which meets it again and reports it. Then `then`, the caller's."""
+        with contextlib.suppress(Exception):
+            for module in ("pipeline.compose", "pipeline.render", "pipeline.archive"):
+                importlib.import_module(module)
+            _ = self.templates_fingerprint, self.renderer.fingerprint
+        if then is not None:
+            then()
+
     def _seen_at(self, date: dt.date, now: dt.datetime) -> dt.datetime:
         """When items first seen in this run count as seen. Building a past date stamps undated
         items at that issue's cut-off, so a backfill puts them in the issue being built."""
@@ -691,11 +711,13 @@ class Pipeline:
     def fetch_and_store(self, date: dt.date, now: dt.datetime,
                         on_result: Callable[[FetchResult], None] | None = None,
                         feeds: Sequence[FeedSource] | None = None, classify: bool = False,
-                        warm_up: Callable[[], None] | None = None) -> list[FeedReport]:
+                        warm_up: Callable[[], None] | None = None,
+                        while_waiting: Callable[[], None] | None = None) -> list[FeedReport]:
         """Fetch every feed (or only `feeds`), parse what came back, store new items and each
         feed's health. Items first seen now count for the issue of `date` (see _seen_at). With
         `classify`, the items stored are also classified (the workers' feed jobs). `warm_up` is
-        run in a thread while the feeds answer, when new items are expected (see _fetch_and_parse)."""
+        run in a thread while the feeds answer, when new items are expected (see _fetch_and_parse);
+        `while_waiting` once every request is out (see pipeline.fetch.fetch_feeds)."""
         store = self.store
         feeds = list(self.config.feeds if feeds is None else feeds)
         states = store.feed_states(feeds)
@@ -705,7 +727,8 @@ class Pipeline:
         budget = MAX_ITEMS_PER_RUN
         # Stored in the order of the feeds, so the run's item budget falls as in a sequential run,
         # each feed as soon as it is parsed, while the others are.
-        with contextlib.closing(self._fetch_and_parse(feeds, states, seen_at, on_result, warm_up)) as results:
+        with contextlib.closing(self._fetch_and_parse(feeds, states, seen_at, on_result, warm_up,
+                                                        while_waiting)) as results:
             for result, parsed in results:
                 new_items = 0
                 ttl: int | None = None
@@ -742,6 +765,7 @@ class Pipeline:
     def _fetch_and_parse(self, feeds: Sequence[FeedSource], states: Mapping[str, FeedState], seen_at: dt.datetime,
                          on_result: Callable[[FetchResult], None] | None,
                          warm_up: Callable[[], None] | None = None,
+                         while_waiting: Callable[[], None] | None = None,
                          ) -> Generator[tuple[FetchResult, ParseResult | None], None, None]:
         """Every feed's fetch result, in the order of `feeds`, with its body parsed (None: no body),
         each given as soon as its parse is done (close the iterator if you stop before the end).
@@ -782,7 +806,15 @@ class Pipeline:
                 if on_result is not None:
                     on_result(result)
 
-            results = fetcher(feeds, self.config.fetch, states, on_result=arrived)
+            if while_waiting is None:
+                results = fetcher(feeds, self.config.fetch, states, on_result=arrived)
+            elif self._own_fetcher:
+                from pipeline.fetch import fetch_feeds
+
+                results = fetch_feeds(feeds, self.config.fetch, states, on_result=arrived, while_waiting=while_waiting)
+            else:  # a fetcher of the caller's cannot say when its requests are out: before it
+                while_waiting()
+                results = fetcher(feeds, self.config.fetch, states, on_result=arrived)
             # A fetcher that did not report a result as it came: its parse starts now.
             pending = [(result, (calls.get(id(result)) or parse(result)) if _has_body(result) else None)
                        for result in results]

@@ -388,19 +388,16 @@ def _print_fetch_report(report: RunReport, config_path: Path, out: TextIO, err: 
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rich.console import Console
-
     from pipeline.app import RunReport
     from pipeline.errors import RunFailed
-    from pipeline.fetchreport import FetchProgress
+    from pipeline.fetchreport import FetchProgress, load_table, progress_console
 
     with _pipeline(args) as app:
         _refuse_far_future(args.date, app.config.newsletter.timezone, args.force)
-        progress_console = Console(file=err)
         try:
-            with FetchProgress(len(app.config.feeds), progress_console) as progress:
+            with FetchProgress(len(app.config.feeds), progress_console(err)) as progress:
                 report = app.run(args.date, retry_failed=args.retry_failed, skip_empty=args.skip_empty,
-                                 on_result=progress.advance, lock_timeout=args.lock_timeout)
+                                 on_result=progress.advance, lock_timeout=args.lock_timeout, while_waiting=load_table)
         except RunFailed as exc:
             # No feed readable: the per-feed reasons are what the user needs to fix it.
             if isinstance(exc.report, RunReport):

@@ -31,7 +31,7 @@ import ssl
 import sys
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -98,6 +98,7 @@ def fetch_feeds(
     settings: FetchSettings,
     states: Mapping[str, FeedState],
     on_result: Callable[[FetchResult], None] | None = None,
+    while_waiting: Callable[[], None] | None = None,
 ) -> list[FetchResult]:
     """Fetch every feed and return one result per feed, in the order of `feeds`.
 
@@ -105,15 +106,22 @@ def fetch_feeds(
     count); feeds without a state are fetched from their configured URL. `on_result` is
     called once per feed as soon as it is done (for progress display), in the calling thread
     (in a worker thread when called from inside a running event loop).
+
+    `while_waiting` is called once, in that same thread, as soon as every feed has sent its
+    request (or is done): work its caller needs afterwards, whatever the answers, then takes
+    time the run would spend waiting for them (a run whose feeds all answer 304 is mostly
+    that wait). It holds up the handling of answers that come meanwhile, so it should take
+    less than a round trip. What it raises is raised once every feed is done.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(fetch_feeds_async(feeds, settings, states, on_result))
+        return asyncio.run(fetch_feeds_async(feeds, settings, states, on_result, while_waiting))
     # Called from inside an event loop (an async job runner, a notebook): asyncio.run() is not
     # allowed there, so run our own loop in a worker thread and wait for it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
-        return pool.submit(asyncio.run, fetch_feeds_async(feeds, settings, states, on_result)).result()
+        return pool.submit(asyncio.run,
+                           fetch_feeds_async(feeds, settings, states, on_result, while_waiting)).result()
 
 
 async def fetch_feeds_async(
@@ -121,12 +129,15 @@ async def fetch_feeds_async(
     settings: FetchSettings,
     states: Mapping[str, FeedState],
     on_result: Callable[[FetchResult], None] | None = None,
+    while_waiting: Callable[[], None] | None = None,
 ) -> list[FetchResult]:
     """The same as `fetch_feeds`, for callers that already run an event loop."""
-    fetcher = _Fetcher(settings, on_result)
+    fetcher = _Fetcher(settings, on_result, _WhileWaiting(while_waiting, len(feeds)))
     tasks = [asyncio.create_task(fetcher.fetch(feed, states.get(feed.id))) for feed in feeds]
     try:
-        return list(await asyncio.gather(*tasks))
+        results = list(await asyncio.gather(*tasks))
+        fetcher.while_waiting.finish()
+        return results
     finally:
         # Tasks are still running here only if something raised (a bug in on_result, or the
         # caller cancelled us): stop them before their HTTP clients are closed under them.
@@ -197,12 +208,62 @@ def _failed(
     )
 
 
+class _WhileWaiting:
+    """Calls the caller's `while_waiting` once every feed has sent its request or is done (see
+    fetch_feeds). A request counts as sent when httpcore starts reading its answer (its "trace"
+    extension says so), by then the request is written; a feed whose first try failed or that
+    waits for a slot counts once its first try or its slot is over. Called by the event loop
+    after that feed's task yields, so the last request is out first."""
+
+    def __init__(self, call: Callable[[], None] | None, feeds: int) -> None:
+        self._call = call
+        self._pending = feeds  # feeds not yet under way
+        self._error: Exception | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self._call is not None
+
+    def under_way(self) -> Callable[[], None]:
+        """For one feed: a function that counts it as under way (the second call does nothing)."""
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if counted or self._call is None:
+                return
+            counted = True
+            self._pending -= 1
+            if self._pending <= 0:
+                asyncio.get_running_loop().call_soon(self._run)
+
+        return count
+
+    def _run(self) -> None:
+        call, self._call = self._call, None
+        if call is None:
+            return
+        try:
+            call()
+        except Exception as exc:  # raised once the feeds are done (finish), not lost in the event loop
+            self._error = exc
+
+    def finish(self) -> None:
+        """Every feed is done: call it now if that has not happened (no feed at all), and raise
+        what it raised."""
+        self._run()
+        if self._error is not None:
+            raise self._error
+
+
 class _Fetcher:
     """Per-run fetching state: the HTTP client, concurrency limits and the jitter source."""
 
-    def __init__(self, settings: FetchSettings, on_result: Callable[[FetchResult], None] | None) -> None:
+    def __init__(self, settings: FetchSettings, on_result: Callable[[FetchResult], None] | None,
+                 while_waiting: _WhileWaiting | None = None) -> None:
         self._settings = settings
         self._on_result = on_result
+        self.while_waiting = while_waiting or _WhileWaiting(None, 0)
         self._all = asyncio.Semaphore(max(settings.concurrency, 1))
         per_host = max(settings.per_host, 1)
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
@@ -228,25 +289,28 @@ class _Fetcher:
 
     async def fetch(self, feed: FeedSource, state: FeedState | None) -> FetchResult:
         url = state.url if state is not None and state.url else feed.url
+        under_way = self.while_waiting.under_way()
         try:
-            result = await self._fetch_one(feed, url, state)
+            result = await self._fetch_one(feed, url, state, under_way)
         except Exception as exc:
             # The per-feed boundary: whatever one feed's server or URL provokes (an exception a
             # library raises that nobody listed, or a bug of ours) fails that feed alone, with a
             # one-line reason that the report and the feed's health keep. Cancellation and
             # KeyboardInterrupt are not Exceptions and still stop the run.
             result = FetchResult(feed=feed, status=FetchStatus.FAILED, url=url, error=unexpected_error(exc))
+        under_way()
         if self._on_result is not None:
             self._on_result(result)  # outside the boundary: a failing callback is the caller's bug
         return result
 
-    async def _fetch_one(self, feed: FeedSource, url: str, state: FeedState | None) -> FetchResult:
+    async def _fetch_one(self, feed: FeedSource, url: str, state: FeedState | None,
+                         under_way: Callable[[], None]) -> FetchResult:
         reason = skip_reason(feed, state, self._settings)
         if reason is not None:
             return FetchResult(feed=feed, status=FetchStatus.SKIPPED, url=url, error=reason)
         if urlsplit(url).scheme.lower() == "file":
             return await self._fetch_file(feed, url)
-        return await self._fetch_http(feed, url, state)
+        return await self._fetch_http(feed, url, state, under_way)
 
     @asynccontextmanager
     async def _slot(self, host: str) -> AsyncIterator[None]:
@@ -254,7 +318,8 @@ class _Fetcher:
         async with self._hosts[host], self._all:
             yield
 
-    async def _fetch_http(self, feed: FeedSource, url: str, state: FeedState | None) -> FetchResult:
+    async def _fetch_http(self, feed: FeedSource, url: str, state: FeedState | None,
+                          under_way: Callable[[], None]) -> FetchResult:
         loop = asyncio.get_running_loop()
         settings = self._settings
         try:
@@ -284,9 +349,10 @@ class _Fetcher:
                             started = loop.time()
                             deadline_at = started + settings.deadline
                             budget.reschedule(deadline_at)
-                        outcome = await self._try(self._client, url, headers, state)
+                        outcome = await self._try(self._client, url, headers, state, under_way)
             except TimeoutError:
                 outcome = _failed(f"timed out after {settings.deadline:g} s")
+            under_way()
             if not outcome.retryable or tries >= settings.max_tries:
                 break
             assert deadline_at is not None  # set on the first try
@@ -329,10 +395,12 @@ class _Fetcher:
         return step / 2 + self._random.uniform(0, step / 2)
 
     async def _try(
-        self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str], state: FeedState | None
+        self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str], state: FeedState | None,
+        under_way: Callable[[], None],
     ) -> _Outcome:
         """One try: follow redirects by hand, then read the final answer."""
         settings = self._settings
+        extensions = {"trace": _answer_awaited(under_way)} if self.while_waiting.wanted else None
         current = url
         visited = {url}
         permanent: str | None = None  # where the unbroken run of 301/308 from `url` leads
@@ -340,7 +408,7 @@ class _Fetcher:
         hops = 0
         while True:
             try:
-                request = client.build_request("GET", current, headers=headers)
+                request = client.build_request("GET", current, headers=headers, extensions=extensions)
             except httpx.InvalidURL as exc:
                 return _failed(f"invalid URL {current}: {exc}")
             try:
@@ -537,6 +605,17 @@ class _PoolPerOrigin(httpx.AsyncBaseTransport):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _answer_awaited(call: Callable[[], None]) -> Callable[[str, Mapping[str, object]], Awaitable[None]]:
+    """An httpcore "trace" extension (a coroutine function, as the async interface requires) that
+    calls `call` when the request is written and its answer awaited."""
+
+    async def trace(event: str, info: Mapping[str, object]) -> None:
+        if event == "http11.receive_response_headers.started":
+            call()
+
+    return trace
 
 
 class _RefusedRedirect(Exception):

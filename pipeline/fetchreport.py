@@ -4,25 +4,28 @@ Kept apart from `pipeline.fetch` so fetching stays free of terminal concerns (it
 by the scheduler, where nobody watches), and apart from the CLI so any command can reuse it.
 Feed names, URLs and error texts come from the outside world: they go into `Text` objects,
 never into console markup, so a "[bold]" in a feed title is shown, not interpreted.
+
+rich is imported where it is used: when nobody watches (no terminal), a run loads it while it
+waits for the feeds' answers (`load_table`), not before it sends its requests.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from pipeline.models import FetchResult, FetchStatus
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
+    from rich.text import Text
 
-__all__ = ["FetchProgress", "render_fetch_table", "status_text"]
+__all__ = ["FetchProgress", "load_table", "progress_console", "render_fetch_table", "status_text"]
 
 _STYLES = {
     FetchStatus.NEW: "green",
@@ -35,6 +38,8 @@ _STYLES = {
 
 def status_text(result: FetchResult) -> Text:
     """One feed's outcome in words: new / unchanged / failed: reason / moved → URL / skipped."""
+    from rich.text import Text
+
     style = _STYLES[result.status]
     if result.status is FetchStatus.FAILED:
         return Text(f"failed: {result.error or 'unknown error'}", style=style)
@@ -51,6 +56,9 @@ def render_fetch_table(results: Sequence[FetchResult], new_items: Mapping[str, i
     `new_items` maps feed ids to the number of items the store had not seen before; feeds
     that brought no body show a dash rather than a misleading 0.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="Feeds", title_justify="left", expand=False)
     table.add_column("Feed", overflow="fold")
     table.add_column("Status", overflow="fold")
@@ -94,6 +102,29 @@ def render_fetch_table(results: Sequence[FetchResult], new_items: Mapping[str, i
         )
 
 
+def load_table() -> None:
+    """Import what render_fetch_table needs (most of rich): to pass as the `while_waiting` of a
+    run, which calls it while the feeds' answers are awaited."""
+    for module in ("rich.console", "rich.table", "rich.text"):
+        importlib.import_module(module)
+
+
+def progress_console(stream: TextIO) -> Console | None:
+    """A console on `stream` for FetchProgress, or None where rich would draw no bar anyway:
+    `stream` is not a terminal and neither FORCE_COLOR nor TTY_COMPATIBLE says to treat it as
+    one (rich's own test; with either set, rich decides). None spares loading rich there."""
+    if "FORCE_COLOR" not in os.environ and "TTY_COMPATIBLE" not in os.environ:
+        try:
+            terminal = stream.isatty()
+        except (AttributeError, ValueError):  # no isatty, or a closed stream: rich says no terminal too
+            terminal = False
+        if not terminal:
+            return None
+    from rich.console import Console
+
+    return Console(file=stream)
+
+
 class FetchProgress:
     """A progress bar of feeds done / total, to pass as `fetch_feeds(..., on_result=progress.advance)`.
 
@@ -101,14 +132,14 @@ class FetchProgress:
     only litter the output; transient on a terminal, so the table printed next replaces it.
     """
 
-    def __init__(self, total: int, console: Console, description: str = "Fetching feeds") -> None:
+    def __init__(self, total: int, console: Console | None, description: str = "Fetching feeds") -> None:
         self._description = description
         self.done = 0
         self.failed = 0
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        if not console.is_terminal:
-            return  # no bar, and rich.progress not even loaded (a tenth of a run whose feeds all answer 304)
+        if console is None or not console.is_terminal:
+            return  # no bar, and rich.progress not even loaded (see progress_console)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(

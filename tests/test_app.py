@@ -154,3 +154,20 @@ def test_some_feeds_can_be_fetched_alone(tmp_path: Path) -> None:
         reports = app.fetch_and_store(DATE, NOW, feeds=[app.config.feeds[1]])
         assert [(r.feed_id, r.new_items) for r in reports] == [("b", 1)]
         assert [status.health is not None for status in app.feed_statuses()] == [False, True]
+
+
+def test_a_runs_while_waiting_is_called_once_and_before_a_fetcher_of_the_callers(tmp_path: Path) -> None:
+    """The default fetcher calls it while the answers are awaited (tests/test_fetch.py); one passed
+    in cannot say when its requests are out, so it is called before."""
+    events: list[str] = []
+
+    class Recording(FakeFetcher):
+        def __call__(self, feeds: Sequence[FeedSource], settings: FetchSettings, states: Mapping[str, FeedState],
+                     on_result: object = None) -> list[FetchResult]:
+            events.append("fetch")
+            return super().__call__(feeds, settings, states, on_result)
+
+    with make_pipeline(tmp_path, Recording({"exemple": FetchStatus.UNCHANGED})) as app:
+        report = app.run(DATE, now=NOW, while_waiting=lambda: events.append("while waiting"))
+    assert events == ["while waiting", "fetch"]
+    assert report.feeds_read == 1

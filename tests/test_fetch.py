@@ -28,7 +28,7 @@ from rich.console import Console
 from werkzeug import Request, Response
 
 from pipeline.fetch import fetch_feeds
-from pipeline.fetchreport import FetchProgress, render_fetch_table
+from pipeline.fetchreport import FetchProgress, progress_console, render_fetch_table
 from pipeline.models import FeedSource, FeedState, FetchResult, FetchSettings, FetchStatus
 from pipeline.parse import parse_feed
 
@@ -819,6 +819,64 @@ def test_progress_counts_feeds_on_a_terminal_and_is_silent_otherwise(httpserver:
         fetch_feeds(feeds, FAST, {}, on_result=progress.advance)
     assert progress.done == 3
     assert piped.getvalue() == ""
+
+
+def test_while_waiting_is_called_once_when_every_request_is_out_before_any_answer(raw_server: RawServer,
+                                                                                  tmp_path: Path) -> None:
+    """The server answers only once while_waiting has run: called any later, it would wait for
+    answers that never come (the route gives up after 10 s and says so)."""
+    late: list[str] = []
+
+    def held(handler: BaseHTTPRequestHandler, server: RawServer) -> None:
+        if not server.release.wait(10):
+            late.append(handler.path)
+        send_feed(handler)
+
+    raw_server.routes["/held.xml"] = held
+    feeds = [feed(raw_server.url("/held.xml"), f"f{i}") for i in range(4)]
+    feeds.append(feed((tmp_path / "missing.xml").as_uri(), "file"))
+    answered: list[str] = []
+    calls: list[list[str]] = []
+
+    def while_waiting() -> None:
+        calls.append(list(answered))
+        raw_server.release.set()
+
+    results = fetch_feeds(feeds, FetchSettings(per_host=4, deadline=20), {},
+                          on_result=lambda r: answered.append(r.feed.id), while_waiting=while_waiting)
+    assert late == []
+    assert [r.status for r in results] == [FetchStatus.NEW] * 4 + [FetchStatus.FAILED]
+    assert len(calls) == 1 and not {"f0", "f1", "f2", "f3"} & set(calls[0])  # before any HTTP answer
+
+
+def test_while_waiting_runs_without_feeds_and_its_error_comes_after_the_fetch(httpserver: HTTPServer) -> None:
+    calls: list[int] = []
+    assert fetch_feeds([], FAST, {}, while_waiting=lambda: calls.append(1)) == []
+    assert calls == [1]
+
+    httpserver.expect_request("/feed.xml").respond_with_data(RSS)
+    answered: list[FetchResult] = []
+
+    def broken() -> None:
+        raise RuntimeError("while waiting")
+
+    with pytest.raises(RuntimeError, match="while waiting"):
+        fetch_feeds([feed(httpserver.url_for("/feed.xml"))], FAST, {}, on_result=answered.append,
+                    while_waiting=broken)
+    assert [r.status for r in answered] == [FetchStatus.NEW]  # the feed was fetched all the same
+
+
+def test_no_progress_console_where_rich_would_draw_no_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    assert progress_console(io.StringIO()) is None
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    console = progress_console(io.StringIO())
+    assert console is not None and console.is_terminal  # rich decides when the environment has a say
+    monkeypatch.delenv("FORCE_COLOR")
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    console = progress_console(io.StringIO())
+    assert console is not None and not console.is_terminal
 
 
 def test_a_failing_on_result_callback_is_a_bug_and_raises(httpserver: HTTPServer) -> None:

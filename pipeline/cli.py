@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -815,7 +817,36 @@ def _store_error() -> type[Exception]:
     return StoreError
 
 
+# The collector's youngest generation is collected every this many new objects (Python's default:
+# 700). See _own_process.
+YOUNG_COLLECTION = 50_000
+
+
+@contextmanager
+def _own_process() -> Iterator[None]:
+    """Collector settings for a process that runs one command and ends (not for callers of main()
+    with their own arguments, such as tests). A command makes some 40,000 objects as it starts
+    (modules, classes, the rules) that live until it exits; with the default thresholds a run whose
+    feeds all answer 304 spent about a fifth of its CPU walking them again (130 young, 12 middle
+    and one full collection, then the interpreter's full ones at exit). Collecting every 50,000 new
+    objects still reclaims cycles, in long-running commands (serve, desk, worker, schedule) too.
+    At the end everything is frozen: the process ends next, and its last collections skip it."""
+    gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
+    try:
+        yield
+    finally:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """The `pipeline` command. `argv`: its arguments, None for this process's own command line."""
+    if argv is not None:
+        return _main(argv, out, err)
+    with _own_process():
+        return _main(argv, out, err)
+
+
+def _main(argv: Sequence[str] | None, out: TextIO | None, err: TextIO | None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()

@@ -109,3 +109,23 @@ def test_each_subcommand_help_opens_with_its_description(cli) -> None:
         assert result.code == 0
         description = result.out.split("\n\n")[1]
         assert line and description.replace("\n", " ") == " ".join(line.split()), (path, result.out)
+
+
+def test_the_collector_is_tuned_for_a_process_of_its_own_and_left_alone_for_a_caller(cli) -> None:  # type: ignore[no-untyped-def]
+    """`pipeline` as a command collects its youngest generation less often and freezes what it
+    made before the process ends (its final collections skip it); main() called with arguments
+    (tests, other programs) leaves the caller's collector as it was."""
+    import gc
+    import subprocess
+    import sys
+
+    from pipeline.cli import YOUNG_COLLECTION
+
+    code = ("import gc, sys\nfrom pipeline.cli import main\nsys.argv = ['pipeline']\nbefore = gc.get_freeze_count()\n"
+            "code = main()\nprint(code, gc.get_threshold()[0], gc.get_freeze_count() > before)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split()[-3:] == ["2", str(YOUNG_COLLECTION), "True"]  # bare `pipeline`: its help, exit 2
+
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    assert cli().code == 2
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (threshold, frozen)

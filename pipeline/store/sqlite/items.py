@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pipeline.models import Classification, Item, Match, match_records
 from pipeline.store.codec import from_iso, to_iso
@@ -14,12 +14,20 @@ from pipeline.store.sqlite.base import SqliteBase
 _CHUNK = 500  # ids per `IN (…)` query, well under SQLite's limit of bound parameters
 
 
-def _item(row: sqlite3.Row) -> Item:
+# The columns _item takes, in its order: items are read as plain tuples, unpacked at once (a
+# rebuild of every issue reads 18,250 of them; sqlite3.Row's lookups by name cost a third more).
+_ITEM_COLUMNS = ("id, feed_id, source, title, url, summary, content, guid, language, published, author, categories,"
+                 " first_seen")
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    (item_id, feed_id, source, title, url, summary, content, guid, language, published, author, categories,
+     first_seen) = row
     return Item(
-        id=row["id"], feed_id=row["feed_id"], source=row["source"], title=row["title"], url=row["url"],
-        summary=row["summary"], content=row["content"], guid=row["guid"], language=row["language"],
-        published=from_iso(row["published"]), author=row["author"],
-        categories=tuple(json.loads(row["categories"])), first_seen=from_iso(row["first_seen"]),
+        id=item_id, feed_id=feed_id, source=source, title=title, url=url, summary=summary, content=content,
+        guid=guid, language=language, published=from_iso(published), author=author,
+        categories=() if categories == "[]" else tuple(json.loads(categories)),  # most items have none
+        first_seen=from_iso(first_seen),
     )
 
 
@@ -54,8 +62,9 @@ class SqliteItems(SqliteBase):
         return new
 
     def items_between(self, start: dt.datetime, end: dt.datetime) -> list[Item]:
-        rows = self._rows(
-            "SELECT * FROM items WHERE effective_time >= ? AND effective_time < ? ORDER BY effective_time, id",
+        rows = self._tuples(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE effective_time >= ? AND effective_time < ?"
+            " ORDER BY effective_time, id",
             (to_iso(start), to_iso(end)),
         )
         return [_item(row) for row in rows]
@@ -68,7 +77,7 @@ class SqliteItems(SqliteBase):
         return self._count("SELECT count(*) FROM items")
 
     def all_items(self) -> list[Item]:
-        return [_item(row) for row in self._rows("SELECT * FROM items ORDER BY effective_time, id")]
+        return [_item(row) for row in self._tuples(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY effective_time, id")]
 
     def save_classifications(self, classifications: Iterable[Classification], fingerprint: str) -> None:
         with self._transaction() as db:

@@ -1,7 +1,7 @@
 """The rules on text they were not written from, through the real command line.
 
-Sets C to F (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
-before their scores were read. Sets C and E were tuned on afterwards with dev and tune; sets D
+Sets C to G (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
+before their scores were read. Sets C, E and G were tuned on afterwards with dev and tune; sets D
 and F were kept as measures (their errors never read while writing rules). The floors sit a little below the
 figures measured when the rules were last changed (README, "Figures"): a rule that learns
 one item's wording instead of a definition, or an engine change that loses a mechanism
@@ -27,6 +27,8 @@ FLOORS = {
     "set_e.jsonl": (140, 0.97, 0.95),
     # A measure: 0.912 before and after the third round (meta_ai 0.87, rgpd 0.85).
     "set_f.jsonl": (120, 0.89, 0.82),
+    # Tuned on in issue 15's fourth round (0.880 before it).
+    "set_g.jsonl": (150, 0.95, 0.92),
 }
 
 

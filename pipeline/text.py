@@ -226,16 +226,17 @@ def tidy_text(text: str, limit: int | None = None) -> str:
     layer decoded and tags of it removed, invisible characters removed, spaces collapsed, trailing
     boilerplate removed, cut to ``limit``."""
     text = collapse_space(text)
-    if "&" in text:
-        text = _ENTITY_RE.sub(lambda m: html.unescape(m.group(0)), text)
-    if "<" in text:
-        text = _STRAY_TAG_RE.sub(" ", text)
-    head, tail = text[:-_CUT_WINDOW], text[-_CUT_WINDOW:]
-    if "<" in tail:
-        tail = _CUT_TAG_RE.sub("", tail)
-    if "&" in tail[-12:]:
-        tail = _CUT_ENTITY_RE.sub("", tail)
-    text = collapse_space(head + tail)
+    if "&" in text or "<" in text:  # else nothing below changes it, and it is already collapsed
+        if "&" in text:
+            text = _ENTITY_RE.sub(lambda m: html.unescape(m.group(0)), text)
+        if "<" in text:
+            text = _STRAY_TAG_RE.sub(" ", text)
+        head, tail = text[:-_CUT_WINDOW], text[-_CUT_WINDOW:]
+        if "<" in tail:
+            tail = _CUT_TAG_RE.sub("", tail)
+        if "&" in tail[-12:]:
+            tail = _CUT_ENTITY_RE.sub("", tail)
+        text = collapse_space(head + tail)
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
     text = remove_boilerplate(text)

@@ -9,23 +9,24 @@ own classes (encoding detection, DOCTYPE handling, the strict SAX parser, the lo
 
 * expat reports each run of text once (``buffer_text``) instead of once per line and per entity:
   a third of feedparser's Python calls (14 % of the instructions);
-* the cp1252 fix-up (``str.translate`` with a dict, a Python-level lookup and a caught KeyError
-  per character of every non-ASCII text) runs only on a text that holds a character it changes
-  (U+0080 to U+009F): 15 % of the instructions. That is the one change to feedparser's
-  ``_FeedParserMixin.pop``, copied below from feedparser 6.0 (pyproject.toml keeps 6.0.x).
+* in feedparser's ``_FeedParserMixin.pop``, copied below from feedparser 6.0 (pyproject.toml keeps
+  6.0.x) with two changes marked (1) and (2): the cp1252 fix-up (``str.translate`` with a dict, a
+  lookup and a caught KeyError per character of every non-ASCII text) runs only on a text that
+  holds a character it changes (U+0080 to U+009F), 15 % of the instructions; and the content
+  parameters kept with a text are copied as a dict, not through ``copy.deepcopy``: their values
+  are strings, so the copies are the same.
 
 Bytes are also never taken for a file name or a URL, as `feedparser.parse` takes a `bytes` body
 that names an existing file (it reads that file instead).
 """
 
-# pop() below is feedparser's code as it is, so that a diff against feedparser shows the one change.
+# pop() below is feedparser's code as it is, so that a diff against feedparser shows the two changes.
 # ruff: noqa: SIM102, SIM105, SIM201
 
 from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import io
 import re
 import xml.sax
@@ -60,8 +61,8 @@ class _ExpatReader(xml.sax.expatreader.ExpatParser):
 
 
 class _StrictParser(StrictFeedParser):  # type: ignore[misc]  # feedparser has no type information
-    # feedparser 6.0's _FeedParserMixin.pop, with the cp1252 translation guarded (see the module
-    # docstring) and without the sanitiser and relative-URI branches, which parse_bytes turns off.
+    # feedparser 6.0's _FeedParserMixin.pop with changes (1) and (2) (see the module docstring), and
+    # without the sanitiser and relative-URI branches, which parse_bytes turns off.
     def pop(self, element: str, strip_whitespace: int = 1) -> Any:
         if not self.elementstack:
             return None
@@ -149,7 +150,7 @@ class _StrictParser(StrictFeedParser):  # type: ignore[misc]  # feedparser has n
                 pass
 
         # map win-1252 extensions to the proper code points
-        if not isinstance(output, bytes) and not output.isascii() and _C1_RE.search(output):  # the one change
+        if not isinstance(output, bytes) and not output.isascii() and _C1_RE.search(output):  # (1)
             output = output.translate(_cp1252)
 
         # categories/tags/keywords/whatever are handled in _end_category or
@@ -164,7 +165,7 @@ class _StrictParser(StrictFeedParser):  # type: ignore[misc]  # feedparser has n
         if self.inentry and not self.insource:
             if element == 'content':
                 self.entries[-1].setdefault(element, [])
-                contentparams = copy.deepcopy(self.contentparams)
+                contentparams = FeedParserDict(self.contentparams)  # (2)
                 contentparams['value'] = output
                 self.entries[-1][element].append(contentparams)
             elif element == 'link':
@@ -185,7 +186,7 @@ class _StrictParser(StrictFeedParser):  # type: ignore[misc]  # feedparser has n
                     self.property_depth_map[self.entries[-1]][element] = self.depth
                     self.entries[-1][element] = output
                 if self.incontent:
-                    contentparams = copy.deepcopy(self.contentparams)
+                    contentparams = FeedParserDict(self.contentparams)  # (2)
                     contentparams['value'] = output
                     self.entries[-1][element + '_detail'] = contentparams
         elif self.infeed or self.insource:  # and (not self.intextinput) and (not self.inimage):
@@ -199,7 +200,7 @@ class _StrictParser(StrictFeedParser):  # type: ignore[misc]  # feedparser has n
                 context[element] = output
                 context['links'][-1]['href'] = output
             elif self.incontent:
-                contentparams = copy.deepcopy(self.contentparams)
+                contentparams = FeedParserDict(self.contentparams)  # (2)
                 contentparams['value'] = output
                 context[element + '_detail'] = contentparams
         return output

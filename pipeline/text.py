@@ -192,7 +192,9 @@ def remove_boilerplate(text: str) -> str:
     link labels ("Lire la suite", "Continue reading"…), "The post … appeared first on …",
     "L'article … est apparu en premier sur …" and share links."""
     if "…" in text or "..." in text:
-        text = " ".join(_ELLIPSIS_RE.sub(" ", text).split())
+        without_marks, marks = _ELLIPSIS_RE.subn(" ", text)
+        if marks:  # else the text is unchanged, and already collapsed
+            text = " ".join(without_marks.split())
     start = max(0, len(text) - _TAIL)
     window = text[start:].lower()
     for words, pattern in _TRAILING_RES:

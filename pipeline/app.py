@@ -409,6 +409,11 @@ def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, se
     return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
 
 
+def _one_then_other(first: Callable[[], None], then: Callable[[], None]) -> None:
+    first()
+    then()
+
+
 def _quietly(work: Callable[[], None]) -> None:
     """Work done ahead of need, in a thread: a failure is left for the code that needs the work
     to meet and report (a cached_property keeps nothing when it raises)."""
@@ -775,8 +780,9 @@ class Pipeline:
 
         When bodies are expected (a feed asked for without validators), the pool's processes
         start before the fetch and import the parser while this process imports the fetcher and
-        waits for the first answers, and `warm_up` runs in a thread meanwhile: time that a run
-        would otherwise spend idle, 250 ms per round trip on the benchmark's feeds."""
+        waits for the first answers, and `warm_up` runs in a thread meanwhile (from the moment
+        every request is out, with `while_waiting` and our own fetcher): time that a run would
+        otherwise spend idle, 250 ms per round trip on the benchmark's feeds."""
         with ExitStack() as stack:
             pools: list[CallPool[ParseResult]] = []  # made on the first body: a run of 304s loads no parser
 
@@ -792,11 +798,20 @@ class Pipeline:
             expected = _bodies_expected(feeds, states)
             if expected:
                 pool().start()  # the processes import the parser while this one imports the fetcher
-            fetcher = self.fetcher  # (before a warm-up thread competes for the interpreter)
-            if expected and warm_up is not None:
+            fetcher = self.fetcher
+
+            def start_warm_up() -> None:
+                assert warm_up is not None
                 thread = threading.Thread(target=_quietly, args=(warm_up,), name="warm-up")
                 thread.start()
                 stack.callback(thread.join)  # done long before the parse; never left running
+
+            if expected and warm_up is not None:
+                if while_waiting is not None and self._own_fetcher:
+                    # Once every request is out: the thread does not slow them down.
+                    while_waiting = functools.partial(_one_then_other, start_warm_up, while_waiting)
+                else:
+                    start_warm_up()
 
             calls: dict[int, Pending[ParseResult]] = {}
 

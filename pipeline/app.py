@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import os
 import re
+import signal
 import threading
 import time
 import zoneinfo
@@ -407,6 +408,12 @@ def _staleness(after_days: int, last_new: dt.datetime | None, new_items: int, se
     if days < after_days:
         return None
     return f"no new item for {days} days (since {last_new:%Y-%m-%d}): check that the feed still works"
+
+
+# Signals a process is sent (by a user, a service manager, a terminal), not those of its own faults.
+_SENT_SIGNALS = frozenset(getattr(signal, name) for name in (
+    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGPIPE", "SIGWINCH")
+    if hasattr(signal, name))
 
 
 def _one_then_other(first: Callable[[], None], then: Callable[[], None]) -> None:
@@ -803,7 +810,14 @@ class Pipeline:
             def start_warm_up() -> None:
                 assert warm_up is not None
                 thread = threading.Thread(target=_quietly, args=(warm_up,), name="warm-up")
-                thread.start()
+                # Started with the signals a process is sent blocked, which it keeps: a SIGTERM that
+                # the kernel gave to it would leave this thread's handler waiting until the event
+                # loop wakes (a slow feed: its deadline); blocked there, the signal comes here.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SENT_SIGNALS)
+                try:
+                    thread.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 stack.callback(thread.join)  # done long before the parse; never left running
 
             if expected and warm_up is not None:

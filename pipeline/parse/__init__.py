@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from pipeline.models import FeedSource, FetchResult, Item, ParseResult
 from pipeline.parse.feedxml import parse_bytes
-from pipeline.text import cut, escape_invisible, html_to_text, tidy_text
+from pipeline.text import clean_text, cut, escape_invisible
 
 # Limits keep one hostile or broken feed from flooding the store or the digest.
 MAX_ITEMS_PER_FEED = 500
@@ -252,7 +252,7 @@ def parse_feed(result: FetchResult, seen_at: dt.datetime) -> ParseResult:
             return ""
         text = cleaned.get(value)
         if text is None:
-            text = cleaned[value] = tidy_text(html_to_text(value))
+            text = cleaned[value] = clean_text(value)
         return cut(text, limit)
 
     items: list[Item] = []

@@ -610,12 +610,11 @@ class Pipeline:
 
         return Renderer(self.templates_dir)
 
-    @functools.cached_property
+    @property
     def templates_fingerprint(self) -> str:
-        """sha256 of the templates (without loading them: a run with nothing to render needs only this)."""
-        from pipeline.render import templates_fingerprint
-
-        return templates_fingerprint(self.templates_dir)
+        """sha256 of the templates, computed once, by the renderer, which loads none of them for
+        it: a run with nothing to render needs only this."""
+        return self.renderer.fingerprint
 
     @functools.cached_property
     def topic_info(self) -> tuple[TopicInfo, ...]:
@@ -668,7 +667,7 @@ class Pipeline:
         Holds the archive's build lock throughout (waiting up to `lock_timeout`, default
         schedule.lock_timeout_seconds); `lock` is one the caller already holds (the scheduler).
         `while_waiting`: the caller's preparations, made while the feeds' answers are awaited
-        (see pipeline.fetch.fetch_feeds), after the build's own (_ready_to_build)."""
+        (see pipeline.fetch.fetch_feeds), after the build's own (see _prepare_build_while_waiting)."""
         started = time.monotonic()
         now = now or utc_now()
         date = date or self.today(now)
@@ -682,9 +681,9 @@ class Pipeline:
                 if retry_failed:
                     store.set_feeds_enabled(None, enabled=True)
                 fetch_started = time.monotonic()
-                prepare = functools.partial(self._ready_to_build, while_waiting)
-                report.feeds = self.fetch_and_store(date, now, on_result=on_result, warm_up=self._warm_up_build,
-                                                    while_waiting=prepare)
+                report.feeds = self.fetch_and_store(
+                    date, now, on_result=on_result, warm_up=self._prepare_build_in_thread,
+                    while_waiting=functools.partial(self._prepare_build_while_waiting, then=while_waiting))
                 report.fetch_duration = time.monotonic() - fetch_started
                 report.new_items = sum(f.new_items for f in report.feeds)
                 if report.feeds_read == 0:
@@ -700,17 +699,31 @@ class Pipeline:
                 store.finish_run(run_id, status, report.summary(), report.outcome(), utc_now())
         return report
 
-    def _ready_to_build(self, then: Callable[[], None] | None = None) -> None:
-        """What a build needs whatever the feeds answer, made while their answers are awaited: the
-        compose, render and archive modules imported and the templates' fingerprints computed,
-        most of what a run whose feeds all answer 304 does after its fetch. An error here is left
-        to the build, which meets it again and reports it. Then `then`, the caller's."""
+    # -- preparing the build while the feeds answer (run): one step in two halves, neither
+    # repeating the other's work. A failure in either is left to the build, which meets it again
+    # and reports it.
+
+    def _prepare_build_while_waiting(self, then: Callable[[], None] | None = None) -> None:
+        """The main thread's half, made once every request is out, whatever the feeds answer:
+        the compose, render and archive modules imported and the templates' fingerprint computed,
+        most of what a run whose feeds all answer 304 does after its fetch. Then `then`, the
+        caller's."""
         with contextlib.suppress(Exception):
             for module in ("pipeline.compose", "pipeline.render", "pipeline.archive"):
                 importlib.import_module(module)
-            _ = self.templates_fingerprint, self.renderer.fingerprint
+            self.templates_fingerprint  # noqa: B018  # computed and kept
         if then is not None:
             then()
+
+    def _prepare_build_in_thread(self) -> None:
+        """The warm-up thread's half, made only when new items are expected (see _fetch_and_parse),
+        started just before the main thread's: what building an issue of new items needs first,
+        the rules compiled and the templates compiled."""
+        from pipeline.classify.normalize import fast_bytes
+
+        self.classifier  # noqa: B018  # compiled and kept
+        fast_bytes("\u2013")  # a character outside Latin-1 makes the fold build its table of such letters
+        self.renderer.preload()
 
     def _seen_at(self, date: dt.date, now: dt.datetime) -> dt.datetime:
         """When items first seen in this run count as seen. Building a past date stamps undated
@@ -856,16 +869,6 @@ class Pipeline:
                 except CallFailed as failure:
                     parsed = ParseResult(feed=result.feed, items=(), error=f"could not parse: {failure}")
                 yield result, parsed
-
-    def _warm_up_build(self) -> None:
-        """What building an issue of new items needs first, made ahead (run() has it done while the
-        feeds answer): the rules compiled, the templates compiled, the build's modules imported."""
-        from pipeline.classify.normalize import fast_bytes
-
-        self.classifier  # noqa: B018  # compiled and kept
-        fast_bytes("\u2013")  # a character outside Latin-1 makes the fold build its table of such letters
-        self.renderer.preload()
-        import pipeline.archive  # noqa: F401
 
     # -- building issues
 

@@ -308,12 +308,35 @@ def match_records(matches: Sequence[Match]) -> list[dict[str, str | int | float]
 
 
 @dataclass(frozen=True)
+class Damping:
+    """A damper that lowered an item's evidence (topics.yaml ``dampen``), for the explanation.
+
+    The matches' weights are already the damped ones; this says which kind of item made
+    them so, by which marker, and where.
+    """
+
+    damper: str  # the damper's name in topics.yaml
+    field: str  # where its marker is
+    text: str  # the marker as it stands in the field
+    start: int
+    end: int
+    factor: float
+    # The fields whose evidence it multiplied by ``factor`` (for a damper of passing lines, the
+    # marker's own field, and there only the rules that needed the words after the marker).
+    scales: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Classification:
     item_id: str
     topics: tuple[str, ...]  # topics that reached their threshold, in topics.yaml order
     scores: dict[str, float] = field(default_factory=dict)
     # A tuple of Match objects, or the engine's lazy Matches (equal to that tuple).
     matches: Sequence[Match] = ()
+    # The dampers that lowered some evidence: at most one item kind per field (the strongest),
+    # and the passing-line markers that damped a rule. Not stored (the weights of the stored
+    # matches show the damped contributions); `pipeline classify` and `evaluate` show them.
+    dampers: tuple[Damping, ...] = ()
 
     def matches_for(self, topic: str) -> tuple[Match, ...]:
         if isinstance(self.matches, Matches):

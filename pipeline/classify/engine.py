@@ -59,7 +59,7 @@ from pipeline.classify.normalize import (
     word_forms,
 )
 from pipeline.classify.rules import FIELDS, AllOf, AnyOf, Damper, Near, Node, Not, Term, TopicRules, terms_of
-from pipeline.models import Classification, Item, Matches
+from pipeline.models import MATCH_SOURCE_FIELDS, Classification, Damping, Item, Matches
 
 if TYPE_CHECKING:
     from pipeline.config.topics import TopicsConfig
@@ -133,8 +133,19 @@ _Special = tuple[int, str | None, bool]
 _Keyword = tuple[int, int, tuple[int, ...], tuple[_Special, ...]]
 
 # A compiled damper: (its marker term ids, the field indexes where they are
-# looked for, the factor by field index: 1.0 where it does not scale).
-_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float]]
+# looked for, the factor by field index: 1.0 where it does not scale, its name,
+# whether it damps only what follows its marker in the field: passing lines).
+_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float], str, bool]
+# A damper that lowered evidence, for the explanation: (field index of its marker,
+# marker start, end in joined-folded offsets, damper index, factor, field indexes it scaled).
+_DampingRow = tuple[int, int, int, int, float, tuple[int, ...]]
+# Passing lines of a field: (where its first marker starts, joined-folded; factor; damper index).
+_Tail = tuple[int, float, int]
+
+# Plan zones beyond the three fields: the content read as the lead, and the title
+# and the lead read together (rules with `combine`).
+_CONTENT_AS_LEAD = 3
+_COMBINED = 4
 
 # A summary of fewer words than this is no lead ("Lire la suite").
 _SHORT_SUMMARY_WORDS = 5
@@ -157,9 +168,11 @@ class _CompiledRule:
     unless: tuple[_Context, ...]  # the rule's own contexts
     topic_unless: tuple[_Context, ...]  # its topic's contexts
     required: tuple[frozenset[int], ...]  # each must meet the field's terms for the rule to hold
-    contributions: tuple[float, float, float]  # weight × the topic's field weight, by field index
+    # weight × the topic's field weight, by field index, then for the title and the lead read together
+    # (a `combine` rule: weighed as the lead)
+    contributions: tuple[float, float, float, float]
     positional: bool  # has a `near`: its outcome depends on where the terms are, not only which
-    rounded: tuple[float, float, float]  # contributions as shown in matches (2 decimals)
+    rounded: tuple[float, float, float, float]  # contributions as shown in matches (2 decimals)
 
 
 def _literals(term: Term) -> list[tuple[str, ...]]:
@@ -214,8 +227,10 @@ class Classifier:
         self._dampers = dampers
         # By field index, the markers of every damper that looks there: one set test per field
         # rules out the common case, an item of no damped kind.
-        self._damper_markers = tuple(frozenset().union(*(m for m, look_in, _ in dampers if f in look_in))
+        self._damper_markers = tuple(frozenset().union(*(d[0] for d in dampers if f in d[1]))
                                      for f in range(len(FIELDS)))
+        # Whether some rule reads the title and the lead together.
+        self._combines = bool(rules_by_term[3]) if len(rules_by_term) > 3 else False
         # Characters of the summary and of the content that are read (0: all).
         self._depth = depth
         self._thresholds = tuple(t.threshold for t in topics)
@@ -282,8 +297,9 @@ class Classifier:
             return compiled
 
         rules: list[_CompiledRule] = []
-        # per field index: term id → rules that look at that field and use the term
-        triggers: tuple[dict[int, list[int]], ...] = tuple({} for _ in FIELDS)
+        # per field index, then for the title and the lead together (`combine` rules alone):
+        # term id → rules that look there and use the term
+        triggers: tuple[dict[int, list[int]], ...] = tuple({} for _ in range(len(FIELDS) + 1))
         for topic_index, topic in enumerate(topic_list):
             topic_unless = tuple(compile_context(u) for u in topic.unless)
             for rule in topic.rules:
@@ -295,20 +311,21 @@ class Classifier:
                 required = tuple(r for r in _required(node) if r != trig)
                 weights = dict(topic.field_weights)
                 contributions = (rule.weight * weights.get("title", 0.0), rule.weight * weights.get("summary", 0.0),
-                                 rule.weight * weights.get("content", 0.0))
+                                 rule.weight * weights.get("content", 0.0), rule.weight * weights.get("summary", 0.0))
                 rules.append(_CompiledRule(
                     topic_index, rule.name, rule.weight, frozenset(rule.fields), frozenset(rule.lang), node,
                     trig, unless, topic_unless, required, contributions, _has_near(node),
-                    (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2))))
-                for field_index, field in enumerate(FIELDS):
-                    if field in rule.fields:
-                        for tid in sorted(trig):
-                            triggers[field_index].setdefault(tid, []).append(len(rules) - 1)
+                    (round(contributions[0], 2), round(contributions[1], 2), round(contributions[2], 2),
+                     round(contributions[3], 2))))
+                zones = (3,) if rule.combine else tuple(i for i, f in enumerate(FIELDS) if f in rule.fields)
+                for zone in zones:
+                    for tid in sorted(trig):
+                        triggers[zone].setdefault(tid, []).append(len(rules) - 1)
 
         dampers = tuple(
             (frozenset(term_id(t) for t in damper.markers), tuple(FIELDS.index(f) for f in damper.look_in),
              (damper.factor if "title" in damper.scales else 1.0, damper.factor if "summary" in damper.scales else 1.0,
-              damper.factor if "content" in damper.scales else 1.0))
+              damper.factor if "content" in damper.scales else 1.0), damper.name, damper.after_marker)
             for damper in dampen)
 
         # keyword → its terms: plain ones, and those that need a check (case-kept or prefix)
@@ -359,7 +376,8 @@ class Classifier:
             texts = (texts[0], _cut(texts[1], summary_depth), _cut(texts[2], content_depth))
         # An item without a real summary (none, or a "Read more" link) has its
         # lead in the content: the content then weighs as a summary.
-        content_zone = 3 if texts[2] and len(texts[1].split(None, _SHORT_SUMMARY_WORDS)) < _SHORT_SUMMARY_WORDS else 2
+        content_zone = (_CONTENT_AS_LEAD if texts[2] and len(texts[1].split(None, _SHORT_SUMMARY_WORDS))
+                        < _SHORT_SUMMARY_WORDS else 2)
         text, starts, encoded, cased_fold = fold_parts(_FIELD_SEPARATOR.join(texts))
         occurrences = self._scan(text, starts, encoded, cased_fold, texts)
         if not (occurrences[0] or occurrences[1] or occurrences[2]):
@@ -367,9 +385,14 @@ class Classifier:
         plans = self._plans
         # Factors by field of the item kinds found (roundup, job offer…), or None.
         markers = self._damper_markers
-        scale = self._scale(occurrences) if (not markers[0].isdisjoint(occurrences[0])
-                                             or not markers[1].isdisjoint(occurrences[1])
-                                             or not markers[2].isdisjoint(occurrences[2])) else None
+        scale: tuple[float, float, float] | None = None
+        tails: tuple[_Tail | None, _Tail | None, _Tail | None] | None = None
+        kinds: tuple[int, int, int] = (-1, -1, -1)
+        dampings: list[_DampingRow] | None = None
+        if (not markers[0].isdisjoint(occurrences[0]) or not markers[1].isdisjoint(occurrences[1])
+                or not markers[2].isdisjoint(occurrences[2])):
+            scale, kinds, tails = self._scale(occurrences)
+            dampings = []
         scores: dict[int, float] = {}
         # (field index, start, end, topic index, rule name, rounded contribution)
         found: list[tuple[int, int, int, int, str, float]] = []
@@ -389,6 +412,11 @@ class Classifier:
             plan = plans.get(key)
             if plan is None:
                 plan = self._memo_plan(key)
+            # The rules that hold before a passing-line marker of this field ("En bref : …"), if any.
+            tail = tails[field_index] if tails is not None else None
+            head: set[tuple[int, str]] | None = None
+            if tail is not None:
+                head = self._holding_before(key[0], lang, occ, tail[0], text)
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] | None = None
@@ -412,8 +440,8 @@ class Classifier:
                         continue
                     spans = evaluated
                 if scale is not None:
-                    contribution *= scale[field_index]
-                    rounded = round(contribution, 2)
+                    contribution, rounded = self._damp(contribution, rounded, field_index, scale, kinds, tail,
+                                                       head, topic, name, dampings, occurrences)
                 scores[topic] = scores.get(topic, 0.0) + contribution
                 if len(spans) == 1:
                     span_start, span_end = spans[0]
@@ -421,23 +449,137 @@ class Classifier:
                 else:
                     for span_start, span_end in set(spans):
                         found.append((field_index, span_start - shift, span_end - shift, topic, name, rounded))
+        if self._combines:
+            lead = 2 if content_zone == _CONTENT_AS_LEAD else 1
+            if occurrences[0] and occurrences[lead]:
+                self._combine(occurrences[0], occurrences[lead], lead, lang, text, starts, texts, shifts, scale,
+                              kinds, tails, dampings, occurrences, scores, found)
         if not scores:
             return Classification(item_id, (), {}, ())
-        return self._result(item_id, texts, starts, scores, found)
+        return self._result(item_id, texts, starts, scores, found, dampings)
 
-    def _scale(self, occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]) -> tuple[float, float, float] | None:
-        """The product of the factors of the dampers whose markers occur where they look, by field."""
-        scale: tuple[float, float, float] | None = None
-        for markers, look_in, factors in self._dampers:
-            if any(not markers.isdisjoint(occurrences[f]) for f in look_in):
-                scale = factors if scale is None else (scale[0] * factors[0], scale[1] * factors[1],
-                                                       scale[2] * factors[2])
-        return scale
+    def _scale(self, occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]
+               ) -> tuple[tuple[float, float, float], tuple[int, int, int],
+                          tuple[_Tail | None, _Tail | None, _Tail | None] | None]:
+        """By field: the factor of the strongest item kind found, and which damper it is (-1: none);
+        then, by field, the passing lines (None: no passing-line marker anywhere).
+
+        Dampers do not multiply: an item is of one kind, and a newsletter that says so in its title
+        and in its lead is no less its subject than one that says so once. The lowest factor counts.
+        """
+        scale = [1.0, 1.0, 1.0]
+        kinds = [-1, -1, -1]
+        tails: list[_Tail | None] = [None, None, None]
+        for index, (found_markers, look_in, factors, _, after_marker) in enumerate(self._dampers):
+            for f in look_in:
+                if found_markers.isdisjoint(occurrences[f]):
+                    continue
+                if after_marker:
+                    # The first marker of the field starts its passing lines; the earliest damper wins.
+                    cut = min(span[0] for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid])
+                    current = tails[f]
+                    if current is None or cut < current[0]:
+                        tails[f] = (cut, factors[f], index)
+                    continue
+                for g in (0, 1, 2):
+                    if factors[g] < scale[g]:
+                        scale[g], kinds[g] = factors[g], index
+                break
+        return ((scale[0], scale[1], scale[2]), (kinds[0], kinds[1], kinds[2]),
+                (tails[0], tails[1], tails[2]) if tails != [None, None, None] else None)
+
+    def _damp(self, contribution: float, rounded: float, field_index: int, scale: tuple[float, float, float],
+              kinds: tuple[int, int, int], tail: _Tail | None, head: set[tuple[int, str]] | None, topic: int,
+              name: str, dampings: list[_DampingRow] | None,
+              occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]) -> tuple[float, float]:
+        """One rule's contribution in a damped item: the strongest damper that applies to it, noted."""
+        factor, damper = scale[field_index], kinds[field_index]
+        if tail is not None and head is not None and (topic, name) not in head and tail[1] < factor:
+            # It holds only thanks to the passing lines.
+            factor, damper = tail[1], tail[2]
+        if damper < 0 or factor == 1.0:
+            return contribution, rounded
+        if dampings is not None:
+            self._note_damping(dampings, damper, field_index, factor, occurrences, kinds)
+        contribution *= factor
+        return contribution, round(contribution, 2)
+
+    def _note_damping(self, dampings: list[_DampingRow], damper: int, field_index: int, factor: float,
+                      occurrences: tuple[_Occurrences, _Occurrences, _Occurrences],
+                      kinds: tuple[int, int, int]) -> None:
+        """Record (once per damper) which damper lowered evidence, with its first marker."""
+        if any(row[3] == damper for row in dampings):
+            return
+        found_markers, look_in, _, _, after_marker = self._dampers[damper]
+        where = (field_index,) if after_marker else look_in
+        for f in where:
+            spans = [span for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid]]
+            if spans:
+                start, end = min(spans)
+                scaled = (f,) if after_marker else tuple(g for g in (0, 1, 2) if kinds[g] == damper)
+                dampings.append((f, start, end, damper, factor, scaled))
+                return
+
+    def _holding_before(self, zone: int, lang: str, occ: _Occurrences, cut: int, text: str) -> set[tuple[int, str]]:
+        """The rules (topic, name) that hold in a field on its words before ``cut`` alone."""
+        head = {tid: kept for tid, spans in occ.items() if (kept := [s for s in spans if s[1] <= cut])}
+        if not head:
+            return set()
+        key = (zone, lang, frozenset(head))
+        plan = self._plans.get(key) or self._memo_plan(key)
+        return {(topic, name) for topic, _, name, _, _, _ in _run(plan, head, text)}
+
+    def _combine(self, title: _Occurrences, lead_occ: _Occurrences, lead: int, lang: str, text: str,
+                 starts: tuple[int, ...], texts: tuple[str, str, str], shifts: tuple[int, int, int],
+                 scale: tuple[float, float, float] | None, kinds: tuple[int, int, int],
+                 tails: tuple[_Tail | None, _Tail | None, _Tail | None] | None, dampings: list[_DampingRow] | None,
+                 occurrences: tuple[_Occurrences, _Occurrences, _Occurrences], scores: dict[int, float],
+                 found: list[tuple[int, int, int, int, str, float]]) -> None:
+        """The `combine` rules: the title and the lead read together, each giving part of the evidence.
+
+        A rule counts once, weighed as the lead (and damped as the lead is), and only when its
+        evidence is found in both fields: what one field shows alone, the field's own rules say.
+        """
+        merged: _Occurrences = dict(title)
+        for tid, spans in lead_occ.items():
+            merged[tid] = merged[tid] + spans if tid in merged else spans
+        key = (_COMBINED, lang, frozenset(merged))
+        plan = self._plans.get(key) or self._memo_plan(key)
+        if not plan:
+            return
+        # Where the lead starts in the joined-folded text: spans before it are the title's.
+        boundary = len(texts[0]) + len(_FIELD_SEPARATOR)
+        if starts:
+            boundary = starts[boundary] if boundary < len(starts) else len(text)
+        tail = tails[lead] if tails is not None else None
+        head: set[tuple[int, str]] | None = None
+        if tail is not None:
+            before = {tid: kept for tid, spans in merged.items() if (kept := [s for s in spans if s[1] <= tail[0]])}
+            head = set()
+            if before:
+                head_key = (_COMBINED, lang, frozenset(before))
+                head_plan = self._plans.get(head_key) or self._memo_plan(head_key)
+                head = {(topic, name) for topic, _, name, _, _, _ in _run(head_plan, before, text)}
+        for topic, contribution, name, rounded, _, spans in _run(plan, merged, text):
+            in_title = [span for span in spans if span[0] < boundary]
+            if not in_title or len(in_title) == len(spans):
+                continue  # one field alone: its own rules say what it shows
+            if scale is not None:
+                contribution, rounded = self._damp(contribution, rounded, lead, scale, kinds, tail, head, topic,
+                                                   name, dampings, occurrences)
+            scores[topic] = scores.get(topic, 0.0) + contribution
+            for span in set(spans):
+                field_index = 0 if span[0] < boundary else lead
+                shift = shifts[field_index]
+                found.append((field_index, span[0] - shift, span[1] - shift, topic, name, rounded))
 
     def _memo_plan(self, key: tuple[int, str, frozenset[int]]) -> _Plan:
         """The plan for ``key`` (zone, language as given, terms present), made and memoised."""
         zone, lang, present = key
-        plan = self._plan(min(zone, 2), 1 if zone == 3 else zone, _language(lang), present)
+        # zone → (the rules looking there, the weight they take): the content read as the lead
+        # weighs as a summary; the title and the lead read together take the `combine` rules.
+        field_index, weight_index = {_CONTENT_AS_LEAD: (2, 1), _COMBINED: (3, 3)}.get(zone, (zone, zone))
+        plan = self._plan(field_index, weight_index, _language(lang), present)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             # Bounded memory; a plan is cheap to rebuild.
             self._plans.clear()
@@ -485,14 +627,24 @@ class Classifier:
         return self._plan_copies.setdefault(plan, plan)
 
     def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
-                scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]]) -> Classification:
+                scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]],
+                dampings: list[_DampingRow] | None = None) -> Classification:
+        gap = len(_FIELD_SEPARATOR)
+        offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
         if starts:  # joined folded offsets → field offsets in the original
-            gap = len(_FIELD_SEPARATOR)
-            offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
             found = [(fi, start - offsets[fi], end - offsets[fi], topic, name, weight)
                      for fi, (start, end), topic, name, weight in
                      [(fi, original_span(starts, start, end), topic, name, weight)
                       for fi, start, end, topic, name, weight in found]]
+        damped: tuple[Damping, ...] = ()
+        if dampings:  # the markers' joined offsets → field offsets in the original
+            rows = []
+            for fi, start, end, damper, factor, scaled in dampings:
+                start, end = original_span(starts, start, end) if starts else (start, end)
+                start, end = start - offsets[fi], end - offsets[fi]
+                rows.append(Damping(self._dampers[damper][3], MATCH_SOURCE_FIELDS[fi], texts[fi][start:end], start,
+                                    end, factor, tuple(MATCH_SOURCE_FIELDS[g] for g in scaled)))
+            damped = tuple(rows)
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()
         ids = self._ids
@@ -502,13 +654,14 @@ class Classifier:
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():
                 selected = (ids[topic],) if score > 0 and score + 1e-9 >= thresholds[topic] else ()
-                return Classification(item_id, selected, {ids[topic]: round(score, 2)}, matches)
+                return Classification(item_id, selected, {ids[topic]: round(score, 2)}, matches, damped)
         ordered = sorted(scores)
         return Classification(
             item_id,
             tuple([ids[i] for i in ordered if scores[i] > 0 and scores[i] + 1e-9 >= thresholds[i]]),
             {ids[i]: round(scores[i], 2) for i in ordered},
             matches,
+            damped,
         )
 
     def _scan(self, text: str, starts: tuple[int, ...], encoded: bytes, cased_fold: str,
@@ -566,6 +719,35 @@ class Classifier:
                 else:
                     spans.append(span)
         return occurrences
+
+
+# A step of a plan that holds, with its spans.
+_Held = tuple[int, float, str, float, tuple[int, ...], list[_Span]]
+
+
+def _run(plan: _Plan, occ: _Occurrences, text: str) -> list[_Held]:
+    """The steps of ``plan`` that hold on ``occ``, each with its spans (the slower paths' loop:
+    a field's passing lines, the title and the lead read together)."""
+    out: list[_Held] = []
+    topic_occ: dict[int, _Occurrences] = {}
+    for topic, contribution, name, rounded, tids, positional in plan:
+        if positional is None:
+            spans = [span for tid in tids for span in occ[tid]]
+        else:
+            node, topic_contexts, rule_contexts = positional
+            field_occ = occ
+            if topic_contexts:
+                if topic not in topic_occ:
+                    topic_occ[topic] = _cancel(topic_contexts, occ, text)
+                field_occ = topic_occ[topic]
+            if rule_contexts:
+                field_occ = _cancel(rule_contexts, field_occ, text)
+            evaluated = _evaluate(node, field_occ, text)
+            if evaluated is None:
+                continue
+            spans = evaluated
+        out.append((topic, contribution, name, rounded, tids, spans))
+    return out
 
 
 def _cut(text: str, depth: int) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pipeline.classify.engine import Classifier
 from pipeline.classify.jsonl import read_records, record_item, record_labels
 from pipeline.errors import PipelineError
-from pipeline.models import Match
+from pipeline.models import Damping, Match
 
 __all__ = ["EvaluationReport", "Misclassification", "TopicScore", "evaluate", "format_report", "format_reports",
            "total"]
@@ -60,6 +60,7 @@ class Misclassification:
     threshold: float
     matches: tuple[Match, ...]  # what matched for the topic (empty for most FNs)
     lineno: int = 0
+    dampers: tuple[Damping, ...] = ()  # the kinds of item that lowered its evidence (roundup, job offer…)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
                 counts[topic][1 if got else 2] += 1
                 errors.append(Misclassification("FP" if got else "FN", topic, record.id, record.title,
                                     result.scores.get(topic, 0.0), thresholds[topic],
-                                    result.matches_for(topic), record.lineno))
+                                    result.matches_for(topic), record.lineno, result.dampers))
     if not items:
         raise PipelineError(f"{source_name}: no labelled item to evaluate")
     scores = tuple(TopicScore(t, *counts[t]) for t in known)
@@ -143,6 +144,12 @@ def _matched_words(matches: tuple[Match, ...]) -> str:
     return ", ".join(parts)
 
 
+def damping_text(dampers: Sequence[Damping]) -> str:
+    """``damped ×0.35 by roundup «En bref» (title; summary, content)``: which damper, its marker, what it scaled."""
+    return "; ".join(f"damped ×{d.factor:g} by {d.damper} «{d.text}» ({d.field}; {', '.join(d.scales)})"
+                     for d in dampers)
+
+
 def _table(report: EvaluationReport) -> list[str]:
     width = max([len("topic")] + [len(t.topic) for t in report.topics])
     lines = [
@@ -175,4 +182,6 @@ def format_report(report: EvaluationReport) -> str:
         for e in errors:
             lines.append(f"  [{e.topic}] {e.item_id}: {e.title}")
             lines.append(f"      score {e.score:g} / threshold {e.threshold:g}; {_matched_words(e.matches)}")
+            if e.dampers and e.matches:
+                lines.append(f"      {damping_text(e.dampers)}")
     return "\n".join(lines) + "\n"

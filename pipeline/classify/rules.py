@@ -73,6 +73,9 @@ class Rule:
     lang: tuple[str, ...] = ()  # empty: every language
     unless: tuple[Node, ...] = ()  # contexts that cancel an occurrence of this rule's terms
     line: int = 0
+    # Read the title and the lead together: the condition holds on both fields' words, and only when
+    # each of them gives part of its evidence (the title names the entity, the lead the angle).
+    combine: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,14 @@ class Damper:
 
     When one of ``markers`` occurs in one of the fields ``look_in`` (the
     title, by default), every rule's contribution in the fields ``scales`` is
-    multiplied by ``factor`` (0 to 1), for every topic.
+    multiplied by ``factor`` (0 to 1), for every topic. Where several dampers
+    apply to a field, the strongest (lowest factor) alone counts: an item is
+    of one kind, and a newsletter that says so twice is no less its subject.
+
+    With ``after_marker``, the damper marks a roundup's passing lines inside a
+    field ("En bref : …"): a rule that holds in that field only thanks to words
+    after the marker's first occurrence counts ``factor`` of its weight; one
+    that holds on the words before it counts in full.
     """
 
     name: str
@@ -108,6 +118,7 @@ class Damper:
     look_in: tuple[str, ...] = ("title",)
     scales: tuple[str, ...] = FIELDS
     line: int = 0
+    after_marker: bool = False
 
 
 def terms_of(node: Node) -> tuple[Term, ...]:

@@ -38,9 +38,9 @@ __all__ = ["DEFAULT_NEAR_WITHIN", "TopicsConfig", "load_topics"]
 
 TOP_KEYS = {"version", "field_weights", "threshold", "depth", "lexicons", "dampen", "topics"}
 TOPIC_KEYS = {"id", "heading", "theme", "description", "threshold", "field_weights", "unless", "rules"}
-RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note"}
+RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note", "combine"}
 OPERATORS = ("term", "any", "all", "not", "near", "lexicon")
-DAMPEN_KEYS = {"name", "note", "factor", "fields", "scales", "term", "any", "lexicon", "case"}
+DAMPEN_KEYS = {"name", "note", "factor", "fields", "scales", "after_marker", "term", "any", "lexicon", "case"}
 OPERATOR_OPTIONS = {"term": {"case"}, "near": {"within", "ordered"}}
 DEFAULT_THRESHOLD = 3.0
 DEFAULT_NEAR_WITHIN = 5
@@ -105,6 +105,11 @@ class _Loader:
         if nonzero and number == 0:
             raise self.fail("must not be 0 (a rule of weight 0 does nothing)", line, where)
         return number
+
+    def flag(self, value: Any, line: int, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(f"must be true or false, got {value!r}", line, where)
+        return value
 
     def text(self, value: Any, line: int, where: str, *, required: bool = True) -> str:
         if not isinstance(value, str):
@@ -266,8 +271,18 @@ class _Loader:
                                 mapping.line_of(ops[0]), f"{where}.{ops[0]}")
             look_in = self.field_names(mapping, "fields", where, ("title",))
             scales = self.field_names(mapping, "scales", where, FIELDS)
+            after_marker = False
+            if "after_marker" in mapping:
+                after_marker = self.flag(mapping["after_marker"], mapping.line_of("after_marker"),
+                                         f"{where}.after_marker")
+                if after_marker and "scales" in mapping:
+                    # What it scales is the rest of the field its marker is in.
+                    raise self.fail("`scales` does not go with `after_marker` (it scales what follows its "
+                                    "marker in the same field)", mapping.line_of("scales"), f"{where}.scales")
+                if after_marker:
+                    scales = look_in
             out.append(Damper(name=name, markers=terms_of(markers), factor=factor, look_in=look_in, scales=scales,
-                              line=mapping.line))
+                              line=mapping.line, after_marker=after_marker))
         return tuple(out)
 
     def field_names(self, mapping: YamlMap, key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -328,6 +343,14 @@ class _Loader:
             weight = self.number(mapping["weight"], mapping.line_of("weight"), f"{where}.weight",
                                  nonzero=True)
         fields = self.field_names(mapping, "fields", where, FIELDS)
+        combine = False
+        if "combine" in mapping:
+            combine = self.flag(mapping["combine"], mapping.line_of("combine"), f"{where}.combine")
+            if combine and "fields" in mapping:
+                raise self.fail("`fields` does not go with `combine` (it reads the title and the lead together)",
+                                mapping.line_of("fields"), f"{where}.fields")
+            if combine:
+                fields = ("title", "summary")
         lang: tuple[str, ...] = ()
         if "lang" in mapping:
             lang = tuple(x.lower() for x in self.strings(mapping["lang"], mapping.line_of("lang"),
@@ -338,7 +361,7 @@ class _Loader:
         if "note" in mapping:
             self.text(mapping["note"], mapping.line_of("note"), f"{where}.note", required=False)
         return Rule(name=name, condition=condition, weight=weight, fields=fields, lang=lang, unless=unless,
-                    line=mapping.line)
+                    line=mapping.line, combine=combine)
 
     def topic(self, raw: Any, line: int, index: int, weights: tuple[tuple[str, float], ...],
               threshold: float) -> TopicRules:
@@ -470,7 +493,8 @@ def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
             "unless": [_canonical(u) for u in t.unless],
             "rules": [
                 {"name": r.name, "condition": _canonical(r.condition), "weight": r.weight,
-                 "fields": list(r.fields), "lang": list(r.lang), "unless": [_canonical(u) for u in r.unless]}
+                 "fields": list(r.fields), "lang": list(r.lang), "unless": [_canonical(u) for u in r.unless],
+                 **({"combine": True} if r.combine else {})}  # (absent from older fingerprints)
                 for r in t.rules
             ],
         }
@@ -479,7 +503,8 @@ def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
     if dampen or depth != (0, 0):  # (absent from older fingerprints, which stay valid)
         canonical.append({"dampen": [
             {"name": d.name, "markers": [_canonical(t) for t in d.markers], "factor": d.factor,
-             "look_in": list(d.look_in), "scales": list(d.scales)} for d in dampen], "depth": list(depth)})
+             "look_in": list(d.look_in), "scales": list(d.scales), **({"after_marker": True} if d.after_marker else {})}
+            for d in dampen], "depth": list(depth)})
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -7,7 +7,7 @@ Three mechanisms, on small rule files and small items written here:
 - passing lines (`after_marker`): a roundup's "En bref : …" inside a lead makes no topic, while
   what comes before the marker counts in full;
 - `combine` rules: the title names the entity, the lead gives the angle, and the rule holds on
-  the two fields read together, only when each gives part of its evidence.
+  the two fields read together, only when neither field holds it alone.
 
 Every tag stays explained: the matches show the (damped) weights and the fields of the
 evidence, and the classification names the damper, its marker and what it scaled.
@@ -54,6 +54,9 @@ topics:
       - name: meta_named
         weight: 0.5
         term: Meta
+      - name: assistant_named
+        weight: 1.5
+        term: assistant
       - name: service_with_ai_across
         combine: true
         weight: 2
@@ -152,24 +155,29 @@ def test_the_title_names_the_entity_and_the_lead_gives_the_angle(tmp_path: Path)
     assert {m.field for m in reverse.matches} == {"title", "summary"}
 
 
-def test_a_combined_rule_needs_evidence_from_both_fields(tmp_path: Path) -> None:
+def test_a_combined_rule_holds_on_neither_field_alone(tmp_path: Path) -> None:
     classifier = compile_rules(tmp_path)
     # Both parts in the lead, nothing in the title: the lead's own rules say what it shows.
     lead_only = classifier.classify_fields("1", "Réseaux sociaux", "Instagram mise sur l'IA.")
-    assert "service_with_ai_across" not in {m.rule for m in lead_only.matches}
+    assert lead_only.matches == ()
     # Both parts in the title: the title's own rules.
     title_only = classifier.classify_fields("2", "Instagram mise sur l'IA", "Des nouveautés.")
     assert title_only.matches == ()
     # One part only.
     assert classifier.classify_fields("3", "Instagram", "Des nouveautés pour les créateurs.").matches == ()
+    # The lead holds it alone; the title naming Instagram again adds nothing.
+    repeated = classifier.classify_fields("4", "Instagram", "Instagram annonce une IA pour les créateurs.")
+    assert repeated.matches == ()
+    # Nor does a title that holds it alone gain from the lead repeating a part.
+    assert classifier.classify_fields("5", "Instagram mise sur l'IA", "Une IA pour tous.").matches == ()
 
 
 def test_combined_evidence_adds_to_the_fields_own(tmp_path: Path) -> None:
     classifier = compile_rules(tmp_path)
-    result = classifier.classify_fields("1", "Instagram", "Meta annonce une IA pour les créateurs.")
-    # meta_and_ai (3) + meta_named (0.5) in the lead, and the combined rule (2): Instagram in the title.
-    assert result.scores == {"meta": 5.5} and result.topics == ("meta",)
-    assert {m.rule for m in result.matches} == {"meta_and_ai", "meta_named", "service_with_ai_across"}
+    result = classifier.classify_fields("1", "Instagram", "Son assistant et son IA pour les créateurs.")
+    # The combined rule (2 × 1) and the lead's own assistant_named (1.5).
+    assert result.scores == {"meta": 3.5} and result.topics == ("meta",)
+    assert {m.rule for m in result.matches} == {"assistant_named", "service_with_ai_across"}
 
 
 def test_without_a_summary_the_content_is_the_lead_read_with_the_title(tmp_path: Path) -> None:

@@ -73,8 +73,8 @@ class Rule:
     lang: tuple[str, ...] = ()  # empty: every language
     unless: tuple[Node, ...] = ()  # contexts that cancel an occurrence of this rule's terms
     line: int = 0
-    # Read the title and the lead together: the condition holds on both fields' words, and only when
-    # each of them gives part of its evidence (the title names the entity, the lead the angle).
+    # Read the title and the lead together: the condition holds on both fields' words, and counts only
+    # when neither field holds it alone (the title names the entity, the lead the angle).
     combine: bool = False
 
 

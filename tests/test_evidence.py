@@ -7,7 +7,8 @@ Three mechanisms, on small rule files and small items written here:
 - passing lines (`after_marker`): a roundup's "En bref : …" inside a lead makes no topic, while
   what comes before the marker counts in full;
 - `combine` rules: the title names the entity, the lead gives the angle, and the rule holds on
-  the two fields read together, only when neither field holds it alone.
+  the two fields read together, only when the title does not hold it alone and adds words the
+  lead lacks.
 
 Every tag stays explained: the matches show the (damped) weights and the fields of the
 evidence, and the classification names the damper, its marker and what it scaled.
@@ -155,11 +156,14 @@ def test_the_title_names_the_entity_and_the_lead_gives_the_angle(tmp_path: Path)
     assert {m.field for m in reverse.matches} == {"title", "summary"}
 
 
-def test_a_combined_rule_holds_on_neither_field_alone(tmp_path: Path) -> None:
+def test_a_combined_rule_needs_the_title_to_add_to_the_lead(tmp_path: Path) -> None:
     classifier = compile_rules(tmp_path)
     # Both parts in the lead, nothing in the title: the lead's own rules say what it shows.
     lead_only = classifier.classify_fields("1", "Réseaux sociaux", "Instagram mise sur l'IA.")
     assert lead_only.matches == ()
+    # The lead holds it, and the title adds a word the lead lacks: that counts.
+    added = classifier.classify_fields("6", "Meta", "Instagram mise sur l'IA.")
+    assert added.scores == {"meta": 3.5}  # meta_named 0.5 × 3 in the title, the combined rule 2
     # Both parts in the title: the title's own rules.
     title_only = classifier.classify_fields("2", "Instagram mise sur l'IA", "Des nouveautés.")
     assert title_only.matches == ()

@@ -538,9 +538,11 @@ class Classifier:
         """The `combine` rules: the title and the lead read together, each giving part of the evidence.
 
         A rule counts once, weighed as the lead (and damped as the lead is), and only when it
-        holds on the two fields together and on neither alone: what one field shows by itself,
-        that field's own rules say (a lead that names Apple, a partnership and Bloomberg is not
-        made a press deal by "Apple" again in the title).
+        holds on the two fields together, not on the title alone (whose own rules say it three
+        times as strongly), and the title gives some of its evidence in words the lead does not
+        have: a lead that names Apple, a partnership and Bloomberg is not made a press deal by
+        "Apple" again in the title, while "Bacs à sable" in a title adds to a lead on AI systems
+        placed on the market.
         """
         merged: _Occurrences = dict(title)
         for tid, spans in lead_occ.items():
@@ -562,18 +564,18 @@ class Classifier:
                 head_key = (_COMBINED, lang, frozenset(before))
                 head_plan = self._plans.get(head_key) or self._memo_plan(head_key)
                 head = {(topic, name) for topic, _, name, _, _, _ in _run(head_plan, before, text)}
-        alone: set[tuple[int, str]] | None = None
+        # The title's words that the lead does not have: what the title adds.
+        new = {span for tid, spans in title.items() if tid not in lead_occ for span in spans}
+        title_alone: set[tuple[int, str]] | None = None
         for topic, contribution, name, rounded, _, spans in _run(plan, merged, text):
             in_title = [span for span in spans if span[0] < boundary]
-            if not in_title or len(in_title) == len(spans):
-                continue  # one field's words alone: its own rules say what it shows
-            if alone is None:  # the combined rules that one field holds by itself
-                alone = set()
-                for field_occ in (title, lead_occ):
-                    field_key = (_COMBINED, lang, frozenset(field_occ))
-                    field_plan = self._plans.get(field_key) or self._memo_plan(field_key)
-                    alone.update((t, n) for t, _, n, _, _, _ in _run(field_plan, field_occ, text))
-            if (topic, name) in alone:
+            if len(in_title) == len(spans) or new.isdisjoint(in_title):
+                continue  # the lead's words alone, or the title only repeats them
+            if title_alone is None:  # the combined rules the title holds by itself
+                title_key = (_COMBINED, lang, frozenset(title))
+                title_plan = self._plans.get(title_key) or self._memo_plan(title_key)
+                title_alone = {(t, n) for t, _, n, _, _, _ in _run(title_plan, title, text)}
+            if (topic, name) in title_alone:
                 continue
             if scale is not None:
                 contribution, rounded = self._damp(contribution, rounded, lead, scale, kinds, tail, head, topic,

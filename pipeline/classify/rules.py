@@ -74,7 +74,8 @@ class Rule:
     unless: tuple[Node, ...] = ()  # contexts that cancel an occurrence of this rule's terms
     line: int = 0
     # Read the title and the lead together: the condition holds on both fields' words, and counts only
-    # when neither field holds it alone (the title names the entity, the lead the angle).
+    # when the title does not hold it alone and adds words the lead lacks (the title names the entity,
+    # the lead the angle).
     combine: bool = False
 
 

@@ -1,7 +1,7 @@
 """The rules on text they were not written from, through the real command line.
 
-Sets C to G (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
-before their scores were read. Sets C, E and G were tuned on afterwards with dev and tune; sets D
+Sets C to J (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
+before their scores were read. Sets C, E, G, I and J were tuned on afterwards with dev and tune; sets D
 and F were kept as measures (their errors never read while writing rules). The floors sit a little below the
 figures measured when the rules were last changed (README, "Figures"): a rule that learns
 one item's wording instead of a definition, or an engine change that loses a mechanism
@@ -30,7 +30,14 @@ FLOORS = {
     "set_f.jsonl": (120, 0.91, 0.85),
     # Tuned on in issue 15's fourth round (0.880 before it).
     "set_g.jsonl": (150, 0.95, 0.92),
+    # Tuned on in issue 15's fifth round (0.871 and 0.935 before it): data protection and the AI Act
+    # in indirect words, their evidence split between title and lead (I); Meta's AI and press deals
+    # told indirectly, roundups with a substantial paragraph or a passing line (J).
+    "set_i.jsonl": (150, 0.96, 0.87),
+    "set_j.jsonl": (150, 0.96, 0.94),
 }
+# Sets written for some topics hold fewer items of the others (the least a topic has in them).
+FEWEST = {"set_i.jsonl": 8, "set_j.jsonl": 12}
 
 
 def scores(output: str) -> tuple[int, float, dict[str, float]]:
@@ -63,6 +70,6 @@ def test_held_out_sets_are_labelled_by_the_guide() -> None:
         assert len({row["id"] for row in rows}) == len(rows)
         labels = [set(row["labels"]) for row in rows]
         assert all(label <= set(TOPICS) for label in labels)
-        assert all(sum(topic in label for label in labels) >= 15 for topic in TOPICS), name
+        assert all(sum(topic in label for label in labels) >= FEWEST.get(name, 15) for topic in TOPICS), name
         assert sum(len(label) > 1 for label in labels) >= 4, name
         assert 0.25 <= sum(not label for label in labels) / len(rows) <= 0.42, name

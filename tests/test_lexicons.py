@@ -336,3 +336,63 @@ def test_a_yardstick_a_quoted_source_or_another_firms_ai_is_not_the_topic(
 )
 def test_the_definitions_reach_new_wordings(real: Classifier, topic: str, title: str, summary: str) -> None:
     assert topic in real.classify_fields("1", title, summary).topics
+
+
+# ---------------------------------------------------------------- issue 15, fifth round: definitions
+
+
+@pytest.mark.parametrize(
+    ("topic", "title", "summary"),
+    [
+        # Evidence split between the title and the lead (rules with `combine`).
+        ("meta_ai", "Ce qui change cet été sur WhatsApp", "Le service de messagerie va proposer son intelligence "
+                                                         "artificielle à tous ses utilisateurs européens."),
+        ("rgpd", "Une chaîne d'hôtels mise en demeure", "La CNIL lui reproche de garder les copies des passeports "
+                                                       "de ses clients bien au-delà de leur séjour."),
+        ("ai_act", "Bacs à sable : la France choisit son pilote", "Les start-up pourront y tester des systèmes "
+                                                                "d'IA avant leur mise sur le marché."),
+        ("media_partnership", "Le moteur de réponses de Perplexity s'étoffe",
+         "Trois quotidiens régionaux ont signé un accord de partage des revenus publicitaires."),
+        # Exercising a right; delisting; a national authority with consent or biometrics.
+        ("rgpd", "Ce que mon opérateur savait de moi", "J'ai exercé mon droit d'accès : voici ce que j'ai reçu."),
+        ("rgpd", "Search engine delisting requests rise", "Requests to delist results about people keep growing."),
+        ("rgpd", "Un fabricant de caméras puni", "Le régulateur belge sanctionne la collecte de gabarits biométriques "
+                                             "sans consentement."),
+        # The Act's categories with their duties; its word for users; its authorities' own names.
+        ("ai_act", "Foundation models: what providers must document", ""),
+        ("ai_act", "Modèles à risque systémique : la liste s'allonge", ""),
+        ("ai_act", "Les déployeurs aussi ont des devoirs", ""),
+        ("ai_act", "Qui surveillera l'IA ?", "Le gouvernement désigne trois autorités de surveillance du marché pour "
+                                           "l'intelligence artificielle."),
+        # Laws that make platforms pay the press, elsewhere.
+        ("media_partnership", "Online News Act: the first cheques arrive", ""),
+    ],
+)
+def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, title: str, summary: str) -> None:
+    assert topic in real.classify_fields("1", title, summary).topics
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "topic"),
+    [
+        # The right to be forgotten of former patients is insurance law.
+        ("Droit à l'oubli : les anciens malades du cancer n'ont plus à se déclarer", "", "rgpd"),
+        # Privacy sold as a product.
+        ("Apple brings Advanced Data Protection to more countries", "", "rgpd"),
+        # Liability law for AI is another law.
+        ("New liability rules for AI products adopted by the EU", "", "ai_act"),
+        # A competition case about an AI feature.
+        ("Brussels opens antitrust probe into an AI ban on a messaging app", "", "ai_act"),
+        # Another maker's model derived from Llama.
+        ("Llama-Nemotron tops a coding benchmark", "", "meta_ai"),
+        # A deal said not to exist.
+        ("Le Télégramme teste un assistant d'OpenAI, sans contrat", "Aucun accord n'a été signé avec l'éditeur.",
+         "media_partnership"),
+        # A roundup's passing line after "En bref".
+        ("La lettre du jeudi", "La publicité recule. En bref : un éditeur signe avec OpenAI.", "media_partnership"),
+        # The Dutch competition regulator is no data-protection authority.
+        ("De ACM onderzoekt", "The Dutch regulator ACM looks at consent screens in apps.", "rgpd"),
+    ],
+)
+def test_fifth_round_traps_stay_out(real: Classifier, title: str, summary: str, topic: str) -> None:
+    assert topic not in real.classify_fields("1", title, summary).topics

@@ -425,17 +425,9 @@ class Classifier:
                     # Decided by the terms present alone: the spans are those of `tids`.
                     spans = occ[tids[0]] if len(tids) == 1 else [span for tid in tids for span in occ[tid]]
                 else:
-                    node, topic_contexts, rule_contexts = positional
-                    field_occ = occ
-                    if topic_contexts:
-                        if topic_occ is None:
-                            topic_occ = {}
-                        if topic not in topic_occ:
-                            topic_occ[topic] = _cancel(topic_contexts, occ, text)
-                        field_occ = topic_occ[topic]
-                    if rule_contexts:
-                        field_occ = _cancel(rule_contexts, field_occ, text)
-                    evaluated = _evaluate(node, field_occ, text)
+                    if topic_occ is None:
+                        topic_occ = {}
+                    evaluated = _positional(positional, topic, occ, topic_occ, text)
                     if evaluated is None:
                         continue
                     spans = evaluated
@@ -747,20 +739,30 @@ def _run(plan: _Plan, occ: _Occurrences, text: str) -> list[_Held]:
         if positional is None:
             spans = [span for tid in tids for span in occ[tid]]
         else:
-            node, topic_contexts, rule_contexts = positional
-            field_occ = occ
-            if topic_contexts:
-                if topic not in topic_occ:
-                    topic_occ[topic] = _cancel(topic_contexts, occ, text)
-                field_occ = topic_occ[topic]
-            if rule_contexts:
-                field_occ = _cancel(rule_contexts, field_occ, text)
-            evaluated = _evaluate(node, field_occ, text)
+            evaluated = _positional(positional, topic, occ, topic_occ, text)
             if evaluated is None:
                 continue
             spans = evaluated
         out.append((topic, contribution, name, rounded, tids, spans))
     return out
+
+
+def _positional(positional: _Positional, topic: int, occ: _Occurrences, topic_occ: dict[int, _Occurrences],
+                text: str) -> list[_Span] | None:
+    """The spans of a step that depends on positions, or None when it does not hold.
+
+    The topic's `unless` contexts are applied once per topic and field (``topic_occ`` keeps what
+    they leave), the rule's own on top of them.
+    """
+    node, topic_contexts, rule_contexts = positional
+    field_occ = occ
+    if topic_contexts:
+        if topic not in topic_occ:
+            topic_occ[topic] = _cancel(topic_contexts, occ, text)
+        field_occ = topic_occ[topic]
+    if rule_contexts:
+        field_occ = _cancel(rule_contexts, field_occ, text)
+    return _evaluate(node, field_occ, text)
 
 
 def _cut(text: str, depth: int) -> str:

@@ -110,7 +110,8 @@ def classification_to_json(result: Classification, topic_order: Iterable[str]) -
         ]
         if found:
             grouped[topic] = found
-    out: dict[str, Any] = {"id": result.item_id, "topics": list(result.topics), "scores": dict(result.scores), "matches": grouped}
+    out: dict[str, Any] = {"id": result.item_id, "topics": list(result.topics), "scores": dict(result.scores),
+                           "matches": grouped}
     if result.dampers:  # which kind of item lowered the evidence (the matches' weights are the damped ones)
         out["damped"] = [{"damper": d.damper, "field": d.field, "text": d.text, "start": d.start, "end": d.end,
                           "factor": d.factor, "scales": list(d.scales)} for d in result.dampers]

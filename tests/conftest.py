@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -11,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import call_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -38,17 +38,9 @@ def shared() -> Path:
 @pytest.fixture
 def cli():
     """Call `pipeline` in-process: cli(args...) -> CliResult."""
-    from pipeline.cli import main
 
     def call(*args: str | Path) -> CliResult:
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            # argparse writes its own errors to sys.stderr
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main([str(a) for a in args], out=out, err=err)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-        return CliResult(code, out.getvalue(), err.getvalue())
+        return CliResult(*call_cli(*args))
 
     return call
 

@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,6 @@ import yaml
 from aiosmtpd.controller import Controller
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rss(feed: int, items: int, now: dt.datetime) -> bytes:

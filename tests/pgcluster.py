@@ -15,12 +15,13 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import free_port
 
 SERVER_SETTINGS = (
     "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -40,12 +41,6 @@ def find_pg_bin() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Cluster:
     bin_dir: Path
@@ -60,7 +55,7 @@ class Cluster:
         user = "postgres" if as_root else None
         if user:
             shutil.chown(root, user)
-        cluster = cls(bin_dir=bin_dir, root=root, port=_free_port(), user=user)
+        cluster = cls(bin_dir=bin_dir, root=root, port=free_port(), user=user)
         try:
             cluster.run_tool("initdb", "-D", str(root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                          "--locale=C.UTF-8", "--no-sync")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import threading
 from collections import Counter
 from email import policy
@@ -17,6 +16,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.helpers import free_port
 
 
 @dataclasses.dataclass
@@ -79,12 +80,6 @@ class Inbox:
 
     def by_recipient(self) -> Counter[str]:
         return Counter(self.recipients())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclasses.dataclass

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from distributed import SmtpSink, Workers, rss, wait_for, worker_env
 from distributed import write_config as write_workers_config
-from smtpserver import SmtpServer, free_port
+from smtpserver import SmtpServer
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.models import ScheduleSettings
 from pipeline.schedule import Action, make_plan
+from tests.helpers import free_port
 from tests.test_schedule import (
     PARIS,
     FakeClock,

@@ -4,11 +4,9 @@ full-text search in the store, and `pipeline archive` / `pipeline serve` as a us
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import re
@@ -25,13 +23,13 @@ import feedparser
 import pytest
 
 from pipeline.archive import FEED_ENTRIES, MANIFEST_NAME, Archive, ArchiveEntry, atomic_write
-from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.models import Issue, MenuTeaser, NewsletterSettings, RenderedIssue, Section, Story, TopicInfo
 from pipeline.render import DEFAULT_TEMPLATES, Renderer
 from pipeline.serve import make_server
 from pipeline.store import Store, StoredIssue, StoreTarget, issue_stories, issue_to_json, open_store
 from pipeline.store.sqlite.schema import MIGRATIONS
+from tests.helpers import call_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -326,7 +324,7 @@ def test_unchanged_listing_pages_are_not_rewritten_and_dropped_topics_leave_no_p
 
 
 def build_demo(out: Path, root: Path, date: str = "2025-05-06") -> tuple[int, str]:
-    code, _, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3", "--output", out)
+    code, _, err = call_cli("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3", "--output", out)
     return code, err
 
 
@@ -561,21 +559,14 @@ def test_search_migration_indexes_issues_stored_before_it(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- the demo archive, end to end
 
 
-def call(*args: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not DEMO.is_file():
         pytest.skip("examples/demo.yaml is not present")
     root = tmp_path_factory.mktemp("demo")
     for date in ("2025-05-03", "2025-05-05", "2025-05-06", "2025-05-07"):
-        code, _, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
-                            "--output", root / "out")
+        code, _, err = call_cli("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
+                                "--output", root / "out")
         assert code == 0, err
     return root
 
@@ -622,25 +613,25 @@ def test_demo_issue_pages_pass_the_shared_issue_check(demo: Path, shared: Path) 
 
 def test_archive_list_show_and_search_in_the_terminal(demo: Path) -> None:
     where = ["--config", DEMO, "--db", demo / "db.sqlite3", "--output", demo / "out"]
-    code, out, err = call("archive", "list", *where)
+    code, out, err = call_cli("archive", "list", *where)
     assert code == 0, err
     dates = [line.split()[0] for line in out.splitlines()]
     assert dates == ["2025-05-07", "2025-05-06", "2025-05-05", "2025-05-03"]
     assert "mercredi 7 mai 2025" in out and "4 issue(s)" in err
-    code, out, err = call("archive", "show", "2025-05-06", *where)
+    code, out, err = call_cli("archive", "show", "2025-05-06", *where)
     assert code == 0, err
     assert out == (demo / "out" / "2025-05-06" / "digest.txt").read_text(encoding="utf-8")
-    code, out, err = call("archive", "show", "2025-05-04", *where)
+    code, out, err = call_cli("archive", "show", "2025-05-04", *where)
     assert code == 2 and "no issue stored for 2025-05-04" in err and err.count("\n") == 1
     # Accents folded: "reglement" finds "Règlement".
-    code, out, err = call("archive", "search", "reglement", *where)
+    code, out, err = call_cli("archive", "search", "reglement", *where)
     assert code == 0, err
     first = out.splitlines()[0]
     assert re.match(r"2025-05-0\d  .*[Rr]èglement", first), out
     assert "[Règlement]" in out or "[règlement]" in out
-    code, out, err = call("archive", "search", "zzzzqqq", *where)
+    code, out, err = call_cli("archive", "search", "zzzzqqq", *where)
     assert code == 0 and out == "" and "0 result(s)" in err
-    code, out, err = call("archive", "search", "--topic", "nope", "ia", *where)
+    code, out, err = call_cli("archive", "search", "--topic", "nope", "ia", *where)
     assert code == 2 and "unknown topic 'nope'" in err
 
 

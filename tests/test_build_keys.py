@@ -24,14 +24,15 @@ from pipeline.archive import MANIFEST_NAME
 from pipeline.errors import RunFailed
 from pipeline.render import Renderer
 from pipeline.store import StoreTarget, open_store
+from tests.helpers import call_cli
 from tests.localfeed import RSS
-from tests.test_rebuild import DATES, DEMO, REPO, call, changed_templates, snapshot
+from tests.test_rebuild import DATES, DEMO, REPO, changed_templates, snapshot
 
 
 def demo_archive(root: Path, *extra: str | Path) -> Path:
     for date in DATES:
-        code, _out, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
-                               "--output", root / "out", *extra)
+        code, _out, err = call_cli("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
+                                   "--output", root / "out", *extra)
         assert code == 0, err
     return root
 
@@ -58,8 +59,8 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def rebuild(root: Path, *extra: str | Path) -> None:
-    code, _out, err = call("rebuild", "--all", "--config", DEMO, "--db", root / "db.sqlite3", "--output",
-                           root / "out", *extra)
+    code, _out, err = call_cli("rebuild", "--all", "--config", DEMO, "--db", root / "db.sqlite3", "--output",
+                               root / "out", *extra)
     assert code == 0, err
 
 

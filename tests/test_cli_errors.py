@@ -6,13 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_sources_yaml
+
 GOOD_FEEDS = "feeds:\n  - name: Local\n    url: feed.xml\n"
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sources.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize(
@@ -25,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, run_cli, text: str | None, expected: str) -> None:
-    config = tmp_path / "sources.yaml" if text is None else write(tmp_path, text)
+    config = tmp_path / "sources.yaml" if text is None else write_sources_yaml(tmp_path, text)
     result = run_cli("run", "--config", config, "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
     assert result.code == 2
     assert "Traceback" not in result.err

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from tests.helpers import write_sources_yaml
 
 GOOD = """\
 newsletter:
@@ -29,14 +30,8 @@ feeds:
 """
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sources.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, GOOD))
+    config = load_config(write_sources_yaml(tmp_path, GOOD))
     assert config.newsletter.base_url == "https://example.org/archive/"
     assert config.newsletter.issue_time.hour == 6 and config.newsletter.issue_time.minute == 30
     assert config.fetch.concurrency == 4 and config.fetch.per_host == 4
@@ -77,7 +72,7 @@ def test_real_sources_yaml_has_at_least_twelve_feeds(repo: Path) -> None:
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
-    path = write(tmp_path, text)
+    path = write_sources_yaml(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
-from smtpserver import Inbox, SmtpServer, free_port, start_server
+from smtpserver import Inbox, SmtpServer, start_server
 
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -42,6 +42,7 @@ from pipeline.deliver import (
 from pipeline.errors import ConfigError
 from pipeline.models import DeliverySettings
 from pipeline.store import StoreTarget, issue_from_json, open_store
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = REPO / "topics.yaml"

@@ -7,10 +7,8 @@ store works on its own copy and starts its own desk (`python -m pipeline desk --
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import io
 import os
 import re
 import shutil
@@ -31,10 +29,10 @@ import yaml
 from itsdangerous import URLSafeTimedSerializer
 from smtpserver import SmtpServer
 
-from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.desk.security import SESSION_COOKIE, Session, SessionSigner, TokenBucket
 from pipeline.store import StoreTarget, issue_from_json, open_store
+from tests.helpers import call_cli, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -92,21 +90,11 @@ class Site:
             return store.suppressions()
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # argparse writes to sys.stderr
-            code = main(list(args), out=out, err=err)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Site:
     site = Site(tmp_path_factory.mktemp("desk-built"))
     site.configure()
-    code, _, err = cli("run", *site.args("--date", DATE.isoformat()))
+    code, _, err = call_cli("run", *site.args("--date", DATE.isoformat()))
     assert code == 0, err
     return site
 
@@ -238,7 +226,7 @@ def test_the_desk_refuses_to_start_without_a_long_enough_token(config_site: Site
         monkeypatch.delenv("TECH_MATIN_DESK_TOKEN")
     else:
         monkeypatch.setenv("TECH_MATIN_DESK_TOKEN", token)
-    code, out, err = cli("desk", *site.args())
+    code, out, err = call_cli("desk", *site.args())
     assert code == 2 and out == ""
     assert err.startswith(f"pipeline: error: {message}") and err.count("\n") == 1, err
 
@@ -247,7 +235,7 @@ def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(config_site: S
                                                                   ) -> None:
     site = config_site
     monkeypatch.delenv("TECH_MATIN_UNSUBSCRIBE_SECRET")
-    code, _, err = cli("desk", *site.args())
+    code, _, err = call_cli("desk", *site.args())
     assert code == 2 and "TECH_MATIN_UNSUBSCRIBE_SECRET is not set" in err and err.count("\n") == 1, err
 
 
@@ -258,7 +246,7 @@ def test_the_desk_refuses_to_start_without_the_unsubscribe_secret(config_site: S
 ])
 def test_bad_host_or_port_is_one_line(config_site: Site, extra: list[str], message: str) -> None:
     site = config_site
-    code, _, err = cli("desk", *site.args("--port", "0", *extra))
+    code, _, err = call_cli("desk", *site.args("--port", "0", *extra))
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
@@ -277,7 +265,8 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
         site: Site, desk: Desk, smtp: SmtpServer, tmp_path: Path) -> None:
     site.configure(smtp.port)
     # The message the reader has: its List-Unsubscribe header, as a dry run writes it.
-    code, _, err = cli("send", *site.args("--date", DATE.isoformat(), "--dry-run", "--outbox", str(tmp_path / "o")))
+    code, _, err = call_cli("send", *site.args("--date", DATE.isoformat(), "--dry-run",
+                                               "--outbox", str(tmp_path / "o")))
     assert code == 0, err
     reader = READERS[1]
     [eml] = (tmp_path / "o" / DATE.isoformat()).glob(f"*{reader.split('@')[0]}*.eml")
@@ -308,7 +297,7 @@ def test_one_click_unsubscribe_as_a_mail_client_sends_it_then_send_skips_the_rea
     desk.stop()  # its log: one line per request, never the query (the reader's address and token)
     log = desk.stderr()
     assert "POST /desinscription 200" in log and "token" not in log and reader not in log, log
-    code, out, err = cli("send", *site.args("--date", DATE.isoformat()))
+    code, out, err = call_cli("send", *site.args("--date", DATE.isoformat()))
     assert code == 0, err
     assert "2 sent" in out and "1 suppressed" in out, out
     received = sorted(m.rcpt_tos[0] for m in smtp.inbox.messages)
@@ -530,19 +519,11 @@ def test_an_unsubscribe_url_the_desk_cannot_serve_stops_it_at_start(config_site:
     config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
     config["delivery"]["unsubscribe_url"] = url
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    code, _, err = cli("desk", *site.args("--port", "0"))
+    code, _, err = call_cli("desk", *site.args("--port", "0"))
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
 # ---------------------------------------------------------------- behind the sample reverse proxy
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -664,7 +645,7 @@ def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_reb
     config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
     config["delivery"].update({"require_approval": True, "approve_by": "06:45", "on_no_approval": "hold"})
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    code, _, err = cli("rebuild", *site.args("--date", DATE.isoformat()))  # the issue as a draft now
+    code, _, err = call_cli("rebuild", *site.args("--date", DATE.isoformat()))  # the issue as a draft now
     assert code == 0, err
     desk = Desk(site)
     try:
@@ -737,12 +718,12 @@ def test_an_editor_logs_in_drops_a_story_makes_another_the_lead_approves_and_reb
 
     files = site_files(site.output)
     assert Path(DATE.isoformat(), "index.html") in files and Path("index.html") in files
-    code, _, err = cli("rebuild", *site.args("--date", DATE.isoformat()))
+    code, _, err = call_cli("rebuild", *site.args("--date", DATE.isoformat()))
     assert code == 0, err
     again = site_files(site.output)
     assert again.keys() == files.keys() and [f for f in files if files[f] != again[f]] == []
     fresh = tmp_path / "fresh"
-    code, _, err = cli("rebuild", *site.args("--date", DATE.isoformat(), "--output", str(fresh)))
+    code, _, err = call_cli("rebuild", *site.args("--date", DATE.isoformat(), "--output", str(fresh)))
     assert code == 0, err
     rebuilt = site_files(fresh)
     assert Path(DATE.isoformat(), "index.html") in rebuilt and Path(DATE.isoformat(), "digest.txt") in rebuilt
@@ -813,7 +794,7 @@ def test_the_desk_on_the_postgresql_store(config_site: Site, pg_database: str, m
     site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     monkeypatch.setenv("TECH_MATIN_DATABASE_URL", pg_database)
     args = ["--config", str(site.config), "--topics", str(TOPICS)]
-    code, _, err = cli("run", *args, "--date", DATE.isoformat())
+    code, _, err = call_cli("run", *args, "--date", DATE.isoformat())
     assert code == 0, err
     target = StoreTarget(site.db, backend="postgresql", dsn=pg_database)
     desk = Desk(site, args)

@@ -21,7 +21,8 @@ from pipeline.app import Pipeline
 from pipeline.errors import PipelineError
 from pipeline.models import Approval, EditorialDecision
 from pipeline.store import DeliveryStatus, StoreTarget, open_store
-from tests.test_rebuild import DEMO, REPO, call
+from tests.helpers import call_cli
+from tests.test_rebuild import DEMO, REPO
 
 DAY = dt.date(2025, 5, 6)
 BEFORE = dt.date(2025, 5, 5)
@@ -78,8 +79,8 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("examples/demo.yaml is not present")
     root = tmp_path_factory.mktemp("editorial")
     for date in (BEFORE, DAY):
-        code, _out, err = call("run", "--config", DEMO, "--date", date.isoformat(), "--db", root / "db.sqlite3",
-                               "--output", root / "out")
+        code, _out, err = call_cli("run", "--config", DEMO, "--date", date.isoformat(), "--db", root / "db.sqlite3",
+                                   "--output", root / "out")
         assert code == 0, err
     return root
 
@@ -239,8 +240,8 @@ def test_rebuild_reproduces_the_approved_issue_byte_for_byte(demo_copy: Path) ->
     with sqlite3.connect(archive / "db.sqlite3") as db:
         db.execute("UPDATE issues SET render_key = '', issue_json = '{}' WHERE date = ?", (DAY.isoformat(),))
     db.close()
-    code, _out, err = call("rebuild", "--date", DAY.isoformat(), "--config", DEMO, "--db", archive / "db.sqlite3",
-                           "--output", archive / "out")
+    code, _out, err = call_cli("rebuild", "--date", DAY.isoformat(), "--config", DEMO, "--db", archive / "db.sqlite3",
+                               "--output", archive / "out")
     assert code == 0, err
     assert {name: (issue_dir / name).read_bytes() for name in approved} == approved
 
@@ -280,8 +281,8 @@ def test_a_draft_stays_out_of_the_listings_until_approved(tmp_path: Path) -> Non
     config = demo_config(archive, require_approval=True, approve_by="06:45", on_no_approval="hold")
     # The day before was mailed to its readers (a delivery record): it is published.
     for date in (BEFORE, DAY):
-        code, _out, err = call("run", "--date", date.isoformat(), "--config", config,
-                               "--db", archive / "db.sqlite3", "--output", archive / "out")
+        code, _out, err = call_cli("run", "--date", date.isoformat(), "--config", config,
+                                   "--db", archive / "db.sqlite3", "--output", archive / "out")
         assert code == 0, err
         if date == BEFORE:
             with open_store(StoreTarget(archive / "db.sqlite3")) as store:
@@ -389,8 +390,8 @@ def test_links_step_over_a_held_draft(tmp_path: Path) -> None:
     config = demo_config(tmp_path, require_approval=True, approve_by="06:45")
     first, draft, last = dt.date(2025, 5, 3), BEFORE, DAY
     for date in (first, draft, last):
-        code, _out, err = call("run", "--date", date.isoformat(), "--config", config, "--db", tmp_path / "db.sqlite3",
-                               "--output", tmp_path / "out")
+        code, _out, err = call_cli("run", "--date", date.isoformat(), "--config", config,
+                                   "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
         assert code == 0, err
         if date == first:
             with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:

@@ -38,7 +38,6 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
 from pipeline.compose import compose_issue
 from pipeline.config import load_config
 from pipeline.config.topics import load_topics
@@ -55,6 +54,7 @@ from pipeline.models import (
 from pipeline.parse import parse_feed
 from pipeline.render import IssueLinks, Renderer
 from pipeline.text import clean_text
+from tests.helpers import call_cli
 from tests.test_hostile import VECTORS, audit_html
 
 REPO = Path(__file__).resolve().parents[1]
@@ -394,18 +394,8 @@ def cli_site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     topics.write_text("topics:\n  - id: rgpd\n    heading: DONNÉES PERSONNELLES\n    theme: RGPD\n"
                       "    rules:\n      - {name: rgpd, any: [RGPD, CNIL]}\n", encoding="utf-8")
     common = ["--config", str(config), "--topics", str(topics), "--db", str(root / "db.sqlite3")]
-    assert _call(["run", *common, "--output", str(root / "out")])[0] == 1  # creates the store
+    assert call_cli("run", *common, "--output", root / "out")[0] == 1  # creates the store
     return {"config": config, "topics": topics, "db": root / "db.sqlite3", "output": root / "out", "root": root}
-
-
-def _call(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv, out=out, err=err)
-    except SystemExit as exc:  # argparse's own exits (usage errors, --help)
-        code = exc.code if isinstance(exc.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
 
 
 @budget(100)
@@ -427,7 +417,7 @@ def test_fuzz_cli_dates_and_numbers(cli_site: dict[str, Path], data: st.DataObje
         ["serve", "--port", number, "--config", str(cli_site["config"]), "--output",
          str(cli_site["root"] / "no-such-folder")],
     ]))
-    code, _, err = _call(argv)  # any exception fails the property
+    code, _, err = call_cli(*argv)  # any exception fails the property
     event(f"{' '.join(argv[:2])} exit {code}")  # see --hypothesis-show-statistics: every path is reached
     assert code in (0, 1, 2), (argv, code, err)
     assert "Traceback" not in err

@@ -8,10 +8,8 @@ and review the diff before committing it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import html
-import io
 import itertools
 import json
 import re
@@ -23,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.compose import cluster, group_stories
 from pipeline.config.sources import load_config
 from pipeline.models import Classification, StoredItem
 from pipeline.store import StoreTarget, issue_from_json, open_store
 from tests.goldenfiles import check_golden
+from tests.helpers import call_cli
 from tests.test_compose import assert_short_kicker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,17 +54,10 @@ class DemoBuild:
         return (self.output / DATE.isoformat() / "digest.txt").read_text(encoding="utf-8")
 
 
-def run_cli(*args: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def build(folder: Path, *extra: str) -> DemoBuild:
     result = DemoBuild(folder / "db.sqlite3", folder / "out")
-    code, _, err = run_cli("run", "--config", DEMO, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
-                           "--db", result.db, "--output", result.output, *extra)
+    code, _, err = call_cli("run", "--config", DEMO, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
+                            "--db", result.db, "--output", result.output, *extra)
     assert code == 0, err
     return result
 
@@ -131,8 +122,8 @@ def test_demo_issue_matches_its_golden_file(demo: DemoBuild, name: str, attribut
 def test_a_second_build_and_a_rebuild_are_byte_identical(demo: DemoBuild, tmp_path: Path) -> None:
     again = build(tmp_path / "again")
     assert (again.html, again.text) == (demo.html, demo.text)
-    code, _, err = run_cli("rebuild", "--config", DEMO, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
-                           "--db", again.db, "--output", again.output)
+    code, _, err = call_cli("rebuild", "--config", DEMO, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
+                            "--db", again.db, "--output", again.output)
     assert code == 0, err
     assert (again.html, again.text) == (demo.html, demo.text)
 
@@ -294,10 +285,10 @@ def test_an_empty_day_gives_a_short_issue_and_skip_empty_writes_nothing(tmp_path
     empty = dt.date(2025, 6, 2)
     args = ("--config", DEMO, "--topics", REPO / "topics.yaml", "--date", empty.isoformat(),
             "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
-    code, _, err = run_cli("run", *args, "--skip-empty")
+    code, _, err = call_cli("run", *args, "--skip-empty")
     assert code == 0, err
     assert not (tmp_path / "out" / empty.isoformat()).exists()
-    code, _, err = run_cli("run", *args)
+    code, _, err = call_cli("run", *args)
     assert code == 0, err
     text = (tmp_path / "out" / empty.isoformat() / "digest.txt").read_text(encoding="utf-8")
     assert "Rien de neuf ce matin" in text and "Aucun article" in text
@@ -354,8 +345,8 @@ def test_a_weekly_roundup_in_the_feeds_changes_no_story(demo: DemoBuild, tmp_pat
     text = DEMO.read_text(encoding="utf-8").replace("url: feeds/", f"url: {DEMO.parent}/feeds/")
     config.write_text(text.replace("feeds:\n", f"feeds:\n  - id: revue\n    name: La Revue\n    url: {feed}\n", 1),
                       encoding="utf-8")
-    code, _, err = run_cli("run", "--config", config, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
-                           "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
+    code, _, err = call_cli("run", "--config", config, "--topics", REPO / "topics.yaml", "--date", DATE.isoformat(),
+                            "--db", tmp_path / "db.sqlite3", "--output", tmp_path / "out")
     assert code == 0, err
     with open_store(StoreTarget(tmp_path / "db.sqlite3")) as store:
         stored = store.issue(DATE)

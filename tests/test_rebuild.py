@@ -6,9 +6,7 @@ The archive is the real demo (examples/demo.yaml, bundled feeds read as files) b
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import os
 import shutil
@@ -18,19 +16,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.archive import MANIFEST_NAME, WRITER_THREADS
-from pipeline.cli import main
 from pipeline.store import StoreTarget, open_store
+from tests.helpers import call_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
 DATES = ("2025-05-03", "2025-05-05", "2025-05-06")  # 2025-05-04 left out: neighbours skip a day
-
-
-def call(*args: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
@@ -49,8 +40,8 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("examples/demo.yaml is not present")
     root = tmp_path_factory.mktemp("demo")
     for date in DATES:
-        code, _out, err = call("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
-                              "--output", root / "out")
+        code, _out, err = call_cli("run", "--config", DEMO, "--date", date, "--db", root / "db.sqlite3",
+                                   "--output", root / "out")
         assert code == 0, err
     return root
 
@@ -88,9 +79,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_rebuild_opens_no_socket(archive: Path, no_network: list[str]) -> None:
-    code, out, err = call("rebuild", *args(archive, "--date", "2025-05-06"))
+    code, out, err = call_cli("rebuild", *args(archive, "--date", "2025-05-06"))
     assert code == 0, err
-    code, out, err = call("rebuild", *args(archive, "--all"))
+    code, out, err = call_cli("rebuild", *args(archive, "--all"))
     assert code == 0, err
     assert "rebuilt 3 issue(s)" in out
     assert no_network == []
@@ -105,7 +96,7 @@ def test_the_guard_really_blocks_sockets(no_network: list[str]) -> None:
 
 def test_rebuild_with_nothing_changed_is_byte_identical_and_touches_no_file(archive: Path) -> None:
     before = snapshot(archive / "out")
-    code, out, err = call("rebuild", *args(archive, "--all"))
+    code, out, err = call_cli("rebuild", *args(archive, "--all"))
     assert code == 0, err
     assert snapshot(archive / "out") == before  # same bytes, same mtime, same inode
     assert "rebuilt 3 issue(s)" in out and "0 files rewritten in all" in out
@@ -123,11 +114,11 @@ def test_rebuild_after_a_rule_change_reflects_the_new_rules(archive: Path, tmp_p
     topics = tmp_path / "topics.yaml"
     topics.write_text(rules.replace(marker, marker + "    threshold: 1000\n"), encoding="utf-8")
 
-    code, out, err = call("archive", "list", *args(archive, "--topics", topics))
+    code, out, err = call_cli("archive", "list", *args(archive, "--topics", topics))
     assert code == 0, err
     assert "rules changed since built: rebuild" in out
 
-    code, out, err = call("rebuild", *args(archive, "--date", "2025-05-06", "--topics", topics))
+    code, out, err = call_cli("rebuild", *args(archive, "--date", "2025-05-06", "--topics", topics))
     assert code == 0, err
     page = html.read_text(encoding="utf-8")
     assert "MÉDIAS |" not in page
@@ -141,14 +132,14 @@ def test_rebuild_after_a_rule_change_reflects_the_new_rules(archive: Path, tmp_p
     assert (archive / "out" / "topics" / "media_partnership.html").read_bytes() != media_page_before
     assert (archive / "out" / "2025-05-03" / "index.html").read_bytes() == other_issue_before
     # Back to the original rules: the original page again, byte for byte.
-    code, out, err = call("rebuild", *args(archive, "--date", "2025-05-06"))
+    code, out, err = call_cli("rebuild", *args(archive, "--date", "2025-05-06"))
     assert code == 0, err
     assert "MÉDIAS |" in html.read_text(encoding="utf-8")
 
 
 def test_rebuild_of_a_date_without_items_is_a_clear_error(archive: Path) -> None:
     before = snapshot(archive / "out")
-    code, _out, err = call("rebuild", *args(archive, "--date", "2024-01-01"))
+    code, _out, err = call_cli("rebuild", *args(archive, "--date", "2024-01-01"))
     assert code == 2
     assert err.count("\n") == 1
     assert err.startswith("pipeline: error: no stored items for 2024-01-01")
@@ -156,15 +147,15 @@ def test_rebuild_of_a_date_without_items_is_a_clear_error(archive: Path) -> None
 
 
 def test_rebuild_without_a_database_is_a_clear_error(tmp_path: Path) -> None:
-    code, _out, err = call("rebuild", "--all", "--config", DEMO, "--db", tmp_path / "none.sqlite3",
-                          "--output", tmp_path / "out")
+    code, _out, err = call_cli("rebuild", "--all", "--config", DEMO, "--db", tmp_path / "none.sqlite3",
+                               "--output", tmp_path / "out")
     assert code == 2
     assert "none.sqlite3: no such database" in err and err.count("\n") == 1
     assert not (tmp_path / "none.sqlite3").exists()
 
 
 def test_rebuild_of_a_date_with_items_but_no_issue_builds_it_and_links_neighbours(archive: Path) -> None:
-    code, _out, err = call("rebuild", *args(archive, "--date", "2025-05-04"))
+    code, _out, err = call_cli("rebuild", *args(archive, "--date", "2025-05-04"))
     assert code == 0, err
     page = (archive / "out" / "2025-05-04" / "index.html").read_text(encoding="utf-8")
     assert 'href="../2025-05-03/index.html"' in page and 'href="../2025-05-05/index.html"' in page
@@ -193,7 +184,7 @@ def test_an_interrupted_rebuild_leaves_every_page_whole(archive: Path, tmp_path:
     # The expected new version: a full rebuild of a second copy.
     reference = tmp_path / "reference"
     shutil.copytree(archive, reference)
-    code, _out, err = call("rebuild", *args(reference, "--all", "--templates", templates))
+    code, _out, err = call_cli("rebuild", *args(reference, "--all", "--templates", templates))
     assert code == 0, err
     new = {k: v[0] for k, v in snapshot(reference / "out").items()}
     old = {k: v[0] for k, v in snapshot(archive / "out").items()}
@@ -209,7 +200,7 @@ def test_an_interrupted_rebuild_leaves_every_page_whole(archive: Path, tmp_path:
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    code, _out, err = call("rebuild", *args(archive, "--all", "--templates", templates))
+    code, _out, err = call_cli("rebuild", *args(archive, "--all", "--templates", templates))
     monkeypatch.setattr(os, "replace", real_replace)
     assert code == 1, err  # the disk failed, not the input: RunFailed
     assert "cannot write: No space left on device" in err and err.count("\n") == 1
@@ -223,7 +214,7 @@ def test_an_interrupted_rebuild_leaves_every_page_whole(archive: Path, tmp_path:
     # WRITER_THREADS threads): no write starts after it.
     assert fail_at - 1 <= sum(after[k] == new[k] != old.get(k) for k in after) < fail_at - 1 + WRITER_THREADS
     # Running it again finishes the job.
-    code, _out, err = call("rebuild", *args(archive, "--all", "--templates", templates))
+    code, _out, err = call_cli("rebuild", *args(archive, "--all", "--templates", templates))
     assert code == 0, err
     assert {k: v[0] for k, v in snapshot(archive / "out").items()} == new
 
@@ -231,7 +222,7 @@ def test_an_interrupted_rebuild_leaves_every_page_whole(archive: Path, tmp_path:
 def test_an_incremental_run_rewrites_only_what_the_new_issue_changes(archive: Path) -> None:
     out_dir = archive / "out"
     before = snapshot(out_dir)
-    code, _out, err = call("run", *args(archive, "--date", "2025-05-07"))
+    code, _out, err = call_cli("run", *args(archive, "--date", "2025-05-07"))
     assert code == 0, err
     after = snapshot(out_dir)
     rewritten = {name for name in after if before.get(name) is None or after[name][1:] != before[name][1:]}
@@ -263,7 +254,7 @@ def test_current_pages_are_not_rendered_again(archive: Path, monkeypatch: pytest
         return original(self, *a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Renderer, "render_issue", counting)
-    code, _out, err = call("rebuild", *args(archive, "--all"))
+    code, _out, err = call_cli("rebuild", *args(archive, "--all"))
     assert code == 0, err
     assert rendered == []
 
@@ -272,6 +263,6 @@ def test_a_damaged_page_is_rendered_again(archive: Path) -> None:
     page = archive / "out" / DATES[1] / "index.html"
     good = page.read_bytes()
     page.write_bytes(good[: len(good) // 2])  # e.g. edited or truncated by hand
-    code, _out, err = call("rebuild", *args(archive, "--date", DATES[1]))
+    code, _out, err = call_cli("rebuild", *args(archive, "--date", DATES[1]))
     assert code == 0, err
     assert page.read_bytes() == good

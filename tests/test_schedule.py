@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from smtpserver import free_port, start_server
+from smtpserver import start_server
 
 from pipeline.app import Pipeline, RunReport
 from pipeline.config import load_config
@@ -50,6 +50,7 @@ from pipeline.schedule import (
 )
 from pipeline.store import StoreTarget, open_store
 from pipeline.store.sqlite import SqliteStore
+from tests.helpers import free_port
 from tests.localfeed import RSS, write_config
 
 REPO = Path(__file__).resolve().parents[1]

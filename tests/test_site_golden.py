@@ -9,8 +9,6 @@ After a deliberate change (archive, templates, render, compose, topics.yaml, the
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,8 +16,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pipeline.cli import main
 from tests.goldenfiles import check_golden
+from tests.helpers import call_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.yaml"
@@ -32,11 +30,9 @@ pytestmark = pytest.mark.skipif(not DEMO.is_file(), reason="examples/demo.yaml i
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["run", "--config", str(DEMO), "--topics", str(REPO / "topics.yaml"), "--date", "2025-05-06",
-                     "--db", str(root / "db.sqlite3"), "--output", str(root / "out")], out=out, err=err)
-    assert code == 0, err.getvalue()
+    code, _, err = call_cli("run", "--config", DEMO, "--topics", REPO / "topics.yaml", "--date", "2025-05-06",
+                            "--db", root / "db.sqlite3", "--output", root / "out")
+    assert code == 0, err
     return root / "out"
 
 

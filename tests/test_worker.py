@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from distributed import FeedServer, SmtpSink, Workers, free_port, rss, wait_for, worker_env, write_config
+from distributed import FeedServer, SmtpSink, Workers, rss, wait_for, worker_env, write_config
 
 from pipeline.app import Pipeline
 from pipeline.cadence import fetch_interval
@@ -20,6 +20,7 @@ from pipeline.compose import issue_window
 from pipeline.models import WorkerSettings
 from pipeline.store import DeliveryStatus
 from pipeline.worker import host_slot, parse_queues
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = dt.datetime.now(dt.UTC)

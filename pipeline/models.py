@@ -324,6 +324,8 @@ class Damping:
     # The fields whose evidence it multiplied by ``factor`` (for a damper of passing lines, the
     # marker's own field, and there only the rules that needed the words after the marker).
     scales: tuple[str, ...] = ()
+    # The topics it spared: a roundup's stories, told over two sentences (weighed as a lead).
+    spared: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """How evidence adds up across fields and how item kinds lower it (issue 15, fifth round).
 
-Three mechanisms, on small rule files and small items written here:
+Four mechanisms, on small rule files and small items written here:
 
 - one damper per field, the strongest: a newsletter that says so in its title and in its lead
   is damped once, not twice;
 - passing lines (`after_marker`): a roundup's "En bref : …" inside a lead makes no topic, while
   what comes before the marker counts in full;
+- a roundup's story (`keeps_stories`): a topic it tells over two sentences is not damped;
 - `combine` rules: the title names the entity, the lead gives the angle, and the rule holds on
   the two fields read together, only when the title does not hold it alone and adds words the
   lead lacks.
@@ -33,6 +34,7 @@ dampen:
     any: [newsletter, "en bref"]
     scales: [summary, content]
     factor: 0.5
+    keeps_stories: true
   - name: roundup_lead
     fields: [summary]
     scales: [summary, content]
@@ -138,6 +140,38 @@ def test_passing_lines_and_an_item_kind_give_the_strongest_factor(tmp_path: Path
     assert {d.damper for d in result.dampers} == {"roundup", "passing_lines"}
 
 
+# ---------------------------------------------------------------- a roundup's stories
+
+
+def test_a_roundup_keeps_the_story_it_tells_over_two_sentences(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    story = classifier.classify_fields("1", "Newsletter du lundi",
+                                       "Meta ouvre son IA aux chercheurs. Meta publie aussi ses poids.")
+    assert story.topics == ("meta",) and story.scores == {"meta": 3.5}
+    assert story.dampers == (Damping("roundup", "title", "Newsletter", 0, 10, 0.5, ("summary", "content"),
+                                     ("meta",)),)
+    # The same words as one line among others: damped.
+    line = classifier.classify_fields("2", "Newsletter du lundi", "Le budget recule. Meta ouvre son IA aux chercheurs.")
+    assert line.topics == () and line.scores == {"meta": 1.75}
+    assert line.dampers[0].spared == ()
+
+
+def test_a_roundup_story_in_the_body_weighs_as_a_lead(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    result = classifier.classify_fields("1", "Newsletter", "Au programme cette semaine, beaucoup de sujets variés.",
+                                        "Meta ouvre son IA aux chercheurs. Meta publie aussi ses poids.")
+    assert result.scores == {"meta": 3.5}  # 3 + 0.5 at the lead's weight, not the body's 1.75
+    assert {m.weight for m in result.matches} == {3.0, 0.5}
+
+
+def test_passing_lines_tell_no_story(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    result = classifier.classify_fields("1", "Newsletter", "Le budget recule. En bref : Meta ouvre son IA. "
+                                                           "Meta publie aussi ses poids.")
+    assert result.topics == () and result.scores == {"meta": 0.88}  # 3.5 × the passing lines' 0.25
+    assert all(d.spared == () for d in result.dampers)
+
+
 # ---------------------------------------------------------------- title and lead read together
 
 
@@ -222,6 +256,8 @@ def test_classify_and_evaluate_show_the_damper(tmp_path: Path) -> None:
                                   "end": 18, "factor": 0.25, "scales": ["summary"]}]
     report = format_report(evaluate(classifier, [line], "t.jsonl"))
     assert "damped ×0.25 by passing_lines «En bref» (summary; summary)" in report
+    story = json.dumps({"id": "y", "title": "Newsletter", "summary": "Meta et son IA. Meta encore.", "labels": []})
+    assert "kept the story of meta)" in format_report(evaluate(classifier, [story], "t.jsonl"))
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ approach.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
@@ -134,8 +135,9 @@ _Keyword = tuple[int, int, tuple[int, ...], tuple[_Special, ...]]
 
 # A compiled damper: (its marker term ids, the field indexes where they are
 # looked for, the factor by field index: 1.0 where it does not scale, its name,
-# whether it damps only what follows its marker in the field: passing lines).
-_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float], str, bool]
+# whether it damps only what follows its marker in the field: passing lines,
+# whether it keeps the stories it tells over two sentences: a roundup's paragraph).
+_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float], str, bool, bool]
 # A damper that lowered evidence, for the explanation: (field index of its marker,
 # marker start, end in joined-folded offsets, damper index, factor, field indexes it scaled).
 _DampingRow = tuple[int, int, int, int, float, tuple[int, ...]]
@@ -146,6 +148,10 @@ _Tail = tuple[int, float, int]
 # and the lead read together (rules with `combine`).
 _CONTENT_AS_LEAD = 3
 _COMBINED = 4
+
+# Where a sentence ends: a full stop, question or exclamation mark before a space, a "|" or a line
+# break (a roundup's sections). Not a semicolon: the one-liners of "En bref" are joined by them.
+_SENTENCE_END = re.compile(r"[.!?…]+[\s»\"”)]+|\||\n")
 
 # A summary of fewer words than this is no lead ("Lire la suite").
 _SHORT_SUMMARY_WORDS = 5
@@ -233,6 +239,9 @@ class Classifier:
         self._combines = bool(rules_by_term[3]) if len(rules_by_term) > 3 else False
         # Characters of the summary and of the content that are read (0: all).
         self._depth = depth
+        # By topic, what turns a contribution in the content into one in the lead (a roundup's story).
+        self._content_to_lead = tuple(t.field_weight("summary") / t.field_weight("content")
+                                      if t.field_weight("content") else 1.0 for t in topics)
         self._thresholds = tuple(t.threshold for t in topics)
         self._ids = tuple(t.id for t in topics)
         # (field index, language, terms present) → plan. Filled as items are
@@ -325,7 +334,8 @@ class Classifier:
         dampers = tuple(
             (frozenset(term_id(t) for t in damper.markers), tuple(FIELDS.index(f) for f in damper.look_in),
              (damper.factor if "title" in damper.scales else 1.0, damper.factor if "summary" in damper.scales else 1.0,
-              damper.factor if "content" in damper.scales else 1.0), damper.name, damper.after_marker)
+              damper.factor if "content" in damper.scales else 1.0), damper.name, damper.after_marker,
+             damper.keeps_stories)
             for damper in dampen)
 
         # keyword → its terms: plain ones, and those that need a check (case-kept or prefix)
@@ -388,11 +398,11 @@ class Classifier:
         scale: tuple[float, float, float] | None = None
         tails: tuple[_Tail | None, _Tail | None, _Tail | None] | None = None
         kinds: tuple[int, int, int] = (-1, -1, -1)
-        dampings: list[_DampingRow] | None = None
+        dampings: list[_DampingRow] = []
+        spared: dict[int, set[int]] | None = None  # damper → the topics whose stories it kept
         if (not markers[0].isdisjoint(occurrences[0]) or not markers[1].isdisjoint(occurrences[1])
                 or not markers[2].isdisjoint(occurrences[2])):
             scale, kinds, tails = self._scale(occurrences)
-            dampings = []
         scores: dict[int, float] = {}
         # (field index, start, end, topic index, rule name, rounded contribution)
         found: list[tuple[int, int, int, int, str, float]] = []
@@ -417,6 +427,16 @@ class Classifier:
             head: set[tuple[int, str]] | None = None
             if tail is not None:
                 head = self._holding_before(key[0], lang, occ, tail[0], text)
+            # The topics a roundup tells over two sentences of this field: its stories, not damped.
+            stories: frozenset[int] = frozenset()
+            if scale is not None and kinds[field_index] >= 0 and self._dampers[kinds[field_index]][5]:
+                stories = self._stories(field_index, lang, occ, tail, text, texts, starts)
+                if stories:
+                    if spared is None:
+                        spared = {}
+                    spared.setdefault(kinds[field_index], set()).update(stories)
+                    self._note_damping(dampings, kinds[field_index], field_index, scale[field_index], occurrences,
+                                       kinds)
             # Occurrences left once a topic's `unless` contexts are applied,
             # computed at most once per topic and field.
             topic_occ: dict[int, _Occurrences] | None = None
@@ -432,8 +452,13 @@ class Classifier:
                         continue
                     spans = evaluated
                 if scale is not None:
-                    contribution, rounded = self._damp(contribution, rounded, field_index, scale, kinds, tail,
-                                                       head, topic, name, dampings, occurrences)
+                    if topic in stories:
+                        # A roundup's story is its lead: weighed as a lead, and only its passing lines damped.
+                        contribution, rounded = self._as_story(contribution, field_index, content_zone, topic, tail,
+                                                               head, name, dampings, occurrences, kinds)
+                    else:
+                        contribution, rounded = self._damp(contribution, rounded, field_index, scale, kinds, tail,
+                                                           head, topic, name, dampings, occurrences)
                 scores[topic] = scores.get(topic, 0.0) + contribution
                 if len(spans) == 1:
                     span_start, span_end = spans[0]
@@ -448,7 +473,7 @@ class Classifier:
                               kinds, tails, dampings, occurrences, scores, found)
         if not scores:
             return Classification(item_id, (), {}, ())
-        return self._result(item_id, texts, starts, scores, found, dampings)
+        return self._result(item_id, texts, starts, scores, found, dampings, spared)
 
     def _scale(self, occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]
                ) -> tuple[tuple[float, float, float], tuple[int, int, int],
@@ -462,7 +487,7 @@ class Classifier:
         scale = [1.0, 1.0, 1.0]
         kinds = [-1, -1, -1]
         tails: list[_Tail | None] = [None, None, None]
-        for index, (found_markers, look_in, factors, _, after_marker) in enumerate(self._dampers):
+        for index, (found_markers, look_in, factors, _, after_marker, _) in enumerate(self._dampers):
             for f in look_in:
                 if found_markers.isdisjoint(occurrences[f]):
                     continue
@@ -482,7 +507,7 @@ class Classifier:
 
     def _damp(self, contribution: float, rounded: float, field_index: int, scale: tuple[float, float, float],
               kinds: tuple[int, int, int], tail: _Tail | None, head: set[tuple[int, str]] | None, topic: int,
-              name: str, dampings: list[_DampingRow] | None,
+              name: str, dampings: list[_DampingRow],
               occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]) -> tuple[float, float]:
         """One rule's contribution in a damped item: the strongest damper that applies to it, noted."""
         factor, damper = scale[field_index], kinds[field_index]
@@ -491,10 +516,60 @@ class Classifier:
             factor, damper = tail[1], tail[2]
         if damper < 0 or factor == 1.0:
             return contribution, rounded
-        if dampings is not None:
-            self._note_damping(dampings, damper, field_index, factor, occurrences, kinds)
+        self._note_damping(dampings, damper, field_index, factor, occurrences, kinds)
         contribution *= factor
         return contribution, round(contribution, 2)
+
+    def _as_story(self, contribution: float, field_index: int, content_zone: int, topic: int, tail: _Tail | None,
+                  head: set[tuple[int, str]] | None, name: str, dampings: list[_DampingRow],
+                  occurrences: tuple[_Occurrences, _Occurrences, _Occurrences],
+                  kinds: tuple[int, int, int]) -> tuple[float, float]:
+        """A rule's contribution in a roundup's story: weighed as the lead, its passing lines still damped."""
+        if field_index == 2 and content_zone != _CONTENT_AS_LEAD:
+            contribution *= self._content_to_lead[topic]
+        if tail is not None and head is not None and (topic, name) not in head:
+            self._note_damping(dampings, tail[2], field_index, tail[1], occurrences, kinds)
+            contribution *= tail[1]
+        return contribution, round(contribution, 2)
+
+    def _stories(self, field_index: int, lang: str, occ: _Occurrences, tail: _Tail | None, text: str,
+                 texts: tuple[str, str, str], starts: tuple[int, ...]) -> frozenset[int]:
+        """The topics a damped field tells over two consecutive sentences, before its passing lines.
+
+        A roundup's line is one sentence; its story ("Le gros morceau — …", a numbered item told at
+        length) runs over several. Two consecutive sentences that each hold some of a topic's evidence,
+        and that reach its threshold together weighed as a lead, make the topic a story of the item.
+        """
+        gap = len(_FIELD_SEPARATOR)
+        origin = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)[field_index]
+        # Where each sentence starts, in joined-folded offsets.
+        bounds = [origin] + [origin + m.end() for m in _SENTENCE_END.finditer(texts[field_index])]
+        if starts:
+            bounds = [starts[b] if b < len(starts) else len(text) for b in bounds]
+        cut = tail[0] if tail is not None else len(text)
+        by_sentence: dict[int, _Occurrences] = {}
+        for tid, spans in occ.items():
+            for span in spans:
+                if span[1] <= cut:
+                    by_sentence.setdefault(bisect_right(bounds, span[0]) - 1, {}).setdefault(tid, []).append(span)
+        stories: set[int] = set()
+        for first in sorted(by_sentence):
+            second = by_sentence.get(first + 1)
+            if second is None:
+                continue
+            window: _Occurrences = {tid: list(spans) for tid, spans in by_sentence[first].items()}
+            for tid, spans in second.items():
+                window[tid] = window.get(tid, []) + spans
+            key = (1, lang, frozenset(window))
+            plan = self._plans.get(key) or self._memo_plan(key)
+            scores: dict[int, float] = {}
+            sides: dict[int, set[bool]] = {}
+            for topic, contribution, _, _, _, spans in _run(plan, window, text):
+                scores[topic] = scores.get(topic, 0.0) + contribution
+                sides.setdefault(topic, set()).update(span[0] >= bounds[first + 1] for span in spans)
+            stories.update(topic for topic, score in scores.items()
+                           if len(sides[topic]) == 2 and score > 0 and score + 1e-9 >= self._thresholds[topic])
+        return frozenset(stories)
 
     def _note_damping(self, dampings: list[_DampingRow], damper: int, field_index: int, factor: float,
                       occurrences: tuple[_Occurrences, _Occurrences, _Occurrences],
@@ -502,7 +577,7 @@ class Classifier:
         """Record (once per damper) which damper lowered evidence, with its first marker."""
         if any(row[3] == damper for row in dampings):
             return
-        found_markers, look_in, _, _, after_marker = self._dampers[damper]
+        found_markers, look_in, _, _, after_marker, _ = self._dampers[damper]
         where = (field_index,) if after_marker else look_in
         for f in where:
             spans = [span for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid]]
@@ -524,7 +599,7 @@ class Classifier:
     def _combine(self, title: _Occurrences, lead_occ: _Occurrences, lead: int, lang: str, text: str,
                  starts: tuple[int, ...], texts: tuple[str, str, str], shifts: tuple[int, int, int],
                  scale: tuple[float, float, float] | None, kinds: tuple[int, int, int],
-                 tails: tuple[_Tail | None, _Tail | None, _Tail | None] | None, dampings: list[_DampingRow] | None,
+                 tails: tuple[_Tail | None, _Tail | None, _Tail | None] | None, dampings: list[_DampingRow],
                  occurrences: tuple[_Occurrences, _Occurrences, _Occurrences], scores: dict[int, float],
                  found: list[tuple[int, int, int, int, str, float]]) -> None:
         """The `combine` rules: the title and the lead read together, each giving part of the evidence.
@@ -633,7 +708,7 @@ class Classifier:
 
     def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
                 scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]],
-                dampings: list[_DampingRow] | None = None) -> Classification:
+                dampings: list[_DampingRow] | None = None, spared: dict[int, set[int]] | None = None) -> Classification:
         gap = len(_FIELD_SEPARATOR)
         offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
         if starts:  # joined folded offsets → field offsets in the original
@@ -647,8 +722,9 @@ class Classifier:
             for fi, start, end, damper, factor, scaled in dampings:
                 start, end = original_span(starts, start, end) if starts else (start, end)
                 start, end = start - offsets[fi], end - offsets[fi]
+                kept = tuple(self._ids[t] for t in sorted(spared.get(damper, ()))) if spared else ()
                 rows.append(Damping(self._dampers[damper][3], MATCH_SOURCE_FIELDS[fi], texts[fi][start:end], start,
-                                    end, factor, tuple(MATCH_SOURCE_FIELDS[g] for g in scaled)))
+                                    end, factor, tuple(MATCH_SOURCE_FIELDS[g] for g in scaled), kept))
             damped = tuple(rows)
         # Same order as joined offsets: within a field both differ by a constant.
         found.sort()

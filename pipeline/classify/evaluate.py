@@ -145,8 +145,10 @@ def _matched_words(matches: tuple[Match, ...]) -> str:
 
 
 def damping_text(dampers: Sequence[Damping]) -> str:
-    """``damped ×0.35 by roundup «En bref» (title; summary, content)``: which damper, its marker, what it scaled."""
-    return "; ".join(f"damped ×{d.factor:g} by {d.damper} «{d.text}» ({d.field}; {', '.join(d.scales)})"
+    """``damped ×0.35 by roundup «En bref» (title; summary, content)``: which damper, its marker, what it
+    scaled, and the topics whose story it kept (``; kept the story of meta_ai``)."""
+    return "; ".join(f"damped ×{d.factor:g} by {d.damper} «{d.text}» ({d.field}; {', '.join(d.scales)}"
+                     + (f"; kept the story of {', '.join(d.spared)})" if d.spared else ")")
                      for d in dampers)
 
 

@@ -114,7 +114,9 @@ def classification_to_json(result: Classification, topic_order: Iterable[str]) -
                            "matches": grouped}
     if result.dampers:  # which kind of item lowered the evidence (the matches' weights are the damped ones)
         out["damped"] = [{"damper": d.damper, "field": d.field, "text": d.text, "start": d.start, "end": d.end,
-                          "factor": d.factor, "scales": list(d.scales)} for d in result.dampers]
+                          "factor": d.factor, "scales": list(d.scales),
+                          **({"kept": list(d.spared)} if d.spared else {})}
+                         for d in result.dampers]
     return out
 
 

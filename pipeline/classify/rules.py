@@ -120,6 +120,9 @@ class Damper:
     scales: tuple[str, ...] = FIELDS
     line: int = 0
     after_marker: bool = False
+    # A roundup keeps its stories: a topic told over two consecutive sentences of a scaled field,
+    # which reach its threshold together weighed as a lead, is not damped and weighs as a lead.
+    keeps_stories: bool = False
 
 
 def terms_of(node: Node) -> tuple[Term, ...]:

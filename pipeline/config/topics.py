@@ -40,7 +40,8 @@ TOP_KEYS = {"version", "field_weights", "threshold", "depth", "lexicons", "dampe
 TOPIC_KEYS = {"id", "heading", "theme", "description", "threshold", "field_weights", "unless", "rules"}
 RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note", "combine"}
 OPERATORS = ("term", "any", "all", "not", "near", "lexicon")
-DAMPEN_KEYS = {"name", "note", "factor", "fields", "scales", "after_marker", "term", "any", "lexicon", "case"}
+DAMPEN_KEYS = {"name", "note", "factor", "fields", "scales", "after_marker", "keeps_stories", "term", "any", "lexicon",
+               "case"}
 OPERATOR_OPTIONS = {"term": {"case"}, "near": {"within", "ordered"}}
 DEFAULT_THRESHOLD = 3.0
 DEFAULT_NEAR_WITHIN = 5
@@ -281,8 +282,12 @@ class _Loader:
                                     "marker in the same field)", mapping.line_of("scales"), f"{where}.scales")
                 if after_marker:
                     scales = look_in
+            keeps_stories = False
+            if "keeps_stories" in mapping:
+                keeps_stories = self.flag(mapping["keeps_stories"], mapping.line_of("keeps_stories"),
+                                          f"{where}.keeps_stories")
             out.append(Damper(name=name, markers=terms_of(markers), factor=factor, look_in=look_in, scales=scales,
-                              line=mapping.line, after_marker=after_marker))
+                              line=mapping.line, after_marker=after_marker, keeps_stories=keeps_stories))
         return tuple(out)
 
     def field_names(self, mapping: YamlMap, key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -503,7 +508,8 @@ def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
     if dampen or depth != (0, 0):  # (absent from older fingerprints, which stay valid)
         canonical.append({"dampen": [
             {"name": d.name, "markers": [_canonical(t) for t in d.markers], "factor": d.factor,
-             "look_in": list(d.look_in), "scales": list(d.scales), **({"after_marker": True} if d.after_marker else {})}
+             "look_in": list(d.look_in), "scales": list(d.scales), **({"after_marker": True} if d.after_marker else {}),
+             **({"keeps_stories": True} if d.keeps_stories else {})}
             for d in dampen], "depth": list(depth)})
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,7 +1,7 @@
 """The rules on text they were not written from, through the real command line.
 
-Sets C to J (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
-before their scores were read. Sets C, E, G, I and J were tuned on afterwards with dev and tune; sets D
+Sets C to K (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
+before their scores were read. Sets C, E, G, I, J and K were tuned on afterwards with dev and tune; sets D
 and F were kept as measures (their errors never read while writing rules). The floors sit a little below the
 figures measured when the rules were last changed (README, "Figures"): a rule that learns
 one item's wording instead of a definition, or an engine change that loses a mechanism
@@ -35,9 +35,13 @@ FLOORS = {
     # told indirectly, roundups with a substantial paragraph or a passing line (J).
     "set_i.jsonl": (150, 0.96, 0.87),
     "set_j.jsonl": (150, 0.96, 0.94),
+    # Tuned on in issue 15's fifth round (0.944 before it): near-misses of every topic, for precision.
+    "set_k.jsonl": (150, 0.93, 0.90),
 }
 # Sets written for some topics hold fewer items of the others (the least a topic has in them).
 FEWEST = {"set_i.jsonl": 8, "set_j.jsonl": 12}
+# A set written for precision holds more items with no topic (near-misses) than the others.
+MOST_EMPTY = {"set_k.jsonl": 0.5}
 
 
 def scores(output: str) -> tuple[int, float, dict[str, float]]:
@@ -72,4 +76,4 @@ def test_held_out_sets_are_labelled_by_the_guide() -> None:
         assert all(label <= set(TOPICS) for label in labels)
         assert all(sum(topic in label for label in labels) >= FEWEST.get(name, 15) for topic in TOPICS), name
         assert sum(len(label) > 1 for label in labels) >= 4, name
-        assert 0.25 <= sum(not label for label in labels) / len(rows) <= 0.42, name
+        assert 0.25 <= sum(not label for label in labels) / len(rows) <= MOST_EMPTY.get(name, 0.42), name

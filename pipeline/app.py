@@ -356,6 +356,7 @@ class _Build:
     issue: Issue
     issue_json: str
     render_key: str
+    input_key: str  # see StoredIssue.input_key
     previous: StoredIssue | None  # its record, if it was built before
     known_dates: tuple[dt.date, ...]  # the dates its pages link among
     links_neighbours: bool  # a new issue, not a held draft: its neighbours' pages link to it
@@ -901,6 +902,17 @@ class Pipeline:
         """Everything compose reads (it is deterministic): the rules and the code that ran too."""
         return _sha("\0".join((__version__, self.topics.fingerprint, repr(inputs))))
 
+    def _input_key(self, date: dt.date, digests: Sequence[tuple[str, str]], featured: frozenset[str],
+                   decisions: tuple[EditorialDecision, ...]) -> str:
+        """What the compose key covers, the window's items by their ids and content digests (see
+        StoredIssue.input_key): computed without reading the items."""
+        return _sha("\0".join((
+            __version__, date.isoformat(), self.topics.fingerprint, repr(self.topic_info), repr(self.config.newsletter),
+            repr(self._source_weights()), repr(tuple(digests)), repr(sorted(featured)), repr(decisions))))
+
+    def _source_weights(self) -> dict[str, float]:
+        return {f.id: f.weight for f in self.config.feeds}
+
     def new_archive(self) -> Archive:
         """The static site in the output folder (one Archive can serve several builds)."""
         newsletter = self.config.newsletter
@@ -932,26 +944,38 @@ class Pipeline:
         given) unless the pages on disk are current. A BuildResult: an empty issue skipped.
         `stored_dates`: the dates of the stored issues, when the caller knows them."""
         store, config = self.store, self.config
-        items = self.window_items(date)
+        from pipeline.compose import issue_window
+
+        digests = store.item_digests_between(*issue_window(date, config.newsletter))
         featured = store.featured_item_ids(before=date) if featured_before is None else featured_before
-        inputs = ComposeInputs(date=date, items=tuple(items), topics=self.topic_info, settings=config.newsletter,
-                               source_weights={f.id: f.weight for f in config.feeds},
-                               already_featured=frozenset(i.id for i in items if i.id in featured),
-                               decisions=tuple(store.decisions_for(date)))
-        compose_key = self._compose_key(inputs)
+        decisions = tuple(store.decisions_for(date))
         known_dates = list(store.issue_dates() if stored_dates is None else stored_dates)
         is_new_date = date not in known_dates
         # A draft waiting for approval is left out of its neighbours' links (see held_drafts).
         held = self.held_drafts([date])
         known_dates = self._listed_around(date, known_dates)
         previous = None if is_new_date else store.issue(date)
-        if previous is not None and previous.render_key.partition("/")[0] == compose_key:
-            # Composed from the same inputs before: the stored issue is what compose would give again.
+        input_key = self._input_key(date, digests, frozenset(i for i, _ in digests if i in featured), decisions)
+        if previous is not None and previous.input_key == input_key:
+            # Built from the same stored inputs: composing again would give the stored issue (compose
+            # is deterministic), and its items need not even be read.
             issue_json = previous.issue_json
             issue = issue_from_json(issue_json, config.newsletter)
+            compose_key = previous.render_key.partition("/")[0]
         else:
-            issue = inputs.compose(self.classified_window(date, items))
-            issue_json = issue_to_json(issue)
+            items = self.window_items(date)
+            inputs = ComposeInputs(date=date, items=tuple(items), topics=self.topic_info, settings=config.newsletter,
+                                   source_weights=self._source_weights(),
+                                   already_featured=frozenset(i.id for i in items if i.id in featured),
+                                   decisions=decisions)
+            compose_key = self._compose_key(inputs)
+            if previous is not None and previous.render_key.partition("/")[0] == compose_key:
+                # Composed from the same inputs before: the stored issue is what compose would give again.
+                issue_json = previous.issue_json
+                issue = issue_from_json(issue_json, config.newsletter)
+            else:
+                issue = inputs.compose(self.classified_window(date, items))
+                issue_json = issue_to_json(issue)
         if issue.is_empty and skip_empty:
             return BuildResult(date=date, stories=0, empty=True, skipped=True, changed_files=(),
                                issue_dir=self.output_dir / date.isoformat())
@@ -970,9 +994,10 @@ class Pipeline:
                 load_renderer(self.templates_dir, self.renderer.fingerprint)
             rendering = _rendered(date, renders.submit(self.templates_dir, self.renderer.fingerprint, issue,
                                                        self.topic_info, links))
-        return _Build(date=date, issue=issue, issue_json=issue_json, render_key=render_key, previous=previous,
-                      known_dates=tuple(known_dates), links_neighbours=is_new_date and date not in held,
-                      rendering=rendering, item_ids=tuple(featured_item_ids(issue)))
+        return _Build(date=date, issue=issue, issue_json=issue_json, render_key=render_key, input_key=input_key,
+                      previous=previous, known_dates=tuple(known_dates),
+                      links_neighbours=is_new_date and date not in held, rendering=rendering,
+                      item_ids=tuple(featured_item_ids(issue)))
 
     def _finish_build(self, build: _Build, now: dt.datetime, archive: Archive, *, publish: bool) -> BuildResult:
         """The second half of build_issue: the pages written, the record stored, the neighbours'
@@ -990,6 +1015,7 @@ class Pipeline:
             date=date, built_at=now, rules_fingerprint=self.topics.fingerprint,
             templates_fingerprint=self.templates_fingerprint, html_sha256=html_sha, text_sha256=text_sha,
             story_count=len(issue.stories()), issue_json=build.issue_json, render_key=build.render_key,
+            input_key=build.input_key,
         )
         if previous is None or dataclasses.replace(previous, built_at=now) != record:
             # An identical record is not written again: a rebuild with nothing changed writes nothing.

@@ -3,10 +3,12 @@ their classification, rules, settings, weights, items featured before) is not co
 and pages rendered from the same issue, links and templates are not rendered again, with the
 same bytes as a build from scratch. A run whose feeds all answer 304 composes and renders
 nothing and loads neither the feed parser, the classifier's engine, jinja2 nor the mail code.
-Real CLI, real demo feeds, real SQLite, a real HTTP server on 127.0.0.1."""
+An issue whose stored inputs are unchanged is not even read again (its input key), on each
+backend. Real CLI, real demo feeds, real SQLite and PostgreSQL, a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import shutil
@@ -21,7 +23,10 @@ import pytest
 
 from pipeline.app import BuildResult, Pipeline
 from pipeline.archive import MANIFEST_NAME
+from pipeline.config import load_config
+from pipeline.config.topics import load_topics
 from pipeline.errors import RunFailed
+from pipeline.models import Item
 from pipeline.render import Renderer
 from pipeline.store import StoreTarget, open_store
 from tests.helpers import call_cli
@@ -98,6 +103,64 @@ def test_a_rule_change_composes_every_issue_again(tmp_path: Path, counted: dict[
     rebuild(root, "--topics", topics)
     assert counted["composed"] == len(DATES)
 
+
+# ---------------------------------------------------------------- an issue whose inputs are unchanged
+
+
+@pytest.fixture
+def items_read(monkeypatch: pytest.MonkeyPatch) -> list[dt.date]:
+    """The dates whose window's items a build read (the real method still runs)."""
+    read: list[dt.date] = []
+    window_items = Pipeline.window_items
+
+    def reading(self: Pipeline, date: dt.date) -> list[Item]:
+        read.append(date)
+        return window_items(self, date)
+
+    monkeypatch.setattr(Pipeline, "window_items", reading)
+    return read
+
+
+def demo_pipeline(store_target: StoreTarget, output: Path, templates: Path | None = None) -> Pipeline:
+    return Pipeline(load_config(DEMO), load_topics(REPO / "topics.yaml"), store=store_target, output_dir=output,
+                    templates_dir=templates)
+
+
+def test_only_an_issue_whose_stored_inputs_changed_reads_its_items_again(store_target: StoreTarget, tmp_path: Path,
+                                                                         items_read: list[dt.date]) -> None:
+    """On each backend: the input key stored with each issue (its window's item digests, the
+    editors' decisions, rules, settings) lets a build take an unchanged issue without reading its
+    items; an edited item recomposes its issue, an edited template renders every issue again."""
+    dates = [dt.date.fromisoformat(d) for d in DATES]
+    out = tmp_path / "out"
+    with demo_pipeline(store_target, out) as app:
+        for date in dates:
+            app.run(date)
+        assert items_read == dates
+        items_read.clear()
+        before = snapshot(out)
+        app.rebuild(None)
+        assert items_read == []
+        assert snapshot(out) == before
+        # An item of the last issue edited at its source and stored again: that issue alone is read and shows it.
+        last = app.store.issue(dates[-1])
+        assert last is not None
+        featured = next(i for i in app.window_items(dates[-1]) if i.id in last.issue_json)
+        app.store.upsert_items([dataclasses.replace(featured, title="Titre corrigé à la source")])
+        items_read.clear()
+        results = app.rebuild(None)
+        assert items_read == [dates[-1]]
+        assert [r.date for r in results if r.changed_files] == [dates[-1]]
+        stored = app.store.issue(dates[-1])
+        assert stored is not None and "Titre corrigé à la source" in stored.issue_json
+        assert stored.input_key != last.input_key
+    # A template edit: every issue rendered again, none composed again nor its items read.
+    with demo_pipeline(store_target, out, changed_templates(tmp_path)) as edited:
+        items_read.clear()
+        results = edited.rebuild(None)
+        assert items_read == []
+        assert all(r.changed_files for r in results)
+        assert "chers lecteurs" in (out / DATES[-1] / "digest.txt").read_text(encoding="utf-8")
 
 # ---------------------------------------------------------------- a run where every feed answers 304
 

@@ -234,11 +234,12 @@ def test_rebuild_reproduces_the_approved_issue_byte_for_byte(demo_copy: Path) ->
     issue_dir = archive / "out" / DAY.isoformat()
     approved = {name: (issue_dir / name).read_bytes() for name in ("index.html", "digest.txt")}
     assert b"L\xe2\x80\x99IA DE META." in approved["digest.txt"]
-    # The issue's pages removed and its build key forgotten: the rebuild composes it again from the
+    # The issue's pages removed and its build keys forgotten: the rebuild composes it again from the
     # stored items, rules and decisions, and renders it again.
     shutil.rmtree(issue_dir)
     with sqlite3.connect(archive / "db.sqlite3") as db:
-        db.execute("UPDATE issues SET render_key = '', issue_json = '{}' WHERE date = ?", (DAY.isoformat(),))
+        db.execute("UPDATE issues SET render_key = '', input_key = '', issue_json = '{}' WHERE date = ?",
+                   (DAY.isoformat(),))
     db.close()
     code, _out, err = call_cli("rebuild", "--date", DAY.isoformat(), "--config", DEMO, "--db", archive / "db.sqlite3",
                                "--output", archive / "out")

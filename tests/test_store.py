@@ -45,6 +45,20 @@ def test_upsert_counts_only_new_items_and_keeps_first_seen(store: Store) -> None
     assert stored.title == "Titre corrigé" and stored.first_seen == T0
 
 
+def test_an_items_digest_changes_with_its_content_only(store: Store) -> None:
+    store.upsert_items([item("a", T0), item("b", T0 + dt.timedelta(minutes=1))])
+    window = (T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
+    digests = store.item_digests_between(*window)
+    assert [i for i, _ in digests] == [i.id for i in store.items_between(*window)] == ["a", "b"]
+    assert all(len(digest) == 64 for _, digest in digests)
+    # Fetched again, unchanged (a later first_seen, which the store keeps as it was): the same digests.
+    store.upsert_items([dataclasses.replace(item("a", T0), first_seen=T0 + dt.timedelta(days=1))])
+    assert store.item_digests_between(*window) == digests
+    store.upsert_items([item("a", T0, title="Titre corrigé")])
+    (a, b) = store.item_digests_between(*window)
+    assert a[0] == "a" and a[1] != digests[0][1] and b == digests[1]
+
+
 def test_undated_items_count_from_first_seen(store: Store) -> None:
     store.upsert_items([item("dated", T0 - dt.timedelta(days=2)), item("undated", None)])
     window = store.items_between(T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
@@ -125,7 +139,7 @@ def test_a_record_with_the_same_content_is_updated_in_place(store: Store) -> Non
     # A template edit: new pages, same content. The stories, their search entries and the
     # featured items stay; the record is replaced.
     edited = dataclasses.replace(record, built_at=T0 + dt.timedelta(days=1), templates_fingerprint="t2",
-                                 html_sha256="h2", render_key="k2")
+                                 html_sha256="h2", render_key="k2", input_key="i2")
     assert store.update_issue_record(edited)
     assert store.issue(issue.date) == edited
     assert store.issue_stories(issue.date) == stories

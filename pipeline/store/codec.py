@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.models import (
     FeedSource,
     FeedState,
     Issue,
+    Item,
     MenuTeaser,
     NewsletterSettings,
     Section,
@@ -46,6 +48,14 @@ def to_iso(value: dt.datetime | None) -> str | None:
 
 def from_iso(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
+
+
+def item_content_sha256(item: Item) -> str:
+    """sha256 of what an upsert writes of an item (first_seen, which never moves, aside): stored
+    with it, so that a changed item changes the input key of its issue (StoredIssue.input_key)."""
+    fields = (item.feed_id, item.source, item.guid, item.url, item.title, item.summary, item.content,
+              item.language, to_iso(item.published), item.author, list(item.categories))
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
 def _story_to_dict(story: Story) -> dict[str, Any]:

@@ -84,6 +84,12 @@ class ItemStore(Protocol):
         """Items whose date (or first-seen time when undated) is in [start, end), oldest first."""
         ...
 
+    def item_digests_between(self, start: dt.datetime, end: dt.datetime) -> list[tuple[str, str]]:
+        """(id, content digest) of the items of items_between, in its order, without reading them:
+        an item stored again with any change has another digest (codec.item_content_sha256; '' for
+        an item not written since the digests were introduced)."""
+        ...
+
     def count_items_between(self, start: dt.datetime, end: dt.datetime) -> int: ...
 
     def item_count(self) -> int: ...
@@ -127,7 +133,7 @@ class IssueStore(Protocol):
     def update_issue_record(self, issue: StoredIssue) -> bool:
         """Replace the record of an issue whose content is unchanged (the stored `issue_json` is
         `issue.issue_json`, so are its stories and featured items): its build time, fingerprints,
-        pages' digests and render key, leaving its stories and search entries as they are. False,
+        pages' digests, render and input keys, leaving its stories and search entries as they are. False,
         and nothing changed, when no issue of that date holds that content (then `save_issue`)."""
         ...
 

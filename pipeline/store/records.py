@@ -25,6 +25,12 @@ class StoredIssue:
     # sha256 of everything the issue's pages are rendered from (issue, links, settings,
     # templates): equal keys and intact files mean the pages need not be rendered again.
     render_key: str = ""
+    # sha256 of what the issue is composed from, as the store holds it, without reading its
+    # items: its window's item ids and content digests, those featured before, the editors'
+    # decisions, rules, settings, weights and code. Equal keys: the stored issue is what compose
+    # would give, its items are not read (the render key then says if its pages are current).
+    # '' when not known (built before it).
+    input_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def _issue(row: Row) -> StoredIssue:
         date=row["date"], built_at=row["built_at"], rules_fingerprint=row["rules_fingerprint"],
         templates_fingerprint=row["templates_fingerprint"], html_sha256=row["html_sha256"],
         text_sha256=row["text_sha256"], story_count=row["story_count"], issue_json=row["issue_json"],
-        render_key=row["render_key"],
+        render_key=row["render_key"], input_key=row["input_key"],
     )
 
 
@@ -46,9 +46,11 @@ class PostgresIssues(PostgresBase):
             cursor.execute("DELETE FROM issues WHERE date = %s", (date,))
             cursor.execute(
                 "INSERT INTO issues (date, built_at, rules_fingerprint, templates_fingerprint, html_sha256,"
-                " text_sha256, story_count, issue_json, render_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                " text_sha256, story_count, issue_json, render_key, input_key)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (date, to_utc(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint,
-                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key),
+                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key,
+                 issue.input_key),
             )
             cursor.executemany(
                 f"INSERT INTO issue_stories ({_STORY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -82,10 +84,11 @@ class PostgresIssues(PostgresBase):
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE issues SET built_at = %s, rules_fingerprint = %s, templates_fingerprint = %s,"
-                " html_sha256 = %s, text_sha256 = %s, story_count = %s, render_key = %s"
+                " html_sha256 = %s, text_sha256 = %s, story_count = %s, render_key = %s, input_key = %s"
                 " WHERE date = %s AND issue_json = %s",
                 (to_utc(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
-                 issue.text_sha256, issue.story_count, issue.render_key, issue.date, issue.issue_json),
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.date,
+                 issue.issue_json),
             )
             return cursor.rowcount == 1
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from psycopg.types.json import Jsonb
 
 from pipeline.models import Classification, Item, Match, match_records
-from pipeline.store.codec import to_utc
+from pipeline.store.codec import item_content_sha256, to_utc
 from pipeline.store.postgres.base import PostgresBase, Row
 
 
@@ -30,19 +30,19 @@ class PostgresItems(PostgresBase):
             published, first_seen = to_utc(item.published), to_utc(item.first_seen)
             rows.append((item.id, item.feed_id, item.source, item.guid, item.url, item.title, item.summary,
                          item.content, item.language, published, item.author, Jsonb(list(item.categories)),
-                         first_seen, published or first_seen))
+                         first_seen, published or first_seen, item_content_sha256(item)))
         new = 0
         with self._transaction() as db, db.cursor() as cursor:
             # first_seen never moves: an update keeps the stored one, and the undated effective time with it.
             cursor.executemany(
                 "INSERT INTO items AS i (id, feed_id, source, guid, url, title, summary, content, language,"
-                " published, author, categories, first_seen, effective_time)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " published, author, categories, first_seen, effective_time, content_sha256)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " ON CONFLICT (id) DO UPDATE SET feed_id = excluded.feed_id, source = excluded.source,"
                 " guid = excluded.guid, url = excluded.url, title = excluded.title, summary = excluded.summary,"
                 " content = excluded.content, language = excluded.language, published = excluded.published,"
                 " author = excluded.author, categories = excluded.categories,"
-                " effective_time = COALESCE(excluded.published, i.first_seen)"
+                " content_sha256 = excluded.content_sha256, effective_time = COALESCE(excluded.published, i.first_seen)"
                 " RETURNING (xmax = 0) AS inserted",
                 rows, returning=True,
             )
@@ -57,6 +57,11 @@ class PostgresItems(PostgresBase):
         rows = self._rows("SELECT * FROM items WHERE effective_time >= %s AND effective_time < %s"
                           " ORDER BY effective_time, id", (to_utc(start), to_utc(end)))
         return [_item(row) for row in rows]
+
+    def item_digests_between(self, start: dt.datetime, end: dt.datetime) -> list[tuple[str, str]]:
+        rows = self._rows("SELECT id, content_sha256 FROM items WHERE effective_time >= %s AND effective_time < %s"
+                          " ORDER BY effective_time, id", (to_utc(start), to_utc(end)))
+        return [(row["id"], row["content_sha256"]) for row in rows]
 
     def count_items_between(self, start: dt.datetime, end: dt.datetime) -> int:
         return self._count("SELECT count(*) FROM items WHERE effective_time >= %s AND effective_time < %s",

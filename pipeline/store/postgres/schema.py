@@ -169,6 +169,11 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN settled text, ADD COLUMN settled_at timestamptz;
     """,
+    # 4: each item's content digest and each issue's input key (SQLite's migration 9).
+    """
+    ALTER TABLE items ADD COLUMN content_sha256 text NOT NULL DEFAULT '';
+    ALTER TABLE issues ADD COLUMN input_key text NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -20,7 +20,7 @@ def _issue(row: sqlite3.Row) -> StoredIssue:
         date=dt.date.fromisoformat(row["date"]), built_at=dt.datetime.fromisoformat(row["built_at"]),
         rules_fingerprint=row["rules_fingerprint"], templates_fingerprint=row["templates_fingerprint"],
         html_sha256=row["html_sha256"], text_sha256=row["text_sha256"], story_count=row["story_count"],
-        issue_json=row["issue_json"], render_key=row["render_key"],
+        issue_json=row["issue_json"], render_key=row["render_key"], input_key=row["input_key"],
     )
 
 
@@ -46,9 +46,10 @@ class SqliteIssues(SqliteBase):
             db.execute("DELETE FROM issues WHERE date = ?", (date,))
             db.execute(
                 "INSERT INTO issues (date, built_at, rules_fingerprint, templates_fingerprint, html_sha256,"
-                " text_sha256, story_count, issue_json, render_key) VALUES (?,?,?,?,?,?,?,?,?)",
+                " text_sha256, story_count, issue_json, render_key, input_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (date, to_iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint,
-                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key),
+                 issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key,
+                 issue.input_key),
             )
             db.executemany(
                 "INSERT INTO issue_stories (date, position, story_id, part, topic, topics, kicker, title,"
@@ -93,9 +94,10 @@ class SqliteIssues(SqliteBase):
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE issues SET built_at = ?, rules_fingerprint = ?, templates_fingerprint = ?, html_sha256 = ?,"
-                " text_sha256 = ?, story_count = ?, render_key = ? WHERE date = ? AND issue_json = ?",
+                " text_sha256 = ?, story_count = ?, render_key = ?, input_key = ? WHERE date = ? AND issue_json = ?",
                 (to_iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
-                 issue.text_sha256, issue.story_count, issue.render_key, issue.date.isoformat(), issue.issue_json),
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.date.isoformat(),
+                 issue.issue_json),
             )
             return cursor.rowcount == 1
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pipeline.models import Classification, Item, Match, match_records
-from pipeline.store.codec import from_iso, to_iso
+from pipeline.store.codec import from_iso, item_content_sha256, to_iso
 from pipeline.store.sqlite.base import SqliteBase
 
 _CHUNK = 500  # ids per `IN (…)` query, well under SQLite's limit of bound parameters
@@ -42,21 +42,22 @@ class SqliteItems(SqliteBase):
                 values = (
                     item.feed_id, item.source, item.guid, item.url, item.title, item.summary, item.content,
                     item.language, to_iso(item.published), item.author,
-                    json.dumps(list(item.categories), ensure_ascii=False),
+                    json.dumps(list(item.categories), ensure_ascii=False), item_content_sha256(item),
                 )
                 existing = db.execute("SELECT first_seen FROM items WHERE id = ?", (item.id,)).fetchone()
                 if existing is None:
                     db.execute(
                         "INSERT INTO items (feed_id, source, guid, url, title, summary, content, language,"
-                        " published, author, categories, id, first_seen, effective_time)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " published, author, categories, content_sha256, id, first_seen, effective_time)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (*values, item.id, to_iso(item.first_seen), to_iso(effective)),
                     )
                     new += 1
                 else:
                     db.execute(
                         "UPDATE items SET feed_id=?, source=?, guid=?, url=?, title=?, summary=?, content=?,"
-                        " language=?, published=?, author=?, categories=?, effective_time=? WHERE id=?",
+                        " language=?, published=?, author=?, categories=?, content_sha256=?, effective_time=?"
+                        " WHERE id=?",
                         (*values, to_iso(item.published) or existing["first_seen"], item.id),
                     )
         return new
@@ -68,6 +69,11 @@ class SqliteItems(SqliteBase):
             (to_iso(start), to_iso(end)),
         )
         return [_item(row) for row in rows]
+
+    def item_digests_between(self, start: dt.datetime, end: dt.datetime) -> list[tuple[str, str]]:
+        rows = self._tuples("SELECT id, content_sha256 FROM items WHERE effective_time >= ? AND effective_time < ?"
+                            " ORDER BY effective_time, id", (to_iso(start), to_iso(end)))
+        return [(item_id, digest) for item_id, digest in rows]
 
     def count_items_between(self, start: dt.datetime, end: dt.datetime) -> int:
         return self._count("SELECT count(*) FROM items WHERE effective_time >= ? AND effective_time < ?",

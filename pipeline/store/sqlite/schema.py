@@ -201,6 +201,13 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     ALTER TABLE deliveries ADD COLUMN settled TEXT;
     ALTER TABLE deliveries ADD COLUMN settled_at TEXT
     """,
+    # 9: what a rebuild checks before reading an issue's items: each item's content digest
+    # (codec.item_content_sha256; '' until the item is next stored) and each issue's input key
+    # (StoredIssue.input_key; '' for issues built before it, which are checked the long way once).
+    """
+    ALTER TABLE items ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE issues ADD COLUMN input_key TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 

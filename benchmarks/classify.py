@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_topics(args.topics)
     started = time.process_time()
-    classifier = Classifier.from_topics(config.topics, config.fingerprint)
+    # As a run compiles them: the dampers and the reading depth included.
+    classifier = Classifier.compile(config)
     compile_s = time.process_time() - started
     engine_name = "engine"
     naive = NaiveClassifier(config.topics)

@@ -236,7 +236,13 @@ class Classifier:
         self._damper_markers = tuple(frozenset().union(*(d[0] for d in dampers if f in d[1]))
                                      for f in range(len(FIELDS)))
         # Whether some rule reads the title and the lead together.
-        self._combines = bool(rules_by_term[3]) if len(rules_by_term) > 3 else False
+        # The terms the `combine` rules read (conditions, negations, contexts): the plans of the title and
+        # the lead read together are keyed by these alone, so that other words do not multiply them.
+        combined = {r for rules_of_term in (rules_by_term[3].values() if len(rules_by_term) > 3 else ())
+                    for r in rules_of_term}
+        self._combine_terms = frozenset(
+            tid for r in combined
+            for node in (rules[r].node, *rules[r].unless, *rules[r].topic_unless) for tid in _all_ids(node))
         # Characters of the summary and of the content that are read (0: all).
         self._depth = depth
         # By topic, what turns a contribution in the content into one in the lead (a roundup's story).
@@ -466,7 +472,7 @@ class Classifier:
                 else:
                     for span_start, span_end in set(spans):
                         found.append((field_index, span_start - shift, span_end - shift, topic, name, rounded))
-        if self._combines:
+        if self._combine_terms:
             lead = 2 if content_zone == _CONTENT_AS_LEAD else 1
             if occurrences[0] and occurrences[lead]:
                 self._combine(occurrences[0], occurrences[lead], lead, lang, text, starts, texts, shifts, scale,
@@ -561,7 +567,7 @@ class Classifier:
             for tid, spans in second.items():
                 window[tid] = window.get(tid, []) + spans
             key = (1, lang, frozenset(window))
-            plan = self._plans.get(key) or self._memo_plan(key)
+            plan = self._plan_for(key)
             scores: dict[int, float] = {}
             sides: dict[int, set[bool]] = {}
             for topic, contribution, _, _, _, spans in _run(plan, window, text):
@@ -593,7 +599,7 @@ class Classifier:
         if not head:
             return set()
         key = (zone, lang, frozenset(head))
-        plan = self._plans.get(key) or self._memo_plan(key)
+        plan = self._plan_for(key)
         return {(topic, name) for topic, _, name, _, _, _ in _run(plan, head, text)}
 
     def _combine(self, title: _Occurrences, lead_occ: _Occurrences, lead: int, lang: str, text: str,
@@ -611,13 +617,19 @@ class Classifier:
         "Apple" again in the title, while "Bacs à sable" in a title adds to a lead on AI systems
         placed on the market.
         """
+        terms = self._combine_terms
+        title_terms, lead_terms = terms.intersection(title), terms.intersection(lead_occ)
+        if not lead_terms or title_terms <= lead_terms:
+            return  # the title adds no word of theirs to the lead
+        key = (_COMBINED, lang, title_terms | lead_terms)
+        plan = self._plan_for(key)
+        if not plan:
+            return
+        title = {tid: title[tid] for tid in title_terms}
+        lead_occ = {tid: lead_occ[tid] for tid in lead_terms}
         merged: _Occurrences = dict(title)
         for tid, spans in lead_occ.items():
             merged[tid] = merged[tid] + spans if tid in merged else spans
-        key = (_COMBINED, lang, frozenset(merged))
-        plan = self._plans.get(key) or self._memo_plan(key)
-        if not plan:
-            return
         # Where the lead starts in the joined-folded text: spans before it are the title's.
         boundary = len(texts[0]) + len(_FIELD_SEPARATOR)
         if starts:
@@ -629,18 +641,18 @@ class Classifier:
             head = set()
             if before:
                 head_key = (_COMBINED, lang, frozenset(before))
-                head_plan = self._plans.get(head_key) or self._memo_plan(head_key)
+                head_plan = self._plan_for(head_key)
                 head = {(topic, name) for topic, _, name, _, _, _ in _run(head_plan, before, text)}
         # The title's words that the lead does not have: what the title adds.
-        new = {span for tid, spans in title.items() if tid not in lead_occ for span in spans}
+        new = {span for tid in title_terms - lead_terms for span in title[tid]}
         title_alone: set[tuple[int, str]] | None = None
         for topic, contribution, name, rounded, _, spans in _run(plan, merged, text):
             in_title = [span for span in spans if span[0] < boundary]
             if len(in_title) == len(spans) or new.isdisjoint(in_title):
                 continue  # the lead's words alone, or the title only repeats them
             if title_alone is None:  # the combined rules the title holds by itself
-                title_key = (_COMBINED, lang, frozenset(title))
-                title_plan = self._plans.get(title_key) or self._memo_plan(title_key)
+                title_key = (_COMBINED, lang, title_terms)
+                title_plan = self._plan_for(title_key)
                 title_alone = {(t, n) for t, _, n, _, _, _ in _run(title_plan, title, text)}
             if (topic, name) in title_alone:
                 continue
@@ -652,6 +664,11 @@ class Classifier:
                 field_index = 0 if span[0] < boundary else lead
                 shift = shifts[field_index]
                 found.append((field_index, span[0] - shift, span[1] - shift, topic, name, rounded))
+
+    def _plan_for(self, key: tuple[int, str, frozenset[int]]) -> _Plan:
+        """The memoised plan for ``key`` (an empty plan is a plan too: no `or` on the lookup)."""
+        plan = self._plans.get(key)
+        return self._memo_plan(key) if plan is None else plan
 
     def _memo_plan(self, key: tuple[int, str, frozenset[int]]) -> _Plan:
         """The plan for ``key`` (zone, language as given, terms present), made and memoised."""
@@ -865,6 +882,17 @@ def _required(node: _CNode) -> tuple[frozenset[int], ...]:
     if isinstance(node, _AnyOf):
         return (frozenset(_positive_ids(node)),)
     return ()
+
+
+def _all_ids(node: _CNode) -> set[int]:
+    """Every term under ``node``, negated ones included."""
+    if isinstance(node, _TermSet):
+        return set(node.ids)
+    if isinstance(node, _AnyOf | _AllOf):
+        return {tid for part in node.parts for tid in _all_ids(part)}
+    if isinstance(node, _NotOf):
+        return _all_ids(node.part)
+    return set(node.left) | set(node.right)
 
 
 def _positive_ids(node: _CNode) -> set[int]:

@@ -366,6 +366,8 @@ def test_the_definitions_reach_new_wordings(real: Classifier, topic: str, title:
                                            "l'intelligence artificielle."),
         # Laws that make platforms pay the press, elsewhere.
         ("media_partnership", "Online News Act: the first cheques arrive", ""),
+        # Set K: a newspaper named as French writes it after "du" or "au".
+        ("media_partnership", "Les contrats avec OpenAI pèsent 5 % des revenus du Monde", ""),
     ],
 )
 def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, title: str, summary: str) -> None:
@@ -392,7 +394,14 @@ def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, 
         ("La lettre du jeudi", "La publicité recule. En bref : un éditeur signe avec OpenAI.", "media_partnership"),
         # The Dutch competition regulator is no data-protection authority.
         ("De ACM onderzoekt", "The Dutch regulator ACM looks at consent screens in apps.", "rgpd"),
+        # Set K: a newspaper's name that is a common phrase counts only with its capital; "Méta" in other
+        # senses; the World Cup is not the daily; an advertisement's call to action.
+        ("Méta-analyse : le temps d'écran associé à des troubles du sommeil", "", "media_partnership"),
+        ("Faites le point avec notre plateforme partenaire d'IA", "", "media_partnership"),
+        ("Coupe du Monde : OpenAI signe un partenariat avec la FIFA", "", "media_partnership"),
+        ("Conformité RGPD : notre plateforme tout-en-un", "Demandez une démo gratuite.", "rgpd"),
     ],
 )
 def test_fifth_round_traps_stay_out(real: Classifier, title: str, summary: str, topic: str) -> None:
     assert topic not in real.classify_fields("1", title, summary).topics
+

@@ -368,6 +368,8 @@ def test_the_definitions_reach_new_wordings(real: Classifier, topic: str, title:
         ("media_partnership", "Online News Act: the first cheques arrive", ""),
         # Set K: a newspaper named as French writes it after "du" or "au".
         ("media_partnership", "Les contrats avec OpenAI pèsent 5 % des revenus du Monde", ""),
+        # Meta's own AI by a possessive, whoever it buys from.
+        ("meta_ai", "Meta licenses Midjourney's image tech for its AI models", ""),
     ],
 )
 def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, title: str, summary: str) -> None:
@@ -400,6 +402,12 @@ def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, 
         ("Faites le point avec notre plateforme partenaire d'IA", "", "media_partnership"),
         ("Coupe du Monde : OpenAI signe un partenariat avec la FIFA", "", "media_partnership"),
         ("Conformité RGPD : notre plateforme tout-en-un", "Demandez une démo gratuite.", "rgpd"),
+        # Meta's former people elsewhere, a researcher's own lab, a roundup's title listing stories.
+        ("Ex-Meta AI research chief joins Cohere",
+         "Pineau, who led Meta's FAIR lab until May, becomes chief AI officer of the enterprise AI company.",
+         "meta_ai"),
+        ("AMI Labs, Yann LeCun's new start-up, raises funds", "", "meta_ai"),
+        ("La matinale : l'omnibus IA passe en commission, Meta sort de nouvelles lunettes", "", "meta_ai"),
     ],
 )
 def test_fifth_round_traps_stay_out(real: Classifier, title: str, summary: str, topic: str) -> None:

@@ -370,6 +370,10 @@ def test_the_definitions_reach_new_wordings(real: Classifier, topic: str, title:
         ("media_partnership", "Les contrats avec OpenAI pèsent 5 % des revenus du Monde", ""),
         # Meta's own AI by a possessive, whoever it buys from.
         ("meta_ai", "Meta licenses Midjourney's image tech for its AI models", ""),
+        # The EU's AI law named as a body of law; banned practices in other words.
+        ("ai_act", "Au bureau, l'IA n'a plus le droit de lire vos émotions",
+         "Le droit européen de l'intelligence artificielle range la reconnaissance des émotions au travail parmi "
+         "les pratiques proscrites."),
     ],
 )
 def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, title: str, summary: str) -> None:
@@ -408,6 +412,13 @@ def test_fifth_round_definitions_find_their_topic(real: Classifier, topic: str, 
          "meta_ai"),
         ("AMI Labs, Yann LeCun's new start-up, raises funds", "", "meta_ai"),
         ("La matinale : l'omnibus IA passe en commission, Meta sort de nouvelles lunettes", "", "meta_ai"),
+        # A competition case about a consent screen; the AI Act's authorities, the CNIL among them.
+        ("Autorité de la concurrence : amende pour Apple et son écran de consentement",
+         "Le gendarme de la concurrence juge le consentement au suivi discriminatoire, sans contester la protection "
+         "de la vie privée.", "rgpd"),
+        ("Règlement IA : Bercy désigne ses autorités de surveillance du marché",
+         "La Cnil hérite des systèmes biométriques, qui traitent des données personnelles ; l'Arcom des contenus.",
+         "rgpd"),
     ],
 )
 def test_fifth_round_traps_stay_out(real: Classifier, title: str, summary: str, topic: str) -> None:

@@ -59,6 +59,21 @@ def test_an_items_digest_changes_with_its_content_only(store: Store) -> None:
     assert a[0] == "a" and a[1] != digests[0][1] and b == digests[1]
 
 
+def test_an_item_edited_at_its_source_is_classified_again(store: Store) -> None:
+    """A classification is kept by item and rules fingerprint: an item stored again with other
+    content must not keep the one made of its old text (its issue would be recomposed with the new
+    title but the old topics and match offsets); stored again unchanged, it keeps it."""
+    verdict = Classification(item_id="a", topics=("rgpd",), scores={"rgpd": 4.0},
+                             matches=(Match(topic="rgpd", field="title", start=0, end=5, text="Titre", rule="r",
+                                            weight=4.0),))
+    store.upsert_items([item("a", T0), item("b", T0)])
+    store.save_classifications([verdict, dataclasses.replace(verdict, item_id="b")], "fp")
+    store.upsert_items([dataclasses.replace(item("a", T0), first_seen=T0 + dt.timedelta(days=1)), item("b", T0)])
+    assert set(store.classifications(["a", "b"], "fp")) == {"a", "b"}
+    store.upsert_items([item("a", T0, title="Sans rapport")])
+    assert set(store.classifications(["a", "b"], "fp")) == {"b"}
+
+
 def test_undated_items_count_from_first_seen(store: Store) -> None:
     store.upsert_items([item("dated", T0 - dt.timedelta(days=2)), item("undated", None)])
     window = store.items_between(T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))

@@ -33,6 +33,11 @@ class PostgresItems(PostgresBase):
                          first_seen, published or first_seen, item_content_sha256(item)))
         new = 0
         with self._transaction() as db, db.cursor() as cursor:
+            # An item stored again with other content loses the classification made of its old text
+            # (classifications are keyed by item and rules only); '' (stored before the digests) counts as other.
+            db.execute("DELETE FROM classifications c USING items i, unnest(%s::text[], %s::text[]) AS n(id, digest)"
+                       " WHERE c.item_id = i.id AND i.id = n.id AND i.content_sha256 <> n.digest",
+                       ([row[0] for row in rows], [row[-1] for row in rows]))
             # first_seen never moves: an update keeps the stored one, and the undated effective time with it.
             cursor.executemany(
                 "INSERT INTO items AS i (id, feed_id, source, guid, url, title, summary, content, language,"

@@ -44,7 +44,8 @@ class SqliteItems(SqliteBase):
                     item.language, to_iso(item.published), item.author,
                     json.dumps(list(item.categories), ensure_ascii=False), item_content_sha256(item),
                 )
-                existing = db.execute("SELECT first_seen FROM items WHERE id = ?", (item.id,)).fetchone()
+                existing = db.execute("SELECT first_seen, content_sha256 FROM items WHERE id = ?",
+                                      (item.id,)).fetchone()
                 if existing is None:
                     db.execute(
                         "INSERT INTO items (feed_id, source, guid, url, title, summary, content, language,"
@@ -54,6 +55,9 @@ class SqliteItems(SqliteBase):
                     )
                     new += 1
                 else:
+                    if existing["content_sha256"] != values[-1]:
+                        # Its classification was made of the old text (keyed by item and rules only).
+                        db.execute("DELETE FROM classifications WHERE item_id = ?", (item.id,))
                     db.execute(
                         "UPDATE items SET feed_id=?, source=?, guid=?, url=?, title=?, summary=?, content=?,"
                         " language=?, published=?, author=?, categories=?, content_sha256=?, effective_time=?"

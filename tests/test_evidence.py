@@ -140,6 +140,16 @@ def test_passing_lines_and_an_item_kind_give_the_strongest_factor(tmp_path: Path
     assert {d.damper for d in result.dampers} == {"roundup", "passing_lines"}
 
 
+def test_passing_lines_in_the_lead_and_the_body_are_named_for_both(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path)
+    result = classifier.classify_fields("1", "La lettre", "Le marché recule. En bref : Meta et son IA.",
+                                        "Le marché recule encore. En bref : un accord pour la presse régionale.")
+    # Both fields' passing lines damped (meta 3.5 × 0.25 in the lead, press 3 × 0.5 × 0.25 in the body),
+    # and the explanation says so.
+    assert result.scores == {"meta": 0.88, "press": 0.38}
+    assert result.dampers == (Damping("passing_lines", "summary", "En bref", 18, 25, 0.25, ("summary", "content")),)
+
+
 # ---------------------------------------------------------------- a roundup's stories
 
 
@@ -162,6 +172,18 @@ def test_a_roundup_story_in_the_body_weighs_as_a_lead(tmp_path: Path) -> None:
                                         "Meta ouvre son IA aux chercheurs. Meta publie aussi ses poids.")
     assert result.scores == {"meta": 3.5}  # 3 + 0.5 at the lead's weight, not the body's 1.75
     assert {m.weight for m in result.matches} == {3.0, 0.5}
+
+
+def test_a_story_in_the_body_is_told_by_the_rules_that_read_the_body(tmp_path: Path) -> None:
+    # meta_and_ai reads the title and the lead only: in the body, Meta named twice is no story.
+    rule = "        all: [Meta, IA]\n"
+    lead_only = RULES.replace(rule, rule + "        fields: [title, summary]\n", 1)
+    assert lead_only != RULES
+    classifier = compile_rules(tmp_path, lead_only)
+    result = classifier.classify_fields("1", "Newsletter", "Au programme cette semaine, beaucoup de sujets variés.",
+                                        "Meta ouvre son IA aux chercheurs. Meta publie aussi ses poids.")
+    assert result.topics == () and result.scores == {"meta": 0.12}  # meta_named 0.5 × 0.5 (body) × 0.5 (roundup)
+    assert [(d.damper, d.spared) for d in result.dampers] == [("roundup", ())]
 
 
 def test_passing_lines_tell_no_story(tmp_path: Path) -> None:
@@ -269,6 +291,8 @@ def test_classify_and_evaluate_show_the_damper(tmp_path: Path) -> None:
          "topic meta, rule service_with_ai_across.combine", "true or false"),
         (("    after_marker: true\n", "    after_marker: true\n    scales: [content]\n"),
          "dampen passing_lines.scales", "does not go with `after_marker`"),
+        (("    after_marker: true\n", "    after_marker: true\n    keeps_stories: true\n"),
+         "dampen passing_lines.keeps_stories", "does not go with `after_marker`"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, change: tuple[str, str], where: str, problem: str) -> None:

@@ -566,7 +566,9 @@ class Classifier:
             window: _Occurrences = {tid: list(spans) for tid, spans in by_sentence[first].items()}
             for tid, spans in second.items():
                 window[tid] = window.get(tid, []) + spans
-            key = (1, lang, frozenset(window))
+            # The rules that read this field, weighed as the lead (in the body: the content's rules
+            # with the summary's weight, as the story is then scored by _as_story).
+            key = (_CONTENT_AS_LEAD if field_index == 2 else 1, lang, frozenset(window))
             plan = self._plan_for(key)
             scores: dict[int, float] = {}
             sides: dict[int, set[bool]] = {}
@@ -580,10 +582,14 @@ class Classifier:
     def _note_damping(self, dampings: list[_DampingRow], damper: int, field_index: int, factor: float,
                       occurrences: tuple[_Occurrences, _Occurrences, _Occurrences],
                       kinds: tuple[int, int, int]) -> None:
-        """Record (once per damper) which damper lowered evidence, with its first marker."""
-        if any(row[3] == damper for row in dampings):
-            return
+        """Record (once per damper) which damper lowered evidence, with its first marker; a damper of
+        passing lines adds each field whose evidence it lowered."""
         found_markers, look_in, _, _, after_marker, _ = self._dampers[damper]
+        for index, row in enumerate(dampings):
+            if row[3] == damper:
+                if after_marker and field_index not in row[5]:
+                    dampings[index] = (*row[:5], tuple(sorted((*row[5], field_index))))
+                return
         where = (field_index,) if after_marker else look_in
         for f in where:
             spans = [span for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid]]

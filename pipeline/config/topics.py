@@ -286,6 +286,10 @@ class _Loader:
             if "keeps_stories" in mapping:
                 keeps_stories = self.flag(mapping["keeps_stories"], mapping.line_of("keeps_stories"),
                                           f"{where}.keeps_stories")
+                if keeps_stories and after_marker:
+                    # The engine keeps stories from an item kind's damping only: it would do nothing.
+                    raise self.fail("`keeps_stories` does not go with `after_marker` (passing lines tell no story)",
+                                    mapping.line_of("keeps_stories"), f"{where}.keeps_stories")
             out.append(Damper(name=name, markers=terms_of(markers), factor=factor, look_in=look_in, scales=scales,
                               line=mapping.line, after_marker=after_marker, keeps_stories=keeps_stories))
         return tuple(out)

@@ -1,8 +1,8 @@
 """The rules on text they were not written from, through the real command line.
 
 Sets C to K (tests/fixtures/heldout/README.md) were written from the labelling guide alone,
-before their scores were read. Sets C, E, G, I, J and K were tuned on afterwards with dev and tune; sets D
-and F were kept as measures (their errors never read while writing rules). The floors sit a little below the
+before their scores were read. Sets C, E, G, I, J and K were tuned on afterwards with dev and tune; sets D,
+F and H were kept as measures (their errors never read while writing rules). The floors sit a little below the
 figures measured when the rules were last changed (README, "Figures"): a rule that learns
 one item's wording instead of a definition, or an engine change that loses a mechanism
 (morphology, elisions, unless contexts, yardsticks), brings one of them down.
@@ -28,6 +28,9 @@ FLOORS = {
     # A measure: 0.912 before and after the third round (meta_ai 0.87, rgpd 0.85), 0.933 after the
     # fourth (0.93, 0.88), 0.947 after the fifth (0.93, 0.905).
     "set_f.jsonl": (120, 0.93, 0.88),
+    # A measure written for issue 15's fifth round (one realistic morning's mix; errors never read):
+    # 0.951 before the round, 0.961 mid-way and at its end (meta_ai 0.94, ai_act 0.94).
+    "set_h.jsonl": (150, 0.95, 0.92),
     # Tuned on in issue 15's fourth round (0.880 before it, 0.975 after it, 0.993 after the fifth).
     "set_g.jsonl": (150, 0.97, 0.95),
     # Tuned on in issue 15's fifth round (0.871 and 0.935 before it): data protection and the AI Act
@@ -41,8 +44,9 @@ FLOORS = {
 }
 # Sets written for some topics hold fewer items of the others (the least a topic has in them).
 FEWEST = {"set_i.jsonl": 8, "set_j.jsonl": 12}
-# A set written for precision holds more items with no topic (near-misses) than the others.
-MOST_EMPTY = {"set_k.jsonl": 0.5}
+# A set written for precision holds more items with no topic (near-misses) than the others; set H,
+# a morning's mix, 43 %.
+MOST_EMPTY = {"set_k.jsonl": 0.5, "set_h.jsonl": 0.45}
 
 
 def scores(output: str) -> tuple[int, float, dict[str, float]]:

@@ -34,7 +34,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TextIO
 
-from pipeline import __version__
 from pipeline.cadence import WEEK, fetch_interval
 from pipeline.config import load_config
 from pipeline.config.topics import TopicsConfig, load_topics
@@ -98,6 +97,18 @@ DEFAULT_OUTPUT = Path("output")
 MAX_ITEMS_PER_RUN = 5_000
 # A rebuild of at least this many issues renders their pages on every core (see Pipeline.render_workers).
 PARALLEL_RENDER_MIN = 16
+
+# The package's own folder: the code whose source the stored results' keys hold (see code_fingerprint).
+CODE_ROOT = Path(__file__).resolve().parent
+# The modules that decide an item's classification: the engine, its normalisation, the text pass
+# and the records it fills. The version number is no guide (it does not move with the code).
+CLASSIFY_SOURCES = ("classify", "text.py", "models.py")
+# The modules that decide an issue: its items' classifications, compose, and the codec the
+# composed issue is stored and read back with.
+COMPOSE_SOURCES = (*CLASSIFY_SOURCES, "compose.py", "store/codec.py")
+# The module that renders an issue's pages with the templates (what it imports, compose, models
+# and text, is in the compose key, which the render key starts with).
+RENDER_SOURCES = ("render.py",)
 
 
 class Fetcher(Protocol):
@@ -448,6 +459,21 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@functools.cache
+def code_fingerprint(root: Path, sources: tuple[str, ...]) -> str:
+    """sha256 of the bytes of the .py files of `sources` (modules and packages, relative to
+    `root`), each after its path: a stored result made by other code is stale. Read once per
+    process (about 1 ms for the compose sources, 220 kB); an absent source counts as empty."""
+    digest = hashlib.sha256()
+    for source in sources:
+        path = root / source
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _stands_approved(approval: Approval | None, decisions: Sequence[EditorialDecision]) -> bool:
     """An approval, and no editorial decision made after it (a later decision needs a new one)."""
     return approval is not None and all(d.decided_at <= approval.approved_at for d in decisions)
@@ -534,7 +560,7 @@ class Pipeline:
     def __init__(self, config: Config, topics: TopicsConfig, *, store: StoreTarget, output_dir: Path,
                  templates_dir: Path | None = None, fetcher: Fetcher | None = None,
                  parser: FeedParser | None = None, parse_workers: int | None = None,
-                 render_workers: int | None = None):
+                 render_workers: int | None = None, code_root: Path | None = None):
         self.config = config
         self.topics = topics
         self.store_target = store
@@ -548,6 +574,8 @@ class Pipeline:
         # PARALLEL_RENDER_MIN issues (starting them costs more than rendering a few), 1: in this process.
         self.render_workers = render_workers
         self._store: Store | None = None
+        # Whose source the stored results are keyed by (see code_fingerprint): this package unless told.
+        self.code_root = CODE_ROOT if code_root is None else Path(code_root)
 
     @classmethod
     def from_files(cls, config_path: Path, topics_path: Path, *, db: Path | None = None, output: Path | None = None,
@@ -616,6 +644,17 @@ class Pipeline:
         """sha256 of the templates, computed once, by the renderer, which loads none of them for
         it: a run with nothing to render needs only this."""
         return self.renderer.fingerprint
+
+    @functools.cached_property
+    def classification_key(self) -> str:
+        """What stored classifications are kept under: the rules' fingerprint and that of the code
+        that classifies (CLASSIFY_SOURCES), so that an upgrade of the engine classifies again."""
+        return _sha(self.topics.fingerprint + "\0" + code_fingerprint(self.code_root, CLASSIFY_SOURCES))
+
+    @property
+    def compose_code(self) -> str:
+        """Fingerprint of the code an issue is composed by (COMPOSE_SOURCES), part of its keys."""
+        return code_fingerprint(self.code_root, COMPOSE_SOURCES)
 
     @functools.cached_property
     def topic_info(self) -> tuple[TopicInfo, ...]:
@@ -772,7 +811,7 @@ class Pipeline:
                         new_items = store.upsert_items(items)
                         if classify:
                             store.save_classifications([self.classifier.classify(i) for i in items],
-                                                       self.topics.fingerprint)
+                                                       self.classification_key)
                     ttl = parsed.ttl_minutes
                 store.record_fetch(result, new_items, now, parse_error=parse_error)
                 stale = _staleness(self.config.fetch.stale_after_days, last_new.get(result.feed.id), new_items, seen_at)
@@ -882,8 +921,8 @@ class Pipeline:
 
     def classified_window(self, date: dt.date, items: Sequence[Item] | None = None) -> list[StoredItem]:
         """The items of an issue's window (`items` when the caller has read them) with their
-        classification under the current rules."""
-        store, fingerprint = self.store, self.topics.fingerprint
+        classification under the current rules and code (see classification_key)."""
+        store, fingerprint = self.store, self.classification_key
         items = self.window_items(date) if items is None else items
         known = store.classifications([i.id for i in items], fingerprint)
         missing = [self.classifier.classify(i) for i in items if i.id not in known]
@@ -896,19 +935,22 @@ class Pipeline:
         """Everything an issue's pages are rendered from (see StoredIssue.render_key), after the
         key of what the issue was composed from (see _compose_key) and a "/"."""
         return compose_key + "/" + _sha("\0".join((issue_json, repr(self.topic_info), repr(links),
-                                                   repr(self.config.newsletter), self.templates_fingerprint)))
+                                                   repr(self.config.newsletter), self.templates_fingerprint,
+                                                   code_fingerprint(self.code_root, RENDER_SOURCES))))
 
     def _compose_key(self, inputs: ComposeInputs) -> str:
-        """Everything compose reads (it is deterministic): the rules and the code that ran too."""
-        return _sha("\0".join((__version__, self.topics.fingerprint, repr(inputs))))
+        """Everything compose reads (it is deterministic): the rules, and the code that ran too
+        (the classifier's, compose's and the codec's source: see compose_code)."""
+        return _sha("\0".join((self.compose_code, self.topics.fingerprint, repr(inputs))))
 
     def _input_key(self, date: dt.date, digests: Sequence[tuple[str, str]], featured: frozenset[str],
                    decisions: tuple[EditorialDecision, ...]) -> str:
         """What the compose key covers, the window's items by their ids and content digests (see
         StoredIssue.input_key): computed without reading the items."""
         return _sha("\0".join((
-            __version__, date.isoformat(), self.topics.fingerprint, repr(self.topic_info), repr(self.config.newsletter),
-            repr(self._source_weights()), repr(tuple(digests)), repr(sorted(featured)), repr(decisions))))
+            self.compose_code, date.isoformat(), self.topics.fingerprint, repr(self.topic_info),
+            repr(self.config.newsletter), repr(self._source_weights()), repr(tuple(digests)), repr(sorted(featured)),
+            repr(decisions))))
 
     def _source_weights(self) -> dict[str, float]:
         return {f.id: f.weight for f in self.config.feeds}

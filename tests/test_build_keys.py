@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import BuildResult, Pipeline
+import pipeline.app
+from pipeline.app import (
+    CLASSIFY_SOURCES,
+    CODE_ROOT,
+    COMPOSE_SOURCES,
+    RENDER_SOURCES,
+    BuildResult,
+    Pipeline,
+    code_fingerprint,
+)
 from pipeline.archive import MANIFEST_NAME
 from pipeline.config import load_config
 from pipeline.config.topics import load_topics
@@ -161,6 +170,106 @@ def test_only_an_issue_whose_stored_inputs_changed_reads_its_items_again(store_t
         assert items_read == []
         assert all(r.changed_files for r in results)
         assert "chers lecteurs" in (out / DATES[-1] / "digest.txt").read_text(encoding="utf-8")
+
+
+def copied_code(tmp_path: Path) -> Path:
+    """A copy of the pipeline package's source, to edit: what an upgrade of the program looks like
+    to the keys (the code that runs stays the installed one)."""
+    code = tmp_path / "code"
+    shutil.copytree(Path(pipeline.app.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    return code
+
+
+def edited(code: Path, module: str) -> None:
+    path = code / module
+    path.write_text(path.read_text(encoding="utf-8") + "\n# upgraded\n", encoding="utf-8")
+    code_fingerprint.cache_clear()  # read once per process: the upgraded program's next process reads it again
+
+
+def test_an_upgraded_program_classifies_composes_and_renders_again(store_target: StoreTarget, tmp_path: Path,
+                                                                      items_read: list[dt.date],
+                                                                      counted: dict[str, int]) -> None:
+    """On each backend: stored classifications and issues are keyed by the source of the code
+    that made them, not only by the rules (the version number does not move). The same source
+    elsewhere changes nothing; an edited engine makes every stored classification stale and
+    every issue composed again, once; an edited compose recomposes the issues and keeps the
+    classifications; an edited renderer renders the stored issues again without composing them."""
+    dates = [dt.date.fromisoformat(d) for d in DATES]
+    out = tmp_path / "out"
+    with demo_pipeline(store_target, out) as app:
+        for date in dates:
+            app.run(date)
+        ids = [i.id for date in dates for i in app.window_items(date)]
+        old_key = app.classification_key
+        assert set(app.store.classifications(ids, old_key)) == set(ids)
+    code = copied_code(tmp_path)
+    before = snapshot(out)
+    with Pipeline(load_config(DEMO), load_topics(REPO / "topics.yaml"), store=store_target, output_dir=out,
+                  code_root=code) as same:
+        assert same.classification_key == old_key
+        items_read.clear()
+        counted.update(composed=0, rendered=0)
+        same.rebuild(None)
+        assert (items_read, counted) == ([], {"composed": 0, "rendered": 0})
+    assert snapshot(out) == before
+    edited(code, "classify/engine.py")
+    with Pipeline(load_config(DEMO), load_topics(REPO / "topics.yaml"), store=store_target, output_dir=out,
+                  code_root=code) as upgraded:
+        assert upgraded.topics.fingerprint == app.topics.fingerprint  # the rules did not change
+        assert upgraded.classification_key != old_key
+        assert upgraded.store.classifications(ids, upgraded.classification_key) == {}  # stale
+        items_read.clear()
+        counted.update(composed=0, rendered=0)
+        upgraded.rebuild(None)
+        assert items_read == dates
+        assert counted["composed"] == len(dates)
+        assert set(upgraded.store.classifications(ids, upgraded.classification_key)) == set(ids)
+        # Once: the next rebuild of the upgraded program skips everything again.
+        items_read.clear()
+        counted.update(composed=0, rendered=0)
+        upgraded.rebuild(None)
+        assert (items_read, counted) == ([], {"composed": 0, "rendered": 0})
+        new_key = upgraded.classification_key
+    # The same code made the same pages: only the records' keys changed.
+    assert {k: v[0] for k, v in snapshot(out).items() if k != MANIFEST_NAME} == \
+        {k: v[0] for k, v in before.items() if k != MANIFEST_NAME}
+    edited(code, "compose.py")
+    with Pipeline(load_config(DEMO), load_topics(REPO / "topics.yaml"), store=store_target, output_dir=out,
+                  code_root=code) as recomposed:
+        assert recomposed.classification_key == new_key  # compose does not classify
+        items_read.clear()
+        counted.update(composed=0, rendered=0)
+        recomposed.rebuild(None)
+        assert items_read == dates
+        assert counted["composed"] == len(dates)
+    edited(code, "render.py")
+    with Pipeline(load_config(DEMO), load_topics(REPO / "topics.yaml"), store=store_target, output_dir=out,
+                  code_root=code) as rendered:
+        items_read.clear()
+        counted.update(composed=0, rendered=0)
+        rendered.rebuild(None)
+        # The pages rendered again by the new renderer, the issues neither read nor composed.
+        assert (items_read, counted) == ([], {"composed": 0, "rendered": len(dates)})
+
+
+def test_the_code_fingerprints_cover_the_modules_that_decide_each_result(tmp_path: Path) -> None:
+    code = copied_code(tmp_path)
+    classify, compose = code_fingerprint(code, CLASSIFY_SOURCES), code_fingerprint(code, COMPOSE_SOURCES)
+    assert (classify, compose) == (code_fingerprint(CODE_ROOT, CLASSIFY_SOURCES),
+                                   code_fingerprint(CODE_ROOT, COMPOSE_SOURCES))
+    render = code_fingerprint(code, RENDER_SOURCES)
+    edited(code, "render.py")
+    assert (code_fingerprint(code, CLASSIFY_SOURCES), code_fingerprint(code, COMPOSE_SOURCES)) == (classify, compose)
+    assert code_fingerprint(code, RENDER_SOURCES) != render
+    for module in ("classify/normalize.py", "text.py", "store/codec.py"):
+        edited(code, module)
+        changed = code_fingerprint(code, COMPOSE_SOURCES)
+        assert changed != compose
+        compose = changed
+    (code / "classify" / "extra.py").write_text("X = 1\n", encoding="utf-8")  # a new module of the engine
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(code, CLASSIFY_SOURCES) != classify
+
 
 # ---------------------------------------------------------------- a run where every feed answers 304
 

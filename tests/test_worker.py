@@ -251,7 +251,7 @@ def test_a_feed_job_sets_the_next_fetch_from_its_rate_its_ttl_and_retry_after(tm
         answers.append(FetchResult(feed=feed, status=FetchStatus.NEW, url=feed.url, body=b"<rss/>"))
         report, next_fetch = app.refresh_feed("f", now)
         assert (report.new_items, next_fetch - now) == (14, dt.timedelta(hours=12))  # 14 items a week
-        assert app.store.classifications([f"i{n}" for n in range(14)], app.topics.fingerprint)  # classified
+        assert app.store.classifications([f"i{n}" for n in range(14)], app.classification_key)  # classified
         assert app.claim_due_feeds(now + dt.timedelta(hours=11)) == []
         assert [f.id for f in app.claim_due_feeds(now + dt.timedelta(hours=12))] == ["f"]
         ttl[0] = 24 * 60

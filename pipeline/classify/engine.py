@@ -415,8 +415,7 @@ class Classifier:
         # Where each field starts in the joined text. On the fast path folded
         # offsets are the original's, so spans are made field-relative right
         # away; the slow path maps them back first (in _result).
-        gap = len(_FIELD_SEPARATOR)
-        shifts = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap) if not starts else (0, 0, 0)
+        shifts = _field_origins(texts) if not starts else (0, 0, 0)
         for field_index in (0, 1, 2):
             occ = occurrences[field_index]
             if not occ:
@@ -546,12 +545,10 @@ class Classifier:
         length) runs over several. Two consecutive sentences that each hold some of a topic's evidence,
         and that reach its threshold together weighed as a lead, make the topic a story of the item.
         """
-        gap = len(_FIELD_SEPARATOR)
-        origin = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)[field_index]
+        origin = _field_origins(texts)[field_index]
         # Where each sentence starts, in joined-folded offsets.
-        bounds = [origin] + [origin + m.end() for m in _SENTENCE_END.finditer(texts[field_index])]
-        if starts:
-            bounds = [starts[b] if b < len(starts) else len(text) for b in bounds]
+        bounds = [_folded(starts, b, len(text))
+                  for b in [origin] + [origin + m.end() for m in _SENTENCE_END.finditer(texts[field_index])]]
         cut = tail[0] if tail is not None else len(text)
         by_sentence: dict[int, _Occurrences] = {}
         for tid, spans in occ.items():
@@ -602,11 +599,14 @@ class Classifier:
     def _holding_before(self, zone: int, lang: str, occ: _Occurrences, cut: int, text: str) -> set[tuple[int, str]]:
         """The rules (topic, name) that hold in a field on its words before ``cut`` alone."""
         head = {tid: kept for tid, spans in occ.items() if (kept := [s for s in spans if s[1] <= cut])}
-        if not head:
+        return self._holding(zone, lang, head, text)
+
+    def _holding(self, zone: int, lang: str, occ: _Occurrences, text: str) -> set[tuple[int, str]]:
+        """The rules (topic, name) of ``zone`` that hold on ``occ`` alone."""
+        if not occ:
             return set()
-        key = (zone, lang, frozenset(head))
-        plan = self._plan_for(key)
-        return {(topic, name) for topic, _, name, _, _, _ in _run(plan, head, text)}
+        plan = self._plan_for((zone, lang, frozenset(occ)))
+        return {(topic, name) for topic, _, name, _, _, _ in _run(plan, occ, text)}
 
     def _combine(self, title: _Occurrences, lead_occ: _Occurrences, lead: int, lang: str, text: str,
                  starts: tuple[int, ...], texts: tuple[str, str, str], shifts: tuple[int, int, int],
@@ -637,18 +637,9 @@ class Classifier:
         for tid, spans in lead_occ.items():
             merged[tid] = merged[tid] + spans if tid in merged else spans
         # Where the lead starts in the joined-folded text: spans before it are the title's.
-        boundary = len(texts[0]) + len(_FIELD_SEPARATOR)
-        if starts:
-            boundary = starts[boundary] if boundary < len(starts) else len(text)
+        boundary = _folded(starts, _field_origins(texts)[1], len(text))
         tail = tails[lead] if tails is not None else None
-        head: set[tuple[int, str]] | None = None
-        if tail is not None:
-            before = {tid: kept for tid, spans in merged.items() if (kept := [s for s in spans if s[1] <= tail[0]])}
-            head = set()
-            if before:
-                head_key = (_COMBINED, lang, frozenset(before))
-                head_plan = self._plan_for(head_key)
-                head = {(topic, name) for topic, _, name, _, _, _ in _run(head_plan, before, text)}
+        head = self._holding_before(_COMBINED, lang, merged, tail[0], text) if tail is not None else None
         # The title's words that the lead does not have: what the title adds.
         new = {span for tid in title_terms - lead_terms for span in title[tid]}
         title_alone: set[tuple[int, str]] | None = None
@@ -657,9 +648,7 @@ class Classifier:
             if len(in_title) == len(spans) or new.isdisjoint(in_title):
                 continue  # the lead's words alone, or the title only repeats them
             if title_alone is None:  # the combined rules the title holds by itself
-                title_key = (_COMBINED, lang, title_terms)
-                title_plan = self._plan_for(title_key)
-                title_alone = {(t, n) for t, _, n, _, _, _ in _run(title_plan, title, text)}
+                title_alone = self._holding(_COMBINED, lang, title, text)
             if (topic, name) in title_alone:
                 continue
             if scale is not None:
@@ -732,8 +721,7 @@ class Classifier:
     def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
                 scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]],
                 dampings: list[_DampingRow] | None = None, spared: dict[int, set[int]] | None = None) -> Classification:
-        gap = len(_FIELD_SEPARATOR)
-        offsets = (0, len(texts[0]) + gap, len(texts[0]) + len(texts[1]) + 2 * gap)
+        offsets = _field_origins(texts)
         if starts:  # joined folded offsets → field offsets in the original
             found = [(fi, start - offsets[fi], end - offsets[fi], topic, name, weight)
                      for fi, (start, end), topic, name, weight in
@@ -773,13 +761,8 @@ class Classifier:
         """Occurrences of every term, by field index then term id, in joined-folded offsets."""
         padded = " " + text + " "
         # Folded offsets where the summary and the content start.
-        gap = len(_FIELD_SEPARATOR)
-        second = len(texts[0]) + gap
-        third = second + len(texts[1]) + gap
-        if starts:
-            count = len(starts)
-            second = starts[second] if second < count else len(text)
-            third = starts[third] if third < count else len(text)
+        origins = _field_origins(texts)
+        second, third = _folded(starts, origins[1], len(text)), _folded(starts, origins[2], len(text))
         occurrences: tuple[_Occurrences, _Occurrences, _Occurrences] = ({}, {}, {})
         cased_text: str | None = None  # built on the first case-sensitive candidate
         # Occurrences come out by end offset, so the field only moves forward.
@@ -862,6 +845,20 @@ def _positional(positional: _Positional, topic: int, occ: _Occurrences, topic_oc
     if rule_contexts:
         field_occ = _cancel(rule_contexts, field_occ, text)
     return _evaluate(node, field_occ, text)
+
+
+def _field_origins(texts: tuple[str, str, str]) -> tuple[int, int, int]:
+    """Where each field starts in the joined text (original offsets)."""
+    second = len(texts[0]) + len(_FIELD_SEPARATOR)
+    return 0, second, second + len(texts[1]) + len(_FIELD_SEPARATOR)
+
+
+def _folded(starts: tuple[int, ...], offset: int, length: int) -> int:
+    """A joined original offset in joined-folded offsets (``starts`` empty: they are the same;
+    past the last mapped character: the folded text's ``length``)."""
+    if not starts:
+        return offset
+    return starts[offset] if offset < len(starts) else length
 
 
 def _cut(text: str, depth: int) -> str:

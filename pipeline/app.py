@@ -307,7 +307,7 @@ class IssueListing:
 
     date: dt.date
     story_count: int
-    outdated: tuple[str, ...]  # "rules", "templates": what changed since it was built
+    outdated: tuple[str, ...]  # "rules", "templates", "code": what changed since it was built
     label: str = ""  # its date in French, "mardi 6 mai 2025"
 
 
@@ -655,6 +655,12 @@ class Pipeline:
     def compose_code(self) -> str:
         """Fingerprint of the code an issue is composed by (COMPOSE_SOURCES), part of its keys."""
         return code_fingerprint(self.code_root, COMPOSE_SOURCES)
+
+    @property
+    def build_code(self) -> str:
+        """Fingerprint of the code an issue is composed and rendered by (COMPOSE_SOURCES and
+        RENDER_SOURCES), kept with it so that `archive list` can tell an upgrade made it stale."""
+        return _sha(self.compose_code + "\0" + code_fingerprint(self.code_root, RENDER_SOURCES))
 
     @functools.cached_property
     def topic_info(self) -> tuple[TopicInfo, ...]:
@@ -1057,7 +1063,7 @@ class Pipeline:
             date=date, built_at=now, rules_fingerprint=self.topics.fingerprint,
             templates_fingerprint=self.templates_fingerprint, html_sha256=html_sha, text_sha256=text_sha,
             story_count=len(issue.stories()), issue_json=build.issue_json, render_key=build.render_key,
-            input_key=build.input_key,
+            input_key=build.input_key, code_fingerprint=self.build_code,
         )
         if previous is None or dataclasses.replace(previous, built_at=now) != record:
             # An identical record is not written again: a rebuild with nothing changed writes nothing.
@@ -1562,14 +1568,16 @@ class Pipeline:
         return self.renderer.render_issue(issue, self.topic_info, self.email_links(issue.date))
 
     def archive_listing(self) -> list[IssueListing]:
-        """Every stored issue, newest first, with what changed since it was built."""
+        """Every stored issue, newest first, with what changed since it was built: the rules, the
+        templates, the code (not known for an issue built before the store kept it: not said)."""
         from pipeline.render import french_date
 
         listing: list[IssueListing] = []
         for stored in self._existing_store().issues():
             outdated = tuple(what for what, old, new in (
                 ("rules", stored.rules_fingerprint, self.topics.fingerprint),
-                ("templates", stored.templates_fingerprint, self.renderer.fingerprint)) if old != new)
+                ("templates", stored.templates_fingerprint, self.renderer.fingerprint),
+                ("code", stored.code_fingerprint or self.build_code, self.build_code)) if old != new)
             listing.append(IssueListing(date=stored.date, story_count=stored.story_count, outdated=outdated,
                                         label=french_date(stored.date, year=True)))
         return listing

@@ -523,7 +523,10 @@ def _cmd_archive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.archive_command == "list":
             listing = app.archive_listing()
             for issue in listing:
-                note = f"  ({' and '.join(issue.outdated)} changed since built: rebuild)" if issue.outdated else ""
+                note = ""
+                if issue.outdated:
+                    *first, last = issue.outdated
+                    note = f"  ({', '.join(first) + ' and ' if first else ''}{last} changed since built: rebuild)"
                 print(f"{issue.date.isoformat()}  {issue.label:<28} "
                       f"{issue.story_count:>3} stories{note}", file=out)
             print(f"{len(listing)} issue(s) in {app.db_path}", file=err)

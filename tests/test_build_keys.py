@@ -38,8 +38,10 @@ from pipeline.errors import RunFailed
 from pipeline.models import Item
 from pipeline.render import Renderer
 from pipeline.store import StoreTarget, open_store
+from tests.conftest import CliResult
 from tests.helpers import call_cli
 from tests.localfeed import RSS
+from tests.test_postgres_store import demo_config
 from tests.test_rebuild import DATES, DEMO, REPO, changed_templates, snapshot
 
 
@@ -269,6 +271,63 @@ def test_the_code_fingerprints_cover_the_modules_that_decide_each_result(tmp_pat
     (code / "classify" / "extra.py").write_text("X = 1\n", encoding="utf-8")  # a new module of the engine
     code_fingerprint.cache_clear()
     assert code_fingerprint(code, CLASSIFY_SOURCES) != classify
+
+
+def copied_program(tmp_path: Path) -> Path:
+    """A checkout of the program to upgrade: its package and templates, where `python -m pipeline`
+    run from the returned folder imports this copy, not the installed package."""
+    program = tmp_path / "program"
+    shutil.copytree(Path(pipeline.app.__file__).parent, program / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "templates", program / "templates")
+    return program
+
+
+def listed(result: CliResult) -> list[str]:
+    """The notes of `pipeline archive list`, one per issue listed (oldest first)."""
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert len(lines) == len(DATES), result.out
+    return [line.partition(" stories")[2].strip() for line in reversed(lines)]
+
+
+def test_archive_list_says_which_issues_an_upgraded_program_would_build_otherwise(
+        store_target: StoreTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, run_cli) -> None:
+    """On each backend, through the real command: the store keeps the fingerprint of the code
+    each issue was built by, and `pipeline archive list` of an upgraded program (a copy of the
+    package with its renderer edited, run as its own process) marks every issue "code changed",
+    with the rules too when they changed as well, until the upgraded program rebuilds them; the
+    same program elsewhere (an unedited copy) marks none."""
+    root = tmp_path / "archive"
+    if store_target.backend == "postgresql":
+        assert store_target.dsn is not None
+        root.mkdir()
+        config = demo_config(root)
+        monkeypatch.setenv("TECH_MATIN_DATABASE_URL", store_target.dsn)  # inherited by the upgraded program's process
+    else:
+        config = DEMO
+    args = ("--config", config, "--topics", REPO / "topics.yaml", "--db", root / "db.sqlite3", "--output", root / "out")
+    for date in DATES:
+        result = cli("run", *args, "--date", date)
+        assert result.code == 0, result.err
+    program = copied_program(tmp_path)
+    assert listed(cli("archive", "list", *args)) == [""] * len(DATES)
+    assert listed(run_cli("archive", "list", *args, cwd=program)) == [""] * len(DATES)
+    edited(program / "pipeline", "render.py")
+    code_changed = ["(code changed since built: rebuild)"] * len(DATES)
+    assert listed(run_cli("archive", "list", *args, cwd=program)) == code_changed
+    rules = (REPO / "topics.yaml").read_text(encoding="utf-8")
+    marker = '  - id: media_partnership\n    heading: "MÉDIAS"\n'
+    assert marker in rules
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(rules.replace(marker, marker + "    threshold: 1000\n"), encoding="utf-8")
+    assert listed(run_cli("archive", "list", *args, "--topics", topics, cwd=program)) == \
+        ["(rules and code changed since built: rebuild)"] * len(DATES)
+    rebuilt = run_cli("rebuild", "--all", *args, cwd=program)
+    assert rebuilt.code == 0, rebuilt.err
+    assert listed(run_cli("archive", "list", *args, cwd=program)) == [""] * len(DATES)
+    # The store now holds the upgraded program's fingerprint: to the installed one, the code changed.
+    assert listed(cli("archive", "list", *args)) == code_changed
 
 
 # ---------------------------------------------------------------- a run where every feed answers 304

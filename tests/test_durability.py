@@ -115,7 +115,7 @@ def test_read_only_output_is_a_clear_error(tmp_path: Path, cli, monkeypatch: pyt
     assert "Read-only file system" in result.err and "Traceback" not in result.err
 
 
-def test_store_from_the_first_schema_upgrades_in_place(tmp_path: Path) -> None:
+def test_store_from_the_first_schema_upgrades_in_place(tmp_path: Path, cli) -> None:
     path = tmp_path / "old.sqlite3"
     shutil.copy(FIXTURE_V1, path)
     with sqlite3.connect(path) as db:
@@ -132,6 +132,11 @@ def test_store_from_the_first_schema_upgrades_in_place(tmp_path: Path) -> None:
         assert [h.date.isoformat() if hasattr(h.date, "isoformat") else h.date for h in hits] == ["2025-05-06"]
     with SqliteStore(path) as store:  # opening again is a no-op
         assert store.schema_version == len(MIGRATIONS)
+        assert [i.code_fingerprint for i in store.issues()] == [""]  # not known
+    # The code an issue was built by before the store kept it is not known: not said to have changed.
+    listed = cli("archive", "list", "--config", DEMO, "--topics", REPO / "topics.yaml", "--db", path)
+    assert listed.code == 0, listed.err
+    assert listed.out.endswith("  (rules and templates changed since built: rebuild)\n"), listed.out
 
 
 def test_interrupted_migration_leaves_the_old_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

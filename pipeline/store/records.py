@@ -31,6 +31,9 @@ class StoredIssue:
     # would give, its items are not read (the render key then says if its pages are current).
     # '' when not known (built before it).
     input_key: str = ""
+    # sha256 of the code the issue was composed and rendered by (see app.code_fingerprint), so that
+    # `pipeline archive list` can tell an upgraded program's stale issue. '' when built before it.
+    code_fingerprint: str = ""
 
 
 @dataclass(frozen=True)

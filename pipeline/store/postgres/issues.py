@@ -21,6 +21,7 @@ def _issue(row: Row) -> StoredIssue:
         templates_fingerprint=row["templates_fingerprint"], html_sha256=row["html_sha256"],
         text_sha256=row["text_sha256"], story_count=row["story_count"], issue_json=row["issue_json"],
         render_key=row["render_key"], input_key=row["input_key"],
+        code_fingerprint=row["code_fingerprint"],
     )
 
 
@@ -46,11 +47,11 @@ class PostgresIssues(PostgresBase):
             cursor.execute("DELETE FROM issues WHERE date = %s", (date,))
             cursor.execute(
                 "INSERT INTO issues (date, built_at, rules_fingerprint, templates_fingerprint, html_sha256,"
-                " text_sha256, story_count, issue_json, render_key, input_key)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                " text_sha256, story_count, issue_json, render_key, input_key, code_fingerprint)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (date, to_utc(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint,
                  issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key,
-                 issue.input_key),
+                 issue.input_key, issue.code_fingerprint),
             )
             cursor.executemany(
                 f"INSERT INTO issue_stories ({_STORY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -84,11 +85,11 @@ class PostgresIssues(PostgresBase):
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE issues SET built_at = %s, rules_fingerprint = %s, templates_fingerprint = %s,"
-                " html_sha256 = %s, text_sha256 = %s, story_count = %s, render_key = %s, input_key = %s"
-                " WHERE date = %s AND issue_json = %s",
+                " html_sha256 = %s, text_sha256 = %s, story_count = %s, render_key = %s, input_key = %s,"
+                " code_fingerprint = %s WHERE date = %s AND issue_json = %s",
                 (to_utc(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
-                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.date,
-                 issue.issue_json),
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.code_fingerprint,
+                 issue.date, issue.issue_json),
             )
             return cursor.rowcount == 1
 

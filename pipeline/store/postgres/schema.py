@@ -174,6 +174,8 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     ALTER TABLE items ADD COLUMN content_sha256 text NOT NULL DEFAULT '';
     ALTER TABLE issues ADD COLUMN input_key text NOT NULL DEFAULT '';
     """,
+    # 5: the fingerprint of the code each issue was built by (SQLite's migration 10).
+    "ALTER TABLE issues ADD COLUMN code_fingerprint text NOT NULL DEFAULT '';",
 )
 
 

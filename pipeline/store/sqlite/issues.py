@@ -21,6 +21,7 @@ def _issue(row: sqlite3.Row) -> StoredIssue:
         rules_fingerprint=row["rules_fingerprint"], templates_fingerprint=row["templates_fingerprint"],
         html_sha256=row["html_sha256"], text_sha256=row["text_sha256"], story_count=row["story_count"],
         issue_json=row["issue_json"], render_key=row["render_key"], input_key=row["input_key"],
+        code_fingerprint=row["code_fingerprint"],
     )
 
 
@@ -46,10 +47,11 @@ class SqliteIssues(SqliteBase):
             db.execute("DELETE FROM issues WHERE date = ?", (date,))
             db.execute(
                 "INSERT INTO issues (date, built_at, rules_fingerprint, templates_fingerprint, html_sha256,"
-                " text_sha256, story_count, issue_json, render_key, input_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " text_sha256, story_count, issue_json, render_key, input_key, code_fingerprint)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (date, to_iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint,
                  issue.html_sha256, issue.text_sha256, issue.story_count, issue.issue_json, issue.render_key,
-                 issue.input_key),
+                 issue.input_key, issue.code_fingerprint),
             )
             db.executemany(
                 "INSERT INTO issue_stories (date, position, story_id, part, topic, topics, kicker, title,"
@@ -94,10 +96,11 @@ class SqliteIssues(SqliteBase):
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE issues SET built_at = ?, rules_fingerprint = ?, templates_fingerprint = ?, html_sha256 = ?,"
-                " text_sha256 = ?, story_count = ?, render_key = ?, input_key = ? WHERE date = ? AND issue_json = ?",
+                " text_sha256 = ?, story_count = ?, render_key = ?, input_key = ?, code_fingerprint = ?"
+                " WHERE date = ? AND issue_json = ?",
                 (to_iso(issue.built_at), issue.rules_fingerprint, issue.templates_fingerprint, issue.html_sha256,
-                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.date.isoformat(),
-                 issue.issue_json),
+                 issue.text_sha256, issue.story_count, issue.render_key, issue.input_key, issue.code_fingerprint,
+                 issue.date.isoformat(), issue.issue_json),
             )
             return cursor.rowcount == 1
 

@@ -208,6 +208,9 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     ALTER TABLE items ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
     ALTER TABLE issues ADD COLUMN input_key TEXT NOT NULL DEFAULT ''
     """,
+    # 10: the fingerprint of the code each issue was composed and rendered by
+    # (StoredIssue.code_fingerprint; '' for issues built before it: not known).
+    "ALTER TABLE issues ADD COLUMN code_fingerprint TEXT NOT NULL DEFAULT ''",
 )
 
 

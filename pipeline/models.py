@@ -339,6 +339,9 @@ class Classification:
     # and the passing-line markers that damped a rule. Not stored (the weights of the stored
     # matches show the damped contributions); `pipeline classify` and `evaluate` show them.
     dampers: tuple[Damping, ...] = ()
+    # A teaser (its title and summary hold no rule): how many sentences of its body weighed as its
+    # lead (topics.yaml's teaser_lead); 0 otherwise. Not stored either, shown by `classify` and `evaluate`.
+    lead_in_body: int = 0
 
     def matches_for(self, topic: str) -> tuple[Match, ...]:
         if isinstance(self.matches, Matches):

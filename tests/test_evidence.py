@@ -1,6 +1,6 @@
-"""How evidence adds up across fields and how item kinds lower it (issue 15, fifth round).
+"""How evidence adds up across fields and how item kinds lower it (issue 15, fifth and sixth rounds).
 
-Four mechanisms, on small rule files and small items written here:
+Five mechanisms, on small rule files and small items written here:
 
 - one damper per field, the strongest: a newsletter that says so in its title and in its lead
   is damped once, not twice;
@@ -9,7 +9,9 @@ Four mechanisms, on small rule files and small items written here:
 - a roundup's story (`keeps_stories`): a topic it tells over two sentences is not damped;
 - `combine` rules: the title names the entity, the lead gives the angle, and the rule holds on
   the two fields read together, only when the title does not hold it alone and adds words the
-  lead lacks.
+  lead lacks;
+- a teaser (`teaser_lead`, sixth round): a title and a lead that hold no rule leave the subject to
+  the body, whose first sentences then weigh as the lead.
 
 Every tag stays explained: the matches show the (damped) weights and the fields of the
 evidence, and the classification names the damper, its marker and what it scaled.
@@ -262,6 +264,71 @@ def test_combined_spans_survive_the_slow_normalisation_path(tmp_path: Path) -> N
     title = "Ｉｎｓｔａｇｒａｍ ﬁnit"  # full-width letters and a ligature: the per-character path
     result = classifier.classify_fields("1", title, "Son IA arrive.")
     assert [(m.field, m.text) for m in result.matches] == [("title", "Ｉｎｓｔａｇｒａｍ"), ("summary", "IA")]
+
+
+# ---------------------------------------------------------------- a teaser's lead in its body
+
+TEASER = "teaser_lead: 2\n" + RULES
+TEASER_LEAD = "Le récit d'une locataire qui voulait comprendre son dossier."
+
+
+def test_a_teasers_body_opening_weighs_as_its_lead(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, TEASER)
+    body = "Sonia cherchait un logement. Meta ouvre son IA aux chercheurs. La suite est connue."
+    result = classifier.classify_fields("1", "Six mois de patience", TEASER_LEAD, body)
+    # Title and lead hold no rule: the body's first two sentences weigh as the lead (3 × 1, not 3 × 0.5).
+    assert result.topics == ("meta",) and result.scores == {"meta": 3.5}
+    assert {(m.rule, m.field, m.weight) for m in result.matches} == {("meta_and_ai", "content", 3.0),
+                                                                     ("meta_named", "content", 0.5)}
+    assert result.lead_in_body == 2
+    # Without teaser_lead, the body weighs as a body.
+    plain = compile_rules(tmp_path, RULES).classify_fields("2", "Six mois de patience", TEASER_LEAD, body)
+    assert plain.topics == () and plain.scores == {"meta": 1.75} and plain.lead_in_body == 0
+
+
+def test_a_teasers_lead_is_its_bodys_first_sentences_only(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, TEASER)
+    late = classifier.classify_fields("1", "Six mois de patience", TEASER_LEAD,
+                                      "Sonia cherchait. Elle a écrit. Meta ouvre son IA aux chercheurs.")
+    assert late.topics == () and late.scores == {"meta": 1.75} and late.lead_in_body == 0
+    # What follows a passing-line marker is no part of the lead.
+    after = classifier.classify_fields("2", "Six mois de patience", TEASER_LEAD,
+                                       "Meta publie un rapport. À lire aussi : son IA.")
+    # (Meta named before the marker weighs as the lead, 0.5; Meta's AI, which needs "IA", stays damped.)
+    assert after.topics == () and after.scores == {"meta": 0.88}
+    assert {(m.rule, m.weight) for m in after.matches} == {("meta_named", 0.5), ("meta_and_ai", 0.38)}
+
+
+def test_an_item_whose_title_or_lead_holds_a_rule_is_no_teaser(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, TEASER)
+    body = "Meta ouvre son IA aux chercheurs. La suite est connue."
+    # The lead names an assistant: its own evidence, and the body weighs as a body.
+    told = classifier.classify_fields("1", "Six mois de patience",
+                                      "Un assistant pour les locataires et leurs dossiers.", body)
+    assert told.scores == {"meta": pytest.approx(1.5 + 1.75)} and told.lead_in_body == 0
+    # A damped body (a newsletter's) is its list of subjects, not a lead.
+    damped = classifier.classify_fields("2", "Newsletter du lundi", TEASER_LEAD, body)
+    assert damped.topics == () and damped.lead_in_body == 0
+
+
+def test_classify_and_evaluate_say_a_teaser_was_read(tmp_path: Path) -> None:
+    classifier = compile_rules(tmp_path, TEASER)
+    line = json.dumps({"id": "t", "title": "Six mois de patience", "summary": TEASER_LEAD,
+                       "content": "Meta ouvre son IA. La suite.", "labels": []}, ensure_ascii=False)
+    out = io.StringIO()
+    classify_jsonl(classifier, [line], out, "t.jsonl")
+    assert json.loads(out.getvalue())["lead_in_body"] == 2
+    report = format_report(evaluate(classifier, [line], "t.jsonl"))
+    assert "a teaser: title and summary hold no rule, the body's first 2 sentences weighed as the lead" in report
+
+
+def test_teaser_lead_enters_the_fingerprint_and_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(RULES, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(TEASER, encoding="utf-8")
+    assert load_topics(tmp_path / "a.yaml").fingerprint != load_topics(tmp_path / "b.yaml").fingerprint
+    with pytest.raises(ConfigError) as caught:
+        compile_rules(tmp_path, "teaser_lead: -1\n" + RULES)
+    assert caught.value.key == "teaser_lead" and "whole number of sentences" in caught.value.message
 
 
 # ---------------------------------------------------------------- the explanations shown

@@ -45,7 +45,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import product
+from itertools import islice, product
 from typing import TYPE_CHECKING
 
 import ahocorasick
@@ -223,7 +223,8 @@ class Classifier:
     def __init__(self, topics: tuple[TopicRules, ...], terms: tuple[Term, ...],
                  automaton: ahocorasick.Automaton, rules: tuple[_CompiledRule, ...],
                  rules_by_term: tuple[dict[int, tuple[int, ...]], ...], fingerprint: str = "",
-                 dampers: tuple[_CompiledDamper, ...] = (), depth: tuple[int, int] = (0, 0)) -> None:
+                 dampers: tuple[_CompiledDamper, ...] = (), depth: tuple[int, int] = (0, 0),
+                 teaser_lead: int = 0) -> None:
         self.topics = topics
         self.terms = terms
         self.fingerprint = fingerprint
@@ -245,6 +246,8 @@ class Classifier:
             for node in (rules[r].node, *rules[r].unless, *rules[r].topic_unless) for tid in _all_ids(node))
         # Characters of the summary and of the content that are read (0: all).
         self._depth = depth
+        # Sentences of the body that weigh as the lead of a teaser (0: never).
+        self._teaser_lead = teaser_lead
         # By topic, what turns a contribution in the content into one in the lead (a roundup's story).
         self._content_to_lead = tuple(t.field_weight("summary") / t.field_weight("content")
                                       if t.field_weight("content") else 1.0 for t in topics)
@@ -261,15 +264,18 @@ class Classifier:
     @classmethod
     def compile(cls, topics: TopicsConfig) -> Classifier:
         """Compile every rule of ``topics`` into one automaton (done once per run)."""
-        return cls.from_topics(topics.topics, topics.fingerprint, topics.dampen, topics.depth)
+        return cls.from_topics(topics.topics, topics.fingerprint, topics.dampen, topics.depth, topics.teaser_lead)
 
     @classmethod
     def from_topics(cls, topics: Iterable[TopicRules], fingerprint: str = "",
-                    dampen: Iterable[Damper] = (), depth: tuple[int, int] = (0, 0)) -> Classifier:
+                    dampen: Iterable[Damper] = (), depth: tuple[int, int] = (0, 0),
+                    teaser_lead: int = 0) -> Classifier:
         """Compile rules given as values (tests and tools build them in code).
 
         ``depth`` is how many characters of the summary and of the content are
         read (0: all of it): a mention deeper in a long text is not its subject.
+        ``teaser_lead`` is how many sentences of the body weigh as the lead when
+        the title and the summary hold no rule (a teaser; 0: never).
         """
         topic_list = tuple(topics)
         ids: dict[tuple[tuple[str, ...], bool], int] = {}
@@ -371,7 +377,8 @@ class Classifier:
         if plain or special:
             automaton.make_automaton()
         by_term = tuple({k: tuple(v) for k, v in t.items()} for t in triggers)
-        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint, dampers, depth)
+        return cls(topic_list, tuple(terms), automaton, tuple(rules), by_term, fingerprint, dampers, depth,
+                   teaser_lead)
 
     # ---------------------------------------------------------------- classifying
 
@@ -478,7 +485,12 @@ class Classifier:
                               kinds, tails, dampings, occurrences, scores, found)
         if not scores:
             return Classification(item_id, (), {}, ())
-        return self._result(item_id, texts, starts, scores, found, dampings, spared)
+        teaser = 0
+        if (self._teaser_lead and content_zone != _CONTENT_AS_LEAD and (scale is None or kinds[2] < 0)
+                and all(row[0] == 2 for row in found)):
+            teaser = self._teaser(lang, occurrences[2], tails[2] if tails is not None else None, text, texts,
+                                  starts, scores, found)
+        return self._result(item_id, texts, starts, scores, found, dampings, spared, teaser)
 
     def _scale(self, occurrences: tuple[_Occurrences, _Occurrences, _Occurrences]
                ) -> tuple[tuple[float, float, float], tuple[int, int, int],
@@ -575,6 +587,34 @@ class Classifier:
             stories.update(topic for topic, score in scores.items()
                            if len(sides[topic]) == 2 and score > 0 and score + 1e-9 >= self._thresholds[topic])
         return frozenset(stories)
+
+    def _teaser(self, lang: str, occ: _Occurrences, tail: _Tail | None, text: str, texts: tuple[str, str, str],
+                starts: tuple[int, ...], scores: dict[int, float],
+                found: list[tuple[int, int, int, int, str, float]]) -> int:
+        """A teaser's title and lead hold no rule ("Une lettre recommandée et six mois de patience"): the
+        body's first sentences, where its subject is told, weigh as its lead. The rules of the body that
+        hold on them take the lead's weight in ``scores`` and ``found``; returns how many sentences were
+        read so (0: none of them held a rule).
+        """
+        origin = _field_origins(texts)[2]
+        ends = [m.end() for m in islice(_SENTENCE_END.finditer(texts[2]), self._teaser_lead)]
+        cut = len(text) if len(ends) < self._teaser_lead else _folded(starts, origin + ends[-1], len(text))
+        if tail is not None:  # a page's "À lire aussi" is no part of its lead
+            cut = min(cut, tail[0])
+        lead = self._holding_before(_CONTENT_AS_LEAD, lang, occ, cut, text)
+        # The body's own contributions of those rules (they hold before any passing line: undamped).
+        body = {(topic, name): contribution
+                for topic, contribution, name, _, _, _ in _run(self._plan_for((2, lang, frozenset(occ))), occ, text)
+                if (topic, name) in lead}
+        if not body:
+            return 0
+        for (topic, _), contribution in body.items():
+            scores[topic] += contribution * (self._content_to_lead[topic] - 1)
+        for index, (field_index, start, end, topic, name, _) in enumerate(found):
+            if (topic, name) in body:
+                found[index] = (field_index, start, end, topic, name,
+                                round(body[topic, name] * self._content_to_lead[topic], 2))
+        return self._teaser_lead
 
     def _note_damping(self, dampings: list[_DampingRow], damper: int, field_index: int, factor: float,
                       occurrences: tuple[_Occurrences, _Occurrences, _Occurrences],
@@ -720,7 +760,8 @@ class Classifier:
 
     def _result(self, item_id: str, texts: tuple[str, str, str], starts: tuple[int, ...],
                 scores: dict[int, float], found: list[tuple[int, int, int, int, str, float]],
-                dampings: list[_DampingRow] | None = None, spared: dict[int, set[int]] | None = None) -> Classification:
+                dampings: list[_DampingRow] | None = None, spared: dict[int, set[int]] | None = None,
+                teaser: int = 0) -> Classification:
         offsets = _field_origins(texts)
         if starts:  # joined folded offsets → field offsets in the original
             found = [(fi, start - offsets[fi], end - offsets[fi], topic, name, weight)
@@ -746,7 +787,7 @@ class Classifier:
         if len(scores) == 1:  # the usual case: one topic, nothing to order
             for topic, score in scores.items():
                 selected = (ids[topic],) if score > 0 and score + 1e-9 >= thresholds[topic] else ()
-                return Classification(item_id, selected, {ids[topic]: round(score, 2)}, matches, damped)
+                return Classification(item_id, selected, {ids[topic]: round(score, 2)}, matches, damped, teaser)
         ordered = sorted(scores)
         return Classification(
             item_id,
@@ -754,6 +795,7 @@ class Classifier:
             {ids[i]: round(scores[i], 2) for i in ordered},
             matches,
             damped,
+            teaser,
         )
 
     def _scan(self, text: str, starts: tuple[int, ...], encoded: bytes, cased_fold: str,

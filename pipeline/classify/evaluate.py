@@ -61,6 +61,7 @@ class Misclassification:
     matches: tuple[Match, ...]  # what matched for the topic (empty for most FNs)
     lineno: int = 0
     dampers: tuple[Damping, ...] = ()  # the kinds of item that lowered its evidence (roundup, job offer…)
+    lead_in_body: int = 0  # a teaser: the sentences of its body that weighed as its lead
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def evaluate(classifier: Classifier, lines: Iterable[str], source_name: str) -> 
                 counts[topic][1 if got else 2] += 1
                 errors.append(Misclassification("FP" if got else "FN", topic, record.id, record.title,
                                     result.scores.get(topic, 0.0), thresholds[topic],
-                                    result.matches_for(topic), record.lineno, result.dampers))
+                                    result.matches_for(topic), record.lineno, result.dampers,
+                                    result.lead_in_body))
     if not items:
         raise PipelineError(f"{source_name}: no labelled item to evaluate")
     scores = tuple(TopicScore(t, *counts[t]) for t in known)
@@ -152,6 +154,11 @@ def damping_text(dampers: Sequence[Damping]) -> str:
                      for d in dampers)
 
 
+def teaser_text(sentences: int) -> str:
+    """What a teaser's explanation says: its title and summary held no rule, its body's opening weighed as its lead."""
+    return f"a teaser: title and summary hold no rule, the body's first {sentences} sentences weighed as the lead"
+
+
 def _table(report: EvaluationReport) -> list[str]:
     width = max([len("topic")] + [len(t.topic) for t in report.topics])
     lines = [
@@ -186,4 +193,6 @@ def format_report(report: EvaluationReport) -> str:
             lines.append(f"      score {e.score:g} / threshold {e.threshold:g}; {_matched_words(e.matches)}")
             if e.dampers and e.matches:
                 lines.append(f"      {damping_text(e.dampers)}")
+            if e.lead_in_body and e.matches:
+                lines.append(f"      {teaser_text(e.lead_in_body)}")
     return "\n".join(lines) + "\n"

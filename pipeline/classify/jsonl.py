@@ -117,6 +117,8 @@ def classification_to_json(result: Classification, topic_order: Iterable[str]) -
                           "factor": d.factor, "scales": list(d.scales),
                           **({"kept": list(d.spared)} if d.spared else {})}
                          for d in result.dampers]
+    if result.lead_in_body:  # a teaser: its body's first sentences weighed as its lead
+        out["lead_in_body"] = result.lead_in_body
     return out
 
 

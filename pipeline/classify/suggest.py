@@ -168,7 +168,8 @@ def _try(config: TopicsConfig, rules: TopicRules, feature: str, weight: float, i
         return None
     rule = Rule(name="suggested", condition=Term(text=feature, words=words), weight=weight)
     topics = tuple(replace(t, rules=(*t.rules, rule)) if t.id == rules.id else t for t in config.topics)
-    candidate = Classifier.from_topics(topics, dampen=config.dampen, depth=config.depth)
+    candidate = Classifier.from_topics(topics, dampen=config.dampen, depth=config.depth,
+                                       teaser_lead=config.teaser_lead)
     gains: list[str] = []
     false_tags: list[str] = []
     for labelled, before in zip(items, predicted, strict=True):

@@ -36,7 +36,7 @@ from pipeline.models import TopicInfo
 
 __all__ = ["DEFAULT_NEAR_WITHIN", "TopicsConfig", "load_topics"]
 
-TOP_KEYS = {"version", "field_weights", "threshold", "depth", "lexicons", "dampen", "topics"}
+TOP_KEYS = {"version", "field_weights", "threshold", "depth", "teaser_lead", "lexicons", "dampen", "topics"}
 TOPIC_KEYS = {"id", "heading", "theme", "description", "threshold", "field_weights", "unless", "rules"}
 RULE_KEYS = {"name", "weight", "fields", "lang", "unless", "note", "combine"}
 OPERATORS = ("term", "any", "all", "not", "near", "lexicon")
@@ -58,6 +58,8 @@ class TopicsConfig:
     lexicons: tuple[tuple[str, tuple[Term, ...]], ...] = ()  # named term lists, in file order
     dampen: tuple[Damper, ...] = ()  # item kinds whose mentions count less (roundups, job offers…)
     depth: tuple[int, int] = (0, 0)  # characters of the summary and the content read (0: all)
+    # Sentences of the body weighed as the lead when the title and the summary hold no rule (0: never).
+    teaser_lead: int = 0
 
     def lexicon(self, name: str) -> tuple[Term, ...]:
         """The terms of the lexicon ``name`` (lexicons it includes expanded)."""
@@ -448,6 +450,10 @@ class _Loader:
                     raise self.fail(f"must be a whole number of characters >= 0 (0: all), got {value!r}",
                                     mapping.line_of(key), f"depth.{key}")
             depth = (mapping.get("summary", 0), mapping.get("content", 0))
+        teaser_lead = top.get("teaser_lead", 0)
+        if isinstance(teaser_lead, bool) or not isinstance(teaser_lead, int) or teaser_lead < 0:
+            raise self.fail(f"must be a whole number of sentences >= 0 (0: never), got {teaser_lead!r}",
+                            top.line_of("teaser_lead"), "teaser_lead")
         dampen: tuple[Damper, ...] = ()
         if "dampen" in top:
             dampen = self.dampers(top["dampen"], top.line_of("dampen"))
@@ -465,9 +471,10 @@ class _Loader:
                                 f"topic {topic.id}")
             seen[topic.id] = topic.line
             topics.append(topic)
-        return TopicsConfig(path=self.path, topics=tuple(topics), fingerprint=fingerprint(tuple(topics), dampen, depth),
+        return TopicsConfig(path=self.path, topics=tuple(topics),
+                            fingerprint=fingerprint(tuple(topics), dampen, depth, teaser_lead),
                             field_weights=weights, threshold=threshold, lexicons=tuple(self.lexicons.items()),
-                            dampen=dampen, depth=depth)
+                            dampen=dampen, depth=depth, teaser_lead=teaser_lead)
 
 
 def _is_term_set(node: Node) -> bool:
@@ -488,7 +495,7 @@ def _canonical(node: Node) -> Any:
 
 
 def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
-                depth: tuple[int, int] = (0, 0)) -> str:
+                depth: tuple[int, int] = (0, 0), teaser_lead: int = 0) -> str:
     """sha256 of what decides classification (not comments, notes, line numbers or layout).
 
     Terms enter in normalised form, so rewriting ``Règlement`` as
@@ -515,6 +522,8 @@ def fingerprint(topics: tuple[TopicRules, ...], dampen: tuple[Damper, ...] = (),
              "look_in": list(d.look_in), "scales": list(d.scales), **({"after_marker": True} if d.after_marker else {}),
              **({"keeps_stories": True} if d.keeps_stories else {})}
             for d in dampen], "depth": list(depth)})
+    if teaser_lead:  # (absent from older fingerprints)
+        canonical.append({"teaser_lead": teaser_lead})
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

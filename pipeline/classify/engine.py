@@ -46,7 +46,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice, product
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import ahocorasick
 
@@ -133,11 +133,18 @@ _Special = tuple[int, str | None, bool]
 # the terms that need a check).
 _Keyword = tuple[int, int, tuple[int, ...], tuple[_Special, ...]]
 
-# A compiled damper: (its marker term ids, the field indexes where they are
-# looked for, the factor by field index: 1.0 where it does not scale, its name,
-# whether it damps only what follows its marker in the field: passing lines,
-# whether it keeps the stories it tells over two sentences: a roundup's paragraph).
-_CompiledDamper = tuple[frozenset[int], tuple[int, ...], tuple[float, float, float], str, bool, bool]
+
+class _CompiledDamper(NamedTuple):
+    """A damper of topics.yaml, compiled."""
+
+    markers: frozenset[int]  # its marker term ids
+    look_in: tuple[int, ...]  # the field indexes where they are looked for
+    factors: tuple[float, float, float]  # by field index: 1.0 where it does not scale
+    name: str
+    after_marker: bool  # it damps only what follows its marker in the field: passing lines
+    keeps_stories: bool  # it keeps the stories it tells over two sentences: a roundup's paragraph
+
+
 # A damper that lowered evidence, for the explanation: (field index of its marker,
 # marker start, end in joined-folded offsets, damper index, factor, field indexes it scaled).
 _DampingRow = tuple[int, int, int, int, float, tuple[int, ...]]
@@ -234,7 +241,7 @@ class Classifier:
         self._dampers = dampers
         # By field index, the markers of every damper that looks there: one set test per field
         # rules out the common case, an item of no damped kind.
-        self._damper_markers = tuple(frozenset().union(*(d[0] for d in dampers if f in d[1]))
+        self._damper_markers = tuple(frozenset().union(*(d.markers for d in dampers if f in d.look_in))
                                      for f in range(len(FIELDS)))
         # Whether some rule reads the title and the lead together.
         # The terms the `combine` rules read (conditions, negations, contexts): the plans of the title and
@@ -344,10 +351,13 @@ class Classifier:
                         triggers[zone].setdefault(tid, []).append(len(rules) - 1)
 
         dampers = tuple(
-            (frozenset(term_id(t) for t in damper.markers), tuple(FIELDS.index(f) for f in damper.look_in),
-             (damper.factor if "title" in damper.scales else 1.0, damper.factor if "summary" in damper.scales else 1.0,
-              damper.factor if "content" in damper.scales else 1.0), damper.name, damper.after_marker,
-             damper.keeps_stories)
+            _CompiledDamper(
+                markers=frozenset(term_id(t) for t in damper.markers),
+                look_in=tuple(FIELDS.index(f) for f in damper.look_in),
+                factors=(damper.factor if "title" in damper.scales else 1.0,
+                         damper.factor if "summary" in damper.scales else 1.0,
+                         damper.factor if "content" in damper.scales else 1.0),
+                name=damper.name, after_marker=damper.after_marker, keeps_stories=damper.keeps_stories)
             for damper in dampen)
 
         # keyword → its terms: plain ones, and those that need a check (case-kept or prefix)
@@ -441,7 +451,7 @@ class Classifier:
                 head = self._holding_before(key[0], lang, occ, tail[0], text)
             # The topics a roundup tells over two sentences of this field: its stories, not damped.
             stories: frozenset[int] = frozenset()
-            if scale is not None and kinds[field_index] >= 0 and self._dampers[kinds[field_index]][5]:
+            if scale is not None and kinds[field_index] >= 0 and self._dampers[kinds[field_index]].keeps_stories:
                 stories = self._stories(field_index, lang, occ, tail, text, texts, starts)
                 if stories:
                     if spared is None:
@@ -504,20 +514,21 @@ class Classifier:
         scale = [1.0, 1.0, 1.0]
         kinds = [-1, -1, -1]
         tails: list[_Tail | None] = [None, None, None]
-        for index, (found_markers, look_in, factors, _, after_marker, _) in enumerate(self._dampers):
-            for f in look_in:
-                if found_markers.isdisjoint(occurrences[f]):
+        for index, damper in enumerate(self._dampers):
+            for f in damper.look_in:
+                if damper.markers.isdisjoint(occurrences[f]):
                     continue
-                if after_marker:
+                if damper.after_marker:
                     # The first marker of the field starts its passing lines; the earliest damper wins.
-                    cut = min(span[0] for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid])
+                    cut = min(span[0] for tid in damper.markers if tid in occurrences[f]
+                              for span in occurrences[f][tid])
                     current = tails[f]
                     if current is None or cut < current[0]:
-                        tails[f] = (cut, factors[f], index)
+                        tails[f] = (cut, damper.factors[f], index)
                     continue
                 for g in (0, 1, 2):
-                    if factors[g] < scale[g]:
-                        scale[g], kinds[g] = factors[g], index
+                    if damper.factors[g] < scale[g]:
+                        scale[g], kinds[g] = damper.factors[g], index
                 break
         return ((scale[0], scale[1], scale[2]), (kinds[0], kinds[1], kinds[2]),
                 (tails[0], tails[1], tails[2]) if tails != [None, None, None] else None)
@@ -621,18 +632,18 @@ class Classifier:
                       kinds: tuple[int, int, int]) -> None:
         """Record (once per damper) which damper lowered evidence, with its first marker; a damper of
         passing lines adds each field whose evidence it lowered."""
-        found_markers, look_in, _, _, after_marker, _ = self._dampers[damper]
+        compiled = self._dampers[damper]
         for index, row in enumerate(dampings):
             if row[3] == damper:
-                if after_marker and field_index not in row[5]:
+                if compiled.after_marker and field_index not in row[5]:
                     dampings[index] = (*row[:5], tuple(sorted((*row[5], field_index))))
                 return
-        where = (field_index,) if after_marker else look_in
+        where = (field_index,) if compiled.after_marker else compiled.look_in
         for f in where:
-            spans = [span for tid in found_markers if tid in occurrences[f] for span in occurrences[f][tid]]
+            spans = [span for tid in compiled.markers if tid in occurrences[f] for span in occurrences[f][tid]]
             if spans:
                 start, end = min(spans)
-                scaled = (f,) if after_marker else tuple(g for g in (0, 1, 2) if kinds[g] == damper)
+                scaled = (f,) if compiled.after_marker else tuple(g for g in (0, 1, 2) if kinds[g] == damper)
                 dampings.append((f, start, end, damper, factor, scaled))
                 return
 
@@ -775,7 +786,7 @@ class Classifier:
                 start, end = original_span(starts, start, end) if starts else (start, end)
                 start, end = start - offsets[fi], end - offsets[fi]
                 kept = tuple(self._ids[t] for t in sorted(spared.get(damper, ()))) if spared else ()
-                rows.append(Damping(self._dampers[damper][3], MATCH_SOURCE_FIELDS[fi], texts[fi][start:end], start,
+                rows.append(Damping(self._dampers[damper].name, MATCH_SOURCE_FIELDS[fi], texts[fi][start:end], start,
                                     end, factor, tuple(MATCH_SOURCE_FIELDS[g] for g in scaled), kept))
             damped = tuple(rows)
         # Same order as joined offsets: within a field both differ by a constant.

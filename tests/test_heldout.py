@@ -21,10 +21,12 @@ TOPICS = ("meta_ai", "rgpd", "ai_act", "media_partnership")
 
 # name: (items, macro-F1 floor, per-topic F1 floor)
 FLOORS = {
-    "set_c.jsonl": (149, 0.97, 0.95),
+    # Tuned sets: floors a little below what the sixth round reached (C 0.995, E 1.000, G 0.993, I 0.997,
+    # J 0.994, K 1.000; no topic below 0.98), one error of margin per topic.
+    "set_c.jsonl": (149, 0.98, 0.95),
     "set_d.jsonl": (123, 0.97, 0.95),
     # Tuned on in issue 15's third round (1.000 after it, 0.927 before).
-    "set_e.jsonl": (140, 0.97, 0.95),
+    "set_e.jsonl": (140, 0.98, 0.95),
     # A measure: 0.912 before and after the third round (meta_ai 0.87, rgpd 0.85), 0.933 after the
     # fourth (0.93, 0.88), 0.947 after the fifth (0.93, 0.905).
     "set_f.jsonl": (120, 0.93, 0.88),
@@ -32,15 +34,15 @@ FLOORS = {
     # 0.951 before the round, 0.961 mid-way and at its end (meta_ai 0.94, ai_act 0.94).
     "set_h.jsonl": (150, 0.95, 0.92),
     # Tuned on in issue 15's fourth round (0.880 before it, 0.975 after it, 0.993 after the fifth).
-    "set_g.jsonl": (150, 0.97, 0.95),
+    "set_g.jsonl": (150, 0.98, 0.95),
     # Tuned on in issue 15's fifth round (0.871 and 0.935 before it): data protection and the AI Act
     # in indirect words, their evidence split between title and lead (I); Meta's AI and press deals
     # told indirectly, roundups with a substantial paragraph or a passing line (J).
-    # After it: I 0.976 (rgpd 0.90), J 0.990.
-    "set_i.jsonl": (150, 0.97, 0.88),
-    "set_j.jsonl": (150, 0.97, 0.95),
+    # After it: I 0.976 (rgpd 0.90), J 0.990; after the sixth: I 0.997 (rgpd 0.99), J 0.994.
+    "set_i.jsonl": (150, 0.98, 0.95),
+    "set_j.jsonl": (150, 0.98, 0.95),
     # Tuned on in issue 15's fifth round (0.944 before it, 1.000 after): near-misses of every topic, for precision.
-    "set_k.jsonl": (150, 0.97, 0.95),
+    "set_k.jsonl": (150, 0.98, 0.95),
 }
 # Sets written for some topics hold fewer items of the others (the least a topic has in them).
 FEWEST = {"set_i.jsonl": 8, "set_j.jsonl": 12}

@@ -656,7 +656,7 @@ class Pipeline:
         """Fingerprint of the code an issue is composed by (COMPOSE_SOURCES), part of its keys."""
         return code_fingerprint(self.code_root, COMPOSE_SOURCES)
 
-    @property
+    @functools.cached_property
     def build_code(self) -> str:
         """Fingerprint of the code an issue is composed and rendered by (COMPOSE_SOURCES and
         RENDER_SOURCES), kept with it so that `archive list` can tell an upgrade made it stale."""
